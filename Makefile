@@ -1,0 +1,38 @@
+# Quick start on a fresh Debian 12 machine (as root):  make run   |   make test
+PY      ?= /usr/bin/python3
+VENV    ?= .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: run test deps venv lint generate clean
+
+deps:
+	bash scripts/install-deps.sh
+
+$(STAMP): setup.cfg pyproject.toml
+	$(MAKE) deps
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The main job for now: this host's counters and who holds its table.
+run: $(STAMP)
+	$(VENV)/bin/conntrack-zbx stats
+	$(VENV)/bin/conntrack-zbx top
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check conntrack_zbx tests
+
+# Regenerate every file derived from conntrack_zbx/keys.py (tests check they are current).
+generate: $(STAMP)
+	$(VPY) -m conntrack_zbx.generate
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check conntrack_zbx tests
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

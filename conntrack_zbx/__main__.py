@@ -1,0 +1,3 @@
+from conntrack_zbx.cli import main
+
+raise SystemExit(main())

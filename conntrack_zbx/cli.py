@@ -1,0 +1,274 @@
+"""conntrack-zbx: the whole product from the command line.
+
+Agent keys (``stats``, ``talkers``, ``discovery``) print exactly one JSON document on stdout.
+Failure contract (docs/failure-contract.md): both Zabbix agents ignore exit codes and merge
+stderr into the value, so a failure is ``{"error": "<what is wrong and how to fix it>"}`` on
+stdout (the template's "Check for error in JSON" step makes the item *not supported* with that
+text) and a non-zero exit status for humans and scripts. Nothing that could not be read is ever
+printed as 0 or as an empty list.
+
+Imports are kept lazy: ``stats`` runs every minute on every host and must start fast.
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from conntrack_zbx import __version__
+from conntrack_zbx.errors import ConntrackError, NotPermitted
+
+INTERNAL_ERROR = 70
+
+
+def _positive(limit: int):
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+        if not 0 <= value <= limit:
+            raise argparse.ArgumentTypeError("%d is outside 0..%d" % (value, limit))
+        return value
+    return check
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="conntrack-zbx",
+        description="Linux conntrack table monitoring for Zabbix: usage, drops, top talkers.",
+    )
+    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--proc-root", default="/", metavar="DIR",
+                        help="read proc/ and sys/ below DIR instead of / (fixture trees)")
+
+    def table_opts(sp: argparse.ArgumentParser, top_default: int) -> None:
+        common(sp)
+        sp.add_argument("--file", metavar="PATH",
+                        help="read a saved copy of /proc/net/nf_conntrack instead of the live table")
+        sp.add_argument("--top", type=_positive(1000), default=top_default, metavar="N")
+        sp.add_argument("--prefix4", type=_positive(32), default=24, metavar="N",
+                        help="IPv4 network prefix length for the roll-up (default 24)")
+        sp.add_argument("--prefix6", type=_positive(128), default=64, metavar="N",
+                        help="IPv6 network prefix length for the roll-up (default 64)")
+        sp.add_argument("--sudo", action="store_true",
+                        help="run the fixed command line through 'sudo -n' (agent keys); "
+                             "no other option may be combined with it")
+
+    common(sub.add_parser("stats", help="counters: count, max, usage, drops (JSON, no root needed)"))
+    table_opts(sub.add_parser("talkers", help="top sources and networks by entries held (JSON)"), 10)
+    table_opts(sub.add_parser("discovery", help="Zabbix LLD array of the top talkers"), 10)
+
+    top = sub.add_parser("top", help="on-call view: who fills the table (terminal table)")
+    common(top)
+    top.add_argument("--file", metavar="PATH",
+                     help="read a saved copy of /proc/net/nf_conntrack instead of the live table")
+    top.add_argument("--by", choices=("src", "dst", "dport", "state", "proto"), default="src")
+    top.add_argument("-n", type=_positive(100000), default=10, metavar="N", help="rows (default 10)")
+    top.add_argument("--prefix4", type=_positive(32), default=24, metavar="N")
+    top.add_argument("--prefix6", type=_positive(128), default=64, metavar="N")
+    top.add_argument("--max", type=_positive(1 << 31), metavar="N",
+                     help="nf_conntrack_max to compute shares against (default: this host's)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "top":
+        try:
+            sys.stdout.write(_top(args))
+        except ConntrackError as e:
+            sys.stderr.write("conntrack-zbx: %s\n" % e)
+            return e.exit_code
+        return 0
+    try:
+        if getattr(args, "sudo", False):
+            return _via_sudo(args, argv)
+        doc = {"stats": _stats, "talkers": _talkers, "discovery": _discovery}[args.command](args)
+    except ConntrackError as e:
+        _emit({"error": str(e)})
+        return e.exit_code
+    except Exception as e:  # the agent must get JSON whatever happens
+        _emit({"error": "internal error in conntrack-zbx %s: %s: %s (please report it)"
+                        % (args.command, type(e).__name__, e)})
+        return INTERNAL_ERROR
+    _emit(doc)
+    return 0
+
+
+def _emit(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+
+
+# -- stats ----------------------------------------------------------------------------------
+def _stats(args: argparse.Namespace) -> Dict[str, Any]:
+    from conntrack_zbx.errors import NotAvailable
+    from conntrack_zbx.sources.proc import ProcRoot
+
+    root = ProcRoot(args.proc_root)
+    count, maximum, buckets = root.count(), root.max(), root.buckets()
+    doc = {
+        "count": count,
+        "max": maximum,
+        "buckets": buckets,
+        "hashsize": root.hashsize(),  # 0600 root: null for the agent user (== buckets)
+        "usage_pct": round(100.0 * count / maximum, 2) if maximum else None,
+        "free": maximum - count if maximum else None,
+        "stat": None,
+    }  # type: Dict[str, Any]
+    try:
+        doc["stat"] = root.stat().counters
+    except NotAvailable as e:
+        # Kernels without CONFIG_NF_CONNTRACK_PROCFS: the counters above still hold; the
+        # per-counter items are discarded, and this says why.
+        doc["stat_error"] = str(e)
+    return doc
+
+
+# -- talkers / discovery --------------------------------------------------------------------
+def _read_tally(args: argparse.Namespace):
+    from conntrack_zbx.sources.proc import ProcRoot, iter_lines, open_snapshot
+    from conntrack_zbx.talkers import tally
+
+    root = ProcRoot(args.proc_root)
+    if args.file:
+        f = open_snapshot(args.file)
+        source = "file"
+    else:
+        f = root.open_table()
+        source = "proc"
+    with f:
+        t = tally(iter_lines(f), "src")
+    return root, source, t
+
+
+def _live_max(root, required: bool) -> Optional[int]:
+    if required:
+        return root.max()
+    try:
+        return root.max()
+    except ConntrackError:
+        return None
+
+
+def _talkers(args: argparse.Namespace) -> Dict[str, Any]:
+    from conntrack_zbx.talkers import family_of, network_of, pct, rank
+
+    root, source, t = _read_tally(args)
+    maximum = _live_max(root, required=not args.file)
+    sources = rank(t.counts)
+    networks = rank(t.counts, network_of(args.prefix4, args.prefix6))
+    return {
+        "source": source,
+        "entries": t.entries,
+        "skipped": t.skipped,
+        "max": maximum,
+        "truncated": False,
+        "prefix4": args.prefix4,
+        "prefix6": args.prefix6,
+        "distinct_sources": len(sources),
+        "sources": [
+            {"address": g.key, "family": family_of(g.key), "count": g.count,
+             "pct_of_max": pct(g.count, maximum), "established": g.established,
+             "protocols": g.protocols, "states": g.states}
+            for g in sources[:args.top]
+        ],
+        "networks": [
+            {"network": g.key, "family": family_of(g.key), "count": g.count,
+             "pct_of_max": pct(g.count, maximum), "established": g.established,
+             "sources": g.members, "protocols": g.protocols, "states": g.states}
+            for g in networks[:args.top]
+        ],
+    }
+
+
+def _discovery(args: argparse.Namespace) -> List[Dict[str, str]]:
+    from conntrack_zbx.lld import discovery_rows
+    from conntrack_zbx.talkers import network_of, rank
+
+    _, _, t = _read_tally(args)
+    return discovery_rows(rank(t.counts, network_of(args.prefix4, args.prefix6)),
+                          rank(t.counts), args.top)
+
+
+# -- privilege: the fixed sudo line ---------------------------------------------------------
+def _via_sudo(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+    """Run exactly ``sudo -n <this binary> <command>`` and pass its JSON through.
+
+    Only the bare command is allowed with --sudo, so the sudo rule can list exact command lines
+    with no caller-controlled argument. A refusal becomes an error that names the grant.
+    """
+    import subprocess
+
+    from conntrack_zbx.keys import SUDO
+
+    given = list(sys.argv[1:] if argv is None else argv)
+    if sorted(given) != sorted([args.command, "--sudo"]):
+        raise NotPermitted("--sudo runs only the fixed line 'conntrack-zbx %s': drop the other "
+                           "options (the sudo grant allows no arguments)" % args.command)
+    if os.geteuid() == 0:  # already root (e.g. run by hand): nothing to elevate
+        return main([args.command])
+    binary = os.path.abspath(sys.argv[0])
+    cmd = [SUDO, "-n", binary, args.command]
+    try:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise NotPermitted("%s is not installed: the talker keys read the root-only entry table "
+                           "through sudo; install sudo and sudoers.d/conntrack-zbx "
+                           "(docs/permissions.md)" % SUDO) from None
+    out = p.stdout.decode("utf-8", "replace")
+    if out.lstrip().startswith(("{", "[")):
+        sys.stdout.write(out)
+        return p.returncode
+    said = (p.stderr.decode("utf-8", "replace").strip() or out.strip())[:300]
+    raise NotPermitted(
+        "not permitted: sudo refused '%s' for uid %d (%s); install sudoers.d/conntrack-zbx as "
+        "/etc/sudoers.d/conntrack-zbx (mode 0440, check with 'visudo -cf'), see "
+        "docs/permissions.md" % (" ".join(cmd[2:]), os.geteuid(), said))
+
+
+# -- top: the on-call terminal view ---------------------------------------------------------
+def _top(args: argparse.Namespace) -> str:
+    from conntrack_zbx.sources.proc import ProcRoot, iter_lines, open_snapshot
+    from conntrack_zbx.talkers import network_of, pct, rank, tally
+
+    root = ProcRoot(args.proc_root)
+    if args.file:
+        f, what = open_snapshot(args.file), args.file
+    else:
+        f, what = root.open_table(), root.path("proc/net/nf_conntrack")
+    with f:
+        t = tally(iter_lines(f), args.by)
+    maximum = args.max if args.max is not None else _live_max(root, required=False)
+    out = []
+    share = " (%s%% of nf_conntrack_max %d)" % (pct(t.entries, maximum), maximum) if maximum else ""
+    out.append("%d entries%s in %s; %d lines skipped\n" % (t.entries, share, what, t.skipped))
+    sections = []
+    if args.by in ("src", "dst"):
+        sections.append(("networks (/%d IPv4, /%d IPv6)" % (args.prefix4, args.prefix6),
+                         rank(t.counts, network_of(args.prefix4, args.prefix6)), True))
+    sections.append(("%s" % {"src": "sources", "dst": "destinations", "dport": "protocol/port",
+                             "state": "states", "proto": "protocols"}[args.by],
+                     rank(t.counts), False))
+    for title, groups, is_net in sections:
+        out.append("\nTop %s by entries held:\n" % title)
+        if not groups:
+            out.append("  (no entries)\n")
+            continue
+        width = max(len(g.key) for g in groups[:args.n])
+        out.append("  %8s %7s  %-*s  %s\n" % ("ENTRIES", "%MAX", width, "KEY", "STATE MIX"))
+        for g in groups[:args.n]:
+            p = pct(g.count, maximum)
+            mix = ", ".join("%s %d%%" % (s, round(100.0 * n / g.count))
+                            for s, n in list(g.states.items())[:3])
+            extra = ("  [%d source%s]" % (g.members, "" if g.members == 1 else "s")
+                     if is_net else "")
+            out.append("  %8d %7s  %-*s  %s%s\n"
+                       % (g.count, "-" if p is None else "%.2f" % p, width, g.key, mix, extra))
+    return "".join(out)

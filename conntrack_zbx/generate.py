@@ -1,0 +1,34 @@
+"""Write every file derived from ``conntrack_zbx.keys``: ``python -m conntrack_zbx.generate``.
+
+Committed outputs must equal what this produces (tests/test_generated.py), so the agent conf,
+the sudoers drop-in and the template can never drift from the key list.
+"""
+
+import os
+import sys
+from typing import Callable, Dict
+
+from conntrack_zbx import keys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def outputs() -> Dict[str, Callable[[], str]]:
+    return {
+        "zabbix_agentd.d/userparameter_conntrack.conf": keys.agent_conf,
+        "sudoers.d/conntrack-zbx": keys.sudoers,
+    }
+
+
+def main() -> int:
+    for rel, make in outputs().items():
+        path = os.path.join(ROOT, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(make())
+        print("wrote %s" % rel)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

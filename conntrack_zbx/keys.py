@@ -1,0 +1,85 @@
+"""The one list of agent keys. The UserParameter conf, the sudoers drop-in, the template and the
+docs are all generated from it, so a key can never exist in one and not the others.
+
+Keys take no parameters: every command line is fixed, so nothing a Zabbix user types reaches a
+shell, a path or a sudo rule (see docs/permissions.md).
+"""
+
+from typing import NamedTuple, Tuple
+
+# Where `pip install` + the documented symlink put the entry point on an agent host.
+BINARY = "/usr/local/bin/conntrack-zbx"
+SUDO = "/usr/bin/sudo"
+AGENT_USER = "zabbix"
+
+
+class AgentKey(NamedTuple):
+    key: str
+    args: Tuple[str, ...]  # the fixed subcommand line after the binary
+    privileged: bool  # reads the root-only entry table: runs through the sudo grant
+    description: str
+
+
+KEYS = (
+    AgentKey(
+        "conntrack.stats",
+        ("stats",),
+        False,
+        "Table count, max, buckets, usage and the kernel's per-CPU counters summed (JSON). "
+        "Runs as the agent user: every file it reads is world-readable.",
+    ),
+    AgentKey(
+        "conntrack.talkers",
+        ("talkers",),
+        True,
+        "Top sources and networks by entries held (JSON). Reads the root-only entry table "
+        "through the fixed sudo grant.",
+    ),
+    AgentKey(
+        "conntrack.discovery",
+        ("discovery",),
+        True,
+        "Low-level discovery of the top talkers (JSON array). Reads the root-only entry table "
+        "through the fixed sudo grant.",
+    ),
+)
+
+
+def command_line(k: AgentKey, binary: str = BINARY) -> str:
+    """What the agent runs for a key. Privileged keys add --sudo: the entry point then runs
+    exactly ``sudo -n BINARY <args>`` and turns a refusal into a message naming the grant."""
+    parts = [binary] + list(k.args) + (["--sudo"] if k.privileged else [])
+    return " ".join(parts)
+
+
+def sudo_command(k: AgentKey, binary: str = BINARY) -> Tuple[str, ...]:
+    """The exact command the sudoers drop-in allows for a privileged key."""
+    return (binary,) + k.args
+
+
+def agent_conf(binary: str = BINARY) -> str:
+    lines = [
+        "# conntrack_zbx: Linux connection-tracking table monitoring for Zabbix.",
+        "# Generated from conntrack_zbx/keys.py by `python -m conntrack_zbx.generate`; do not edit.",
+        "# Works with zabbix_agentd and zabbix_agent2. Keys take no parameters.",
+        "# Talker keys read the root-only entry table through the sudo drop-in",
+        "# sudoers.d/conntrack-zbx (see docs/permissions.md); without it they are not",
+        "# supported with a message naming the grant, and conntrack.stats keeps working.",
+        "",
+    ]
+    for k in KEYS:
+        lines.append("# %s" % k.description)
+        lines.append("UserParameter=%s,%s" % (k.key, command_line(k, binary)))
+    return "\n".join(lines) + "\n"
+
+
+def sudoers(binary: str = BINARY, user: str = AGENT_USER) -> str:
+    cmds = [" ".join(sudo_command(k, binary)) for k in KEYS if k.privileged]
+    return "\n".join([
+        "# conntrack_zbx: let the Zabbix agent read the conntrack entry table, nothing else.",
+        "# Generated from conntrack_zbx/keys.py; install as /etc/sudoers.d/conntrack-zbx, mode 0440.",
+        "# Exact command lines with their arguments: sudo refuses any other argument.",
+        "# The binary and its Python environment must be owned by root and not writable by %s." % user,
+        "Defaults!%s !requiretty" % binary,
+        "%s ALL=(root) NOPASSWD: %s" % (user, ", ".join(cmds)),
+    ]) + "\n"

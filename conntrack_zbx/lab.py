@@ -1,0 +1,211 @@
+"""Real conntrack entries on demand, in a throw-away network namespace (tests, fixtures, demo).
+
+Not agent code: it drives ``ip``/``nft`` as root. Traffic only ever uses loopback addresses
+(127.0.0.0/8, ::1) inside a namespace this module created, so nothing leaves the machine.
+
+How each state is made, for real, by the kernel:
+- ESTABLISHED that never closes ("leaky NAT"): FIN/RST to or from a *leaky* network are dropped
+  in a hook that runs before conntrack, so the kernel never sees the close;
+- TIME_WAIT: a normal close;
+- SYN_SENT: the SYN is dropped after conntrack saw it (input rule on the black-hole port);
+- UDP [UNREPLIED] to a closed port, UDP replied by an echo server, ICMP echo.
+Per-namespace timeouts are raised so a test table stays put while it is read.
+"""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from typing import Dict, Iterable, List, Sequence
+
+SERVICE_PORT = 8080
+UDP_ECHO_PORT = 5300
+UDP_CLOSED_PORT = 5353
+TCP_BLACKHOLE_PORT = 8099
+
+# Seconds: long enough that nothing expires during a test, short enough to go by itself.
+STABLE_TIMEOUTS = {
+    "nf_conntrack_tcp_timeout_time_wait": 3600,
+    "nf_conntrack_tcp_timeout_close": 3600,
+    "nf_conntrack_tcp_timeout_syn_sent": 3600,
+    "nf_conntrack_tcp_timeout_unacknowledged": 3600,
+    "nf_conntrack_udp_timeout": 3600,
+    "nf_conntrack_udp_timeout_stream": 3600,
+    "nf_conntrack_icmp_timeout": 3600,
+    "nf_conntrack_icmpv6_timeout": 3600,
+}
+
+
+def ruleset(leaky: Sequence[str] = ()) -> str:
+    leak_rules = "".join(
+        "    ip saddr %s tcp flags & (fin | rst) != 0 drop\n"
+        "    ip daddr %s tcp flags & (fin | rst) != 0 drop\n" % (net, net)
+        for net in leaky
+    )
+    return (
+        "table inet conntrack_zbx_lab {\n"
+        "  chain before_conntrack {\n"
+        "    type filter hook output priority -300; policy accept;\n"
+        + leak_rules +
+        "  }\n"
+        "  chain input {\n"
+        "    type filter hook input priority 0; policy accept;\n"
+        "    ct state established,related accept\n"
+        "    tcp dport %d drop\n"
+        "  }\n"
+        "}\n" % TCP_BLACKHOLE_PORT
+    )
+
+
+def sh(argv: Sequence[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(argv), p.returncode,
+                                                   p.stderr.decode(errors="replace").strip()))
+    return p
+
+
+class Netns:
+    """A network namespace with conntrack active on loopback; deleted on exit."""
+
+    def __init__(self, name: str = "", leaky: Sequence[str] = (), stable: bool = True,
+                 extra_nft: str = "") -> None:
+        self.name = name or "ctzbx-%s" % uuid.uuid4().hex[:8]
+        self.leaky = tuple(leaky)
+        self.stable = stable
+        self.extra_nft = extra_nft
+
+    def __enter__(self) -> "Netns":
+        sh(["ip", "netns", "add", self.name])
+        try:
+            sh(["ip", "-n", self.name, "link", "set", "lo", "up"])
+            sh(self.cmd(["nft", "-f", "-"]), input=(ruleset(self.leaky) + self.extra_nft).encode())
+            if self.stable:
+                for key, value in STABLE_TIMEOUTS.items():
+                    self.write_sysctl(key, value)
+        except BaseException:
+            self.delete()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.delete()
+
+    def delete(self) -> None:
+        pids = sh(["ip", "netns", "pids", self.name], check=False).stdout.split()
+        for pid in pids:
+            sh(["kill", "-9", pid.decode()], check=False)
+        sh(["ip", "netns", "del", self.name], check=False)
+
+    def cmd(self, argv: Sequence[str]) -> List[str]:
+        return ["ip", "netns", "exec", self.name] + list(argv)
+
+    def run(self, argv: Sequence[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+        return sh(self.cmd(argv), check=check, **kw)
+
+    def write_sysctl(self, key: str, value: int) -> None:
+        self.run(["sh", "-c", 'echo %d > /proc/sys/net/netfilter/%s' % (value, key)])
+
+    def read(self, path: str) -> str:
+        return self.run(["cat", path]).stdout.decode()
+
+    def count(self) -> int:
+        return int(self.read("/proc/sys/net/netfilter/nf_conntrack_count"))
+
+    def traffic(self, spec: Iterable[Dict]) -> Dict:
+        """Create the entries described by ``spec`` (see ``make_traffic``) inside the namespace."""
+        out = self.run([sys.executable, "-m", "conntrack_zbx.lab", "traffic"],
+                       input=json.dumps(list(spec)).encode())
+        return json.loads(out.stdout)
+
+
+def make_traffic(spec: List[Dict]) -> Dict:
+    """Run inside the namespace. Each item: {"kind": K, "src": ADDR, "count": N}, with K one of
+    tcp_open (ESTABLISHED: src must be in a leaky network), tcp_closed (TIME_WAIT), tcp_syn
+    (SYN_SENT), udp_unreplied, udp_replied, icmp."""
+    servers = {}
+    udp_echo = {}
+    held = []
+    made = {}  # type: Dict[str, int]
+
+    def server(family: int, host: str) -> socket.socket:
+        key = (family, host)
+        if key not in servers:
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, SERVICE_PORT))
+            s.listen(4096)
+            servers[key] = s
+        return servers[key]
+
+    for item in spec:
+        kind, src, n = item["kind"], item["src"], int(item["count"])
+        family = socket.AF_INET6 if ":" in src else socket.AF_INET
+        dst = "::1" if family == socket.AF_INET6 else item.get("dst", "127.0.0.1")
+        for _ in range(n):
+            if kind in ("tcp_open", "tcp_closed"):
+                srv = server(family, dst)
+                c = socket.socket(family, socket.SOCK_STREAM)
+                c.bind((src, 0))
+                c.connect((dst, SERVICE_PORT))
+                a, _ = srv.accept()
+                if kind == "tcp_closed":
+                    c.close()  # the client closes first: its side goes TIME_WAIT
+                    a.close()
+                else:
+                    held.append((c, a))
+            elif kind == "tcp_syn":
+                c = socket.socket(family, socket.SOCK_STREAM)
+                c.bind((src, 0))
+                c.setblocking(False)
+                c.connect_ex((dst, TCP_BLACKHOLE_PORT))
+                held.append((c,))
+            elif kind in ("udp_unreplied", "udp_replied"):
+                u = socket.socket(family, socket.SOCK_DGRAM)
+                u.bind((src, 0))
+                if kind == "udp_replied":
+                    e = udp_echo.get(family)
+                    if e is None:
+                        e = udp_echo[family] = socket.socket(family, socket.SOCK_DGRAM)
+                        e.bind((dst, UDP_ECHO_PORT))
+                    u.sendto(b"ping", (dst, UDP_ECHO_PORT))
+                    data, peer = e.recvfrom(64)
+                    e.sendto(data, peer)
+                    u.recv(64)
+                else:
+                    u.sendto(b"ping", (dst, UDP_CLOSED_PORT))
+                u.close()
+            elif kind == "icmp":
+                proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+                r = socket.socket(family, socket.SOCK_RAW, proto)
+                r.bind((src, 0))
+                ident = (len(held) + made.get(kind, 0)) & 0xFFFF
+                typ = 128 if family == socket.AF_INET6 else 8
+                r.sendto(_icmp_echo(typ, ident), (dst, 0))
+                r.close()
+            else:
+                raise ValueError("unknown traffic kind %r" % kind)
+            made[kind] = made.get(kind, 0) + 1
+    time.sleep(0.2)  # let RSTs, replies and closes be processed before we report
+    return {"made": made}
+
+
+def _icmp_echo(typ: int, ident: int) -> bytes:
+    header = bytes([typ, 0, 0, 0, ident >> 8, ident & 0xFF, 0, 1]) + b"conntrack_zbx"
+    if typ == 128:
+        return header  # the kernel fills in the ICMPv6 checksum on raw sockets
+    total = 0
+    for i in range(0, len(header), 2):
+        total += (header[i] << 8) + (header[i + 1] if i + 1 < len(header) else 0)
+    total = (total >> 16) + (total & 0xFFFF)
+    total = ~(total + (total >> 16)) & 0xFFFF
+    return header[:2] + bytes([total >> 8, total & 0xFF]) + header[4:]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["traffic"]:
+        json.dump(make_traffic(json.load(sys.stdin)), sys.stdout)
+    else:
+        raise SystemExit("usage: python -m conntrack_zbx.lab traffic < spec.json")

@@ -1,0 +1,1 @@
+"""Where entries and counters come from."""

@@ -1,0 +1,131 @@
+"""The one I/O layer over /proc and /sys, rooted at a directory so tests use fixture trees.
+
+Readers open files and translate the OS's answer into our error classes with a message that
+says what to do; everything they read is handed to the pure parsers in ``conntrack_zbx.parse``.
+"""
+
+import errno
+import os
+from typing import IO, Iterator, Optional
+
+from conntrack_zbx.errors import Malformed, NotAvailable, NotPermitted
+from conntrack_zbx.parse.stat import StatTable, parse_stat
+
+COUNT = "proc/sys/net/netfilter/nf_conntrack_count"
+MAX = "proc/sys/net/netfilter/nf_conntrack_max"
+BUCKETS = "proc/sys/net/netfilter/nf_conntrack_buckets"
+HASHSIZE = "sys/module/nf_conntrack/parameters/hashsize"
+STAT = "proc/net/stat/nf_conntrack"
+TABLE = "proc/net/nf_conntrack"
+
+MODULE_HINT = (
+    "the nf_conntrack module is not loaded (no %s); nothing is tracked on this host, "
+    "load it with 'modprobe nf_conntrack' if it should be, or unlink the template"
+)
+PROCFS_HINT = (
+    "%s does not exist: this kernel is built without CONFIG_NF_CONNTRACK_PROCFS "
+    "(counters in /proc/sys still work; entries need the netlink source)"
+)
+TABLE_PERMISSION_HINT = (
+    "permission denied reading %s (mode 0440, root only) as uid %d: grant the agent exactly "
+    "this read with the sudoers drop-in sudoers.d/conntrack-zbx and the talker keys' --sudo "
+    "form, see docs/permissions.md"
+)
+
+
+class ProcRoot:
+    """Paths below a root directory ('/' on a real host, a fixture tree in tests)."""
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = root
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.root, rel)
+
+    # -- counters -------------------------------------------------------------------------
+    def read_int(self, rel: str) -> int:
+        text = self._read_text(rel)
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise Malformed("%s does not hold an integer: %r" % (self.path(rel), text[:64])) from None
+
+    def module_loaded(self) -> bool:
+        return os.path.exists(self.path(COUNT))
+
+    def count(self) -> int:
+        return self._sysctl(COUNT)
+
+    def max(self) -> int:
+        return self._sysctl(MAX)
+
+    def buckets(self) -> int:
+        return self._sysctl(BUCKETS)
+
+    def hashsize(self) -> Optional[int]:
+        """The module parameter: 0600 root, so None (not 0) when this user cannot read it."""
+        try:
+            return self.read_int(HASHSIZE)
+        except (NotPermitted, NotAvailable):
+            return None
+
+    def stat(self) -> StatTable:
+        if not self.module_loaded():
+            raise NotAvailable(MODULE_HINT % self.path(COUNT))
+        return parse_stat(self._read_text(STAT, missing_hint=PROCFS_HINT))
+
+    def _sysctl(self, rel: str) -> int:
+        if not self.module_loaded():
+            raise NotAvailable(MODULE_HINT % self.path(COUNT))
+        return self.read_int(rel)
+
+    def _read_text(self, rel: str, missing_hint: Optional[str] = None) -> str:
+        path = self.path(rel)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(1 << 20)
+        except OSError as e:
+            raise _translate(e, path, missing_hint) from None
+        try:
+            return data.decode("ascii")
+        except UnicodeDecodeError:
+            raise Malformed("%s is not ASCII text" % path) from None
+
+    # -- the entry table ------------------------------------------------------------------
+    def open_table(self) -> IO[bytes]:
+        """Open /proc/net/nf_conntrack for streaming; the caller closes it."""
+        if not self.module_loaded():
+            raise NotAvailable(MODULE_HINT % self.path(COUNT))
+        path = self.path(TABLE)
+        try:
+            return open(path, "rb")
+        except OSError as e:
+            raise _translate(e, path, PROCFS_HINT, TABLE_PERMISSION_HINT) from None
+
+
+def open_snapshot(path: str) -> IO[bytes]:
+    """Open a saved copy of the table (``cat /proc/net/nf_conntrack > conntrack.list``)."""
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise _translate(e, path, "snapshot file %s does not exist") from None
+
+
+def iter_lines(f: IO[bytes]) -> Iterator[bytes]:
+    """Stream lines without holding the table; a read error mid-way is reported, not hidden."""
+    try:
+        for line in f:
+            yield line
+    except OSError as e:
+        raise Malformed("reading the conntrack table failed after a partial read: %s" % e) from None
+
+
+def _translate(e: OSError, path: str, missing_hint: Optional[str] = None,
+               permission_hint: Optional[str] = None) -> Exception:
+    if e.errno == errno.ENOENT:
+        return NotAvailable((missing_hint or "%s does not exist") % path)
+    if e.errno in (errno.EACCES, errno.EPERM):
+        if permission_hint:
+            return NotPermitted(permission_hint % (path, os.geteuid()))
+        return NotPermitted("permission denied reading %s as uid %d" % (path, os.geteuid()))
+    return NotAvailable("cannot read %s: %s" % (path, e.strerror or e))

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests and the demo need. Idempotent; quiet when all is present.
+# Services are NOT started here (no systemd on these machines): policy-rc.d stops postinst from trying.
+set -euo pipefail
+pkgs=(nftables iproute2 conntrack sudo zabbix-agent zabbix-agent2 zabbix-server-pgsql
+      zabbix-frontend-php postgresql php-cli php-pgsql php-gd php-bcmath php-mbstring php-xml
+      php-ldap locales python3-venv python3-pip)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  had_policy=0
+  [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  if [ $had_policy = 0 ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ $had_policy = 0 ] && rm -f /usr/sbin/policy-rc.d
+fi
+# chart2.php renders text only with this locale present.
+if ! locale -a 2>/dev/null | grep -qi '^en_US.utf8$'; then
+  sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen
+  locale-gen >/dev/null
+fi

@@ -1,0 +1,31 @@
+import os
+import shutil
+
+import pytest
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+MIXED = os.path.join(FIXTURES, "kernel-6.18.44-mixed")
+
+
+def fixture_tree(name: str) -> str:
+    path = os.path.join(FIXTURES, name)
+    assert os.path.isdir(path), path
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A writable copy of a fixture tree, for tests that change permissions or files."""
+    def make(name: str) -> str:
+        dest = str(tmp_path / name)
+        shutil.copytree(fixture_tree(name), dest)
+        return dest
+    return make
+
+
+def require_root():
+    """Real-kernel tests need root. On CI we run as root: not being root there is a failure."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("real-stack tests must run as root on CI")
+        pytest.skip("needs root (network namespaces)")

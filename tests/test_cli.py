@@ -1,0 +1,221 @@
+"""The CLI over fixture trees: JSON documents, the failure contract, the on-call table.
+
+Golden files live in tests/golden/; regenerate with UPDATE_GOLDEN=1 and review the diff.
+"""
+
+import json
+import os
+import stat
+
+import pytest
+
+from conntrack_zbx.cli import main
+from tests.conftest import MIXED, fixture_tree
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def run_json(capsys, *argv):
+    rc, out, err = run(capsys, *argv)
+    assert out.count("\n") == 1, "exactly one JSON document on one line"
+    return rc, json.loads(out)
+
+
+def golden(name, text):
+    path = os.path.join(GOLDEN, name)
+    if os.environ.get("UPDATE_GOLDEN"):
+        with open(path, "w") as f:
+            f.write(text)
+    with open(path) as f:
+        assert text == f.read(), "golden %s differs; UPDATE_GOLDEN=1 to accept" % name
+
+
+def test_stats_current_kernel(capsys):
+    rc, doc = run_json(capsys, "stats", "--proc-root", MIXED)
+    assert rc == 0
+    assert doc["count"] == 18 and doc["max"] == 262144 and doc["buckets"] == 262144
+    assert doc["hashsize"] == 262144
+    assert doc["usage_pct"] == round(100 * 18 / 262144, 2)
+    assert doc["free"] == 262144 - 18
+    assert doc["stat"]["invalid"] == 5 and doc["stat"]["drop"] == 0
+    assert set(doc["stat"]) >= {"drop", "early_drop", "insert_failed", "chaintoolong"}
+
+
+def test_stats_old_kernel_header(capsys):
+    rc, doc = run_json(capsys, "stats", "--proc-root", fixture_tree("stat-old-header"))
+    assert rc == 0
+    assert "chaintoolong" not in doc["stat"] and "clash_resolve" not in doc["stat"]
+    assert doc["stat"]["invalid"] == 5
+
+
+def test_stats_procfs_disabled_keeps_counters_and_says_why(capsys):
+    rc, doc = run_json(capsys, "stats", "--proc-root", fixture_tree("procfs-disabled"))
+    assert rc == 0
+    assert doc["count"] == 18
+    assert doc["stat"] is None
+    assert "CONFIG_NF_CONNTRACK_PROCFS" in doc["stat_error"]
+
+
+def test_stats_hashsize_unreadable_is_null_not_zero(capsys, tree):
+    root = tree("kernel-6.18.44-mixed")
+    hs = os.path.join(root, "sys/module/nf_conntrack/parameters/hashsize")
+    os.remove(hs)  # as the agent user sees it: 0600 root is indistinguishable from absent here
+    rc, doc = run_json(capsys, "stats", "--proc-root", root)
+    assert rc == 0 and doc["hashsize"] is None and doc["buckets"] == 262144
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["stats"], 2, "nf_conntrack module is not loaded"),
+    (["talkers"], 2, "nf_conntrack module is not loaded"),
+    (["discovery"], 2, "modprobe nf_conntrack"),
+], ids=["stats", "talkers", "discovery"])
+def test_module_not_loaded_is_an_error_not_zero(capsys, argv, code, message):
+    rc, doc = run_json(capsys, *argv, "--proc-root", fixture_tree("module-not-loaded"))
+    assert rc == code
+    assert list(doc) == ["error"] and message in doc["error"]
+
+
+@pytest.mark.parametrize("argv", [["talkers"], ["discovery"]])
+def test_table_absent_without_procfs(capsys, argv):
+    rc, doc = run_json(capsys, *argv, "--proc-root", fixture_tree("procfs-disabled"))
+    assert rc == 2
+    assert "CONFIG_NF_CONNTRACK_PROCFS" in doc["error"]
+
+
+def test_stats_malformed_counter(capsys, tree):
+    root = tree("kernel-6.18.44-mixed")
+    with open(os.path.join(root, "proc/sys/net/netfilter/nf_conntrack_max"), "w") as f:
+        f.write("lots\n")
+    rc, doc = run_json(capsys, "stats", "--proc-root", root)
+    assert rc == 4 and "does not hold an integer" in doc["error"]
+
+
+def test_stats_malformed_stat_table(capsys):
+    rc, doc = run_json(capsys, "stats", "--proc-root", fixture_tree("stat-short-row"))
+    assert rc == 4 and "has 15 columns, header has 17" in doc["error"]
+
+
+def test_talkers_permission_denied_names_the_grant(capsys, tree):
+    if os.geteuid() == 0:
+        pytest.skip("root reads 0000 files; the real agent test covers the unprivileged user")
+    root = tree("kernel-6.18.44-mixed")
+    os.chmod(os.path.join(root, "proc/net/nf_conntrack"), 0)
+    rc, doc = run_json(capsys, "talkers", "--proc-root", root)
+    assert rc == 3 and "sudoers.d/conntrack-zbx" in doc["error"]
+
+
+def test_talkers_mixed(capsys):
+    rc, doc = run_json(capsys, "talkers", "--proc-root", MIXED)
+    assert rc == 0
+    assert doc["entries"] == 18 and doc["skipped"] == 0 and doc["truncated"] is False
+    assert doc["max"] == 262144 and doc["source"] == "proc"
+    top = doc["sources"][0]
+    assert top["address"] == "127.0.1.10" and top["count"] == 3 and top["established"] == 3
+    assert top["protocols"] == {"tcp": 3}
+    nets = {n["network"]: n for n in doc["networks"]}
+    assert nets["127.0.0.0/24"]["count"] == 10 and nets["127.0.0.0/24"]["sources"] == 7
+    assert nets["127.0.1.0/24"]["count"] == 5 and nets["127.0.1.0/24"]["established"] == 5
+    assert nets["::/64"]["count"] == 3 and nets["::/64"]["family"] == "ipv6"
+    assert doc["networks"][0]["network"] == "127.0.0.0/24"
+    golden("talkers-mixed.json", json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def test_talkers_prefix_and_top(capsys):
+    rc, doc = run_json(capsys, "talkers", "--proc-root", MIXED, "--prefix4", "16", "--top", "1")
+    assert rc == 0
+    assert doc["networks"] == [{
+        "network": "127.0.0.0/16", "family": "ipv4", "count": 15, "pct_of_max": 0.01,
+        "established": 5, "sources": 9, "protocols": {"icmp": 1, "tcp": 11, "udp": 3},
+        "states": doc["networks"][0]["states"]}]
+    assert len(doc["sources"]) == 1
+
+
+def test_talkers_snapshot_file(capsys):
+    snap = os.path.join(fixture_tree("table-truncated"), "proc/net/nf_conntrack")
+    rc, doc = run_json(capsys, "talkers", "--file", snap, "--proc-root", MIXED)
+    assert rc == 0 and doc["source"] == "file"
+    assert doc["entries"] == 17 and doc["skipped"] == 2
+
+
+def test_talkers_missing_snapshot_is_an_error(capsys, tmp_path):
+    rc, doc = run_json(capsys, "talkers", "--file", str(tmp_path / "nope.list"))
+    assert rc == 2 and "nope.list does not exist" in doc["error"]
+
+
+def test_discovery_rows(capsys):
+    rc, rows = run_json(capsys, "discovery", "--proc-root", MIXED, "--top", "2")
+    assert rc == 0
+    assert rows == [
+        {"{#CT.KIND}": "network", "{#CT.TALKER}": "127.0.0.0/24", "{#CT.FAMILY}": "ipv4",
+         "{#CT.PATH}": "$.networks[?(@.network=='127.0.0.0/24')]"},
+        {"{#CT.KIND}": "network", "{#CT.TALKER}": "127.0.1.0/24", "{#CT.FAMILY}": "ipv4",
+         "{#CT.PATH}": "$.networks[?(@.network=='127.0.1.0/24')]"},
+        {"{#CT.KIND}": "source", "{#CT.TALKER}": "127.0.1.10", "{#CT.FAMILY}": "ipv4",
+         "{#CT.PATH}": "$.sources[?(@.address=='127.0.1.10')]"},
+        {"{#CT.KIND}": "source", "{#CT.TALKER}": "::1", "{#CT.FAMILY}": "ipv6",
+         "{#CT.PATH}": "$.sources[?(@.address=='::1')]"},
+    ]
+
+
+def test_discovery_empty_table_is_empty_array(capsys, tree):
+    root = tree("kernel-6.18.44-mixed")
+    open(os.path.join(root, "proc/net/nf_conntrack"), "w").close()
+    rc, out, _ = run(capsys, "discovery", "--proc-root", root)
+    assert rc == 0 and out == "[]\n"
+
+
+def test_sudo_form_refuses_extra_options(capsys):
+    rc, doc = run_json(capsys, "talkers", "--sudo", "--top", "5")
+    assert rc == 3 and "fixed line" in doc["error"]
+
+
+def test_internal_error_is_still_json(capsys, monkeypatch):
+    import conntrack_zbx.sources.proc as proc
+
+    def boom(self):
+        raise ZeroDivisionError("synthetic")
+    monkeypatch.setattr(proc.ProcRoot, "count", boom)
+    rc, doc = run_json(capsys, "stats", "--proc-root", MIXED)
+    assert rc == 70 and "ZeroDivisionError" in doc["error"]
+
+
+def test_top_by_src_names_the_range(capsys):
+    rc, out, err = run(capsys, "top", "--proc-root", MIXED)
+    assert rc == 0 and err == ""
+    golden("top-src-mixed.txt", out.replace(MIXED, "<fixture>"))
+    first_net = out.split("Top networks")[1].splitlines()[2]
+    assert "127.0.0.0/24" in first_net and "[7 sources]" in first_net
+
+
+@pytest.mark.parametrize("by, first", [
+    ("dst", "127.0.0.1"), ("dport", "tcp/8080"), ("state", "ESTABLISHED"), ("proto", "ipv4/tcp"),
+])
+def test_top_by_other_keys(capsys, by, first):
+    rc, out, _ = run(capsys, "top", "--by", by, "--proc-root", MIXED, "-n", "3")
+    assert rc == 0
+    last_section = out.split("Top ")[-1].splitlines()
+    assert last_section[2].split()[2] == first
+
+
+def test_top_snapshot_with_explicit_max(capsys):
+    snap = os.path.join(MIXED, "proc/net/nf_conntrack")
+    rc, out, _ = run(capsys, "top", "--file", snap, "--max", "36", "--proc-root", "/nonexistent")
+    assert rc == 0
+    assert out.startswith("18 entries (50.0% of nf_conntrack_max 36) in " + snap)
+
+
+def test_top_error_goes_to_stderr(capsys):
+    rc, out, err = run(capsys, "top", "--proc-root", fixture_tree("module-not-loaded"))
+    assert rc == 2 and out == "" and "not loaded" in err
+
+
+def test_fixture_table_is_root_only_like_the_kernel():
+    # documents the real mode the privilege model is built around
+    mode = stat.S_IMODE(os.stat("/proc/net/nf_conntrack").st_mode)
+    assert mode == 0o440

@@ -1,0 +1,92 @@
+import os
+from collections import Counter
+
+import pytest
+
+from conntrack_zbx.parse.table import BadLine, parse_line
+from conntrack_zbx.talkers import state_label, tally
+from tests.conftest import fixture_tree
+
+
+def lines(tree):
+    with open(os.path.join(fixture_tree(tree), "proc/net/nf_conntrack"), "rb") as f:
+        return f.read().splitlines(True)
+
+
+def entries(tree):
+    return [parse_line(ln) for ln in lines(tree)]
+
+
+def find(tree, **match):
+    return [e for e in entries(tree) if all(getattr(e, k) == v for k, v in match.items())]
+
+
+def test_mixed_table_every_line_parses():
+    es = entries("kernel-6.18.44-mixed")
+    assert len(es) == 18
+    by_src = Counter(e.src for e in es)
+    assert by_src == {"127.0.1.10": 3, "127.0.1.11": 2, "127.0.0.20": 2, "127.0.0.22": 1,
+                      "127.0.0.30": 2, "127.0.0.31": 1, "127.0.0.40": 1, "127.0.0.50": 1,
+                      "127.0.0.51": 2, "::1": 3}
+
+
+@pytest.mark.parametrize("match, expected", [
+    ({"src": "127.0.1.10"}, {"proto": "tcp", "state": "ESTABLISHED", "assured": True,
+                             "dport": 8080, "dst": "127.0.0.1", "family": "ipv4"}),
+    ({"src": "127.0.0.20"}, {"proto": "tcp", "state": "TIME_WAIT", "dport": 8080}),
+    ({"src": "127.0.0.22"}, {"proto": "tcp", "state": "SYN_SENT", "unreplied": True,
+                             "assured": False, "dport": 8099}),
+    # UDP has no state word: the awk '$7' of the incident would be dst= here
+    ({"src": "127.0.0.30"}, {"proto": "udp", "state": None, "unreplied": True, "dport": 5353}),
+    ({"src": "127.0.0.31"}, {"proto": "udp", "state": None, "unreplied": False, "dport": 5300}),
+    ({"src": "127.0.0.40"}, {"proto": "icmp", "state": None, "sport": None, "dport": None}),
+    ({"src": "127.0.0.50"}, {"mark": 42, "zone": 0}),
+    ({"src": "127.0.0.51", "state": "SYN_SENT"}, {"zone": 7}),
+    ({"src": "::1", "proto": "tcp"}, {"family": "ipv6", "dst": "::1", "state": "TIME_WAIT"}),
+    ({"src": "::1", "proto": "icmpv6"}, {"family": "ipv6", "sport": None}),
+], ids=["tcp-established", "tcp-time-wait", "tcp-syn-sent-unreplied", "udp-unreplied",
+        "udp-replied", "icmp", "mark", "zone", "ipv6-normalised", "icmpv6"])
+def test_fields_by_key_not_position(match, expected):
+    found = find("kernel-6.18.44-mixed", **match)
+    assert found, match
+    for e in found:
+        for k, v in expected.items():
+            assert getattr(e, k) == v, (k, e)
+
+
+def test_accounting_and_timestamp_fields_do_not_shift_anything():
+    es = entries("kernel-6.18.44-acct-timestamp")
+    assert Counter((e.src, e.proto, e.state) for e in es) == {
+        ("127.0.1.10", "tcp", "ESTABLISHED"): 2, ("127.0.0.31", "udp", None): 1,
+        ("::1", "icmpv6", None): 1}
+    assert {e.sport for e in es if e.proto == "tcp"} != {None}
+
+
+def test_truncated_table_skips_and_counts_bad_lines():
+    t = tally(lines("table-truncated"))
+    assert t.entries == 17
+    assert t.skipped == 2
+
+
+@pytest.mark.parametrize("line", [
+    b"",
+    b"ipv4     2 tcp      6 431999 ESTABLISHED src=127.0.1.10 dst=127.0.0.1 sport=1",
+    b"entries  clashres found new invalid",
+    b"ipx 2 tcp 6 1 src=1.2.3.4 dst=1.2.3.4 src=1.2.3.4 dst=1.2.3.4",
+    b"ipv4 2 tcp 6 1 src=999.1.1.1 dst=1.2.3.4 src=1.2.3.4 dst=1.2.3.4",
+    b"ipv4 2 tcp 6 1 src=::1 dst=::1 src=::1 dst=::1",
+    b"ipv4 2 tcp 6 x src=1.2.3.4 dst=1.2.3.4 src=1.2.3.4 dst=1.2.3.4",
+    b"ipv4 2 tcp 6 1 src=1.2.3.4 dst=1.2.3.4 sport=http src=1.2.3.4 dst=1.2.3.4",
+    b"ipv4 2 \xff\xfe 6 1 src=1.2.3.4 dst=1.2.3.4 src=1.2.3.4 dst=1.2.3.4",
+], ids=["empty", "truncated", "other-file", "unknown-family", "bad-ipv4", "family-mismatch",
+        "bad-timeout", "bad-port", "non-utf8"])
+def test_bad_lines_raise_badline(line):
+    with pytest.raises(BadLine):
+        parse_line(line)
+
+
+def test_state_label_covers_stateless_protocols():
+    labels = Counter(state_label(e) for e in entries("kernel-6.18.44-mixed"))
+    assert labels["ESTABLISHED"] == 5
+    assert labels["UNREPLIED"] == 3  # two IPv4 UDP + one IPv6 UDP to a closed port
+    assert labels["REPLIED"] == 3  # replied UDP, ICMP echo, ICMPv6 echo
