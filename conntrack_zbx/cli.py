@@ -216,8 +216,7 @@ def _via_sudo(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
     binary = os.path.abspath(sys.argv[0])
     cmd = [SUDO, "-n", binary, args.command]
     try:
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
     except FileNotFoundError:
         raise NotPermitted("%s is not installed: the talker keys read the root-only entry table "
                            "through sudo; install sudo and sudoers.d/conntrack-zbx "

@@ -60,7 +60,7 @@ def ruleset(leaky: Sequence[str] = ()) -> str:
 
 
 def sh(argv: Sequence[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
-    p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    p = subprocess.run(list(argv), capture_output=True, **kw)
     if check and p.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(argv), p.returncode,
                                                    p.stderr.decode(errors="replace").strip()))

@@ -8,7 +8,7 @@ range of IPs" that had to be named, not any single address.
 
 import ipaddress
 from collections import Counter
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
 
 from conntrack_zbx.parse.table import AddressCache, BadLine, Entry, parse_line
 

@@ -13,7 +13,7 @@ original direction (who opened the connection), a second ``src=`` starts the rep
 """
 
 import ipaddress
-from typing import Dict, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 FAMILIES = (b"ipv4", b"ipv6")
 

@@ -114,8 +114,7 @@ def open_snapshot(path: str) -> IO[bytes]:
 def iter_lines(f: IO[bytes]) -> Iterator[bytes]:
     """Stream lines without holding the table; a read error mid-way is reported, not hidden."""
     try:
-        for line in f:
-            yield line
+        yield from f
     except OSError as e:
         raise Malformed("reading the conntrack table failed after a partial read: %s" % e) from None
 
