@@ -38,8 +38,15 @@ STABLE_TIMEOUTS = {
 }
 
 
-def ruleset(leaky: Sequence[str] = ()) -> str:
-    leak_rules = "".join(
+def ruleset(leaky: Sequence[str] = (), untracked_ports: Sequence[int] = ()) -> str:
+    """The namespace's nftables: conntrack on (a ct state rule), leaky networks' closes hidden
+    from conntrack, and the test harness's own ports (agent polls) left untracked so the table
+    holds exactly what a test made."""
+    notrack = ""
+    if untracked_ports:
+        ports = ", ".join(str(p) for p in untracked_ports)
+        notrack = "    tcp dport { %s } notrack\n    tcp sport { %s } notrack\n" % (ports, ports)
+    leak_rules = notrack + "".join(
         "    ip saddr %s tcp flags & (fin | rst) != 0 drop\n"
         "    ip daddr %s tcp flags & (fin | rst) != 0 drop\n" % (net, net)
         for net in leaky
@@ -71,17 +78,18 @@ class Netns:
     """A network namespace with conntrack active on loopback; deleted on exit."""
 
     def __init__(self, name: str = "", leaky: Sequence[str] = (), stable: bool = True,
-                 extra_nft: str = "") -> None:
+                 extra_nft: str = "", untracked_ports: Sequence[int] = ()) -> None:
         self.name = name or "ctzbx-%s" % uuid.uuid4().hex[:8]
         self.leaky = tuple(leaky)
         self.stable = stable
         self.extra_nft = extra_nft
+        self.untracked_ports = tuple(untracked_ports)
 
     def __enter__(self) -> "Netns":
         sh(["ip", "netns", "add", self.name])
         try:
             sh(["ip", "-n", self.name, "link", "set", "lo", "up"])
-            sh(self.cmd(["nft", "-f", "-"]), input=(ruleset(self.leaky) + self.extra_nft).encode())
+            sh(self.cmd(["nft", "-f", "-"]), input=(ruleset(self.leaky, self.untracked_ports) + self.extra_nft).encode())
             if self.stable:
                 for key, value in STABLE_TIMEOUTS.items():
                     self.write_sysctl(key, value)
@@ -209,3 +217,97 @@ if __name__ == "__main__":
         json.dump(make_traffic(json.load(sys.stdin)), sys.stdout)
     else:
         raise SystemExit("usage: python -m conntrack_zbx.lab traffic < spec.json")
+
+
+# -- real Zabbix agents, run as the zabbix user ------------------------------------------------
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+AGENTD = "/usr/sbin/zabbix_agentd"
+AGENT2 = "/usr/sbin/zabbix_agent2"
+ZABBIX_GET = "/usr/bin/zabbix_get"
+AS_ZABBIX = ["setpriv", "--reuid=zabbix", "--regid=zabbix", "--init-groups"]
+
+
+def install_plugin(repo: str, wheel_python: str) -> str:
+    """Install the package the way an admin does (a wheel into a root-owned venv on the host's
+    /usr/bin/python3) in a fresh directory the zabbix user can traverse; return the directory."""
+    base = tempfile.mkdtemp(prefix="ctzbx-install-", dir="/tmp")
+    os.chmod(base, 0o755)
+    wheels = os.path.join(base, "wheels")
+    sh([wheel_python, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, repo])
+    sh(["/usr/bin/python3", "-m", "venv", os.path.join(base, "venv")])
+    wheel = [os.path.join(wheels, w) for w in os.listdir(wheels) if w.endswith(".whl")][0]
+    sh([os.path.join(base, "venv/bin/pip"), "install", "-q", "--no-deps", "--no-index", wheel])
+    return base
+
+
+class Agent:
+    """zabbix_agentd or zabbix_agent2 in the foreground as the zabbix user, on 127.0.0.1:port,
+    optionally inside a network namespace, including one UserParameter conf."""
+
+    def __init__(self, kind: str, port: int, userparameter_conf: str, netns: "Netns" = None,
+                 timeout: int = 10) -> None:
+        self.kind, self.port, self.netns = kind, port, netns
+        self.dir = tempfile.mkdtemp(prefix="ctzbx-%s-" % kind, dir="/tmp")
+        shutil.chown(self.dir, "zabbix", "zabbix")
+        os.chmod(self.dir, 0o755)
+        include = os.path.join(self.dir, "userparameter_conntrack.conf")
+        shutil.copyfile(userparameter_conf, include)
+        os.chmod(include, 0o644)
+        lines = [
+            "Server=127.0.0.1", "ListenIP=127.0.0.1", "ListenPort=%d" % port,
+            "LogType=file", "LogFile=%s/agent.log" % self.dir, "PidFile=%s/agent.pid" % self.dir,
+            "Timeout=%d" % timeout, "Include=%s" % include,
+        ]
+        if kind == "agent2":
+            lines.append("ControlSocket=%s/agent2.sock" % self.dir)
+        else:
+            lines.append("StartAgents=3")
+        self.conf = os.path.join(self.dir, "agent.conf")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(self.conf, 0o644)
+        self.proc = None  # type: subprocess.Popen
+
+    def _wrap(self, argv: List[str]) -> List[str]:
+        return self.netns.cmd(argv) if self.netns else argv
+
+    def __enter__(self) -> "Agent":
+        binary = AGENTD if self.kind == "agentd" else AGENT2
+        self.proc = subprocess.Popen(self._wrap(AS_ZABBIX + [binary, "-c", self.conf, "-f"]),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited: %s" % (self.kind, self.log()))
+            if sh(self._wrap([ZABBIX_GET, "-s", "127.0.0.1", "-p", str(self.port), "-k",
+                              "agent.ping"]), check=False).stdout.strip() == b"1":
+                return self
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("%s did not answer on port %d: %s" % (self.kind, self.port, self.log()))
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "agent.log")) as f:
+                return f.read()[-2000:]
+        except OSError as e:
+            return str(e)
+
+    def get(self, key: str) -> str:
+        """A passive check, exactly as the server makes it."""
+        p = sh(self._wrap([ZABBIX_GET, "-s", "127.0.0.1", "-p", str(self.port), "-k", key]),
+               check=False)
+        return p.stdout.decode().rstrip("\n")
