@@ -89,7 +89,8 @@ class Netns:
         sh(["ip", "netns", "add", self.name])
         try:
             sh(["ip", "-n", self.name, "link", "set", "lo", "up"])
-            sh(self.cmd(["nft", "-f", "-"]), input=(ruleset(self.leaky, self.untracked_ports) + self.extra_nft).encode())
+            rules = ruleset(self.leaky, self.untracked_ports) + self.extra_nft
+            sh(self.cmd(["nft", "-f", "-"]), input=rules.encode())
             if self.stable:
                 for key, value in STABLE_TIMEOUTS.items():
                     self.write_sysctl(key, value)

@@ -5,12 +5,17 @@ Golden files live in tests/golden/; regenerate with UPDATE_GOLDEN=1 and review t
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+import tempfile
 
 import pytest
 
 from conntrack_zbx.cli import main
-from tests.conftest import MIXED, fixture_tree
+from tests.conftest import MIXED, fixture_tree, require_root
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 
@@ -101,13 +106,24 @@ def test_stats_malformed_stat_table(capsys):
     assert rc == 4 and "has 15 columns, header has 17" in doc["error"]
 
 
-def test_talkers_permission_denied_names_the_grant(capsys, tree):
-    if os.geteuid() == 0:
-        pytest.skip("root reads 0000 files; the real agent test covers the unprivileged user")
-    root = tree("kernel-6.18.44-mixed")
-    os.chmod(os.path.join(root, "proc/net/nf_conntrack"), 0)
-    rc, doc = run_json(capsys, "talkers", "--proc-root", root)
-    assert rc == 3 and "sudoers.d/conntrack-zbx" in doc["error"]
+def test_talkers_permission_denied_names_the_grant(tmp_path):
+    """The table is 0440 root: an unprivileged user gets an error naming the grant."""
+    require_root()
+    root = tempfile.mkdtemp(dir="/tmp")
+    try:
+        os.chmod(root, 0o755)
+        shutil.copytree(MIXED, os.path.join(root, "t"))
+        os.chmod(os.path.join(root, "t/proc/net/nf_conntrack"), 0o440)
+        p = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+             "-m", "conntrack_zbx", "talkers", "--proc-root", os.path.join(root, "t")],
+            capture_output=True, env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"})
+        doc = json.loads(p.stdout)
+        assert p.returncode == 3, p.stderr
+        assert "permission denied" in doc["error"] and "uid 65534" in doc["error"]
+        assert "sudoers.d/conntrack-zbx" in doc["error"]
+    finally:
+        shutil.rmtree(root)
 
 
 def test_talkers_mixed(capsys):

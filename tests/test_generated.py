@@ -1,0 +1,65 @@
+"""Files generated from conntrack_zbx/keys.py are committed; they must equal a fresh generation."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conntrack_zbx import generate, keys
+
+REPO = generate.ROOT
+
+
+@pytest.mark.parametrize("rel", sorted(generate.outputs()))
+def test_committed_equals_generated(rel):
+    with open(os.path.join(REPO, rel)) as f:
+        committed = f.read()
+    assert committed == generate.outputs()[rel](), "run `make generate` and commit %s" % rel
+
+
+def test_conf_is_boring():
+    """One UserParameter per key, fixed command lines: no pipes, no [*] parameters, no shell."""
+    lines = [ln for ln in keys.agent_conf().splitlines() if ln and not ln.startswith("#")]
+    assert len(lines) == len(keys.KEYS)
+    for ln, k in zip(lines, keys.KEYS):
+        assert ln == "UserParameter=%s,%s" % (k.key, keys.command_line(k))
+        assert "[*]" not in ln and not any(c in ln for c in "|;&$`><\\\"'")
+
+
+def test_sudoers_passes_visudo(tmp_path):
+    path = tmp_path / "conntrack-zbx"
+    path.write_text(keys.sudoers())
+    p = subprocess.run(["visudo", "-cf", str(path)], capture_output=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_sudoers_lists_exact_privileged_lines_only():
+    rule = [ln for ln in keys.sudoers().splitlines() if "NOPASSWD" in ln]
+    assert rule == ["zabbix ALL=(root) NOPASSWD: /usr/local/bin/conntrack-zbx talkers, "
+                    "/usr/local/bin/conntrack-zbx discovery"]
+    assert "*" not in keys.sudoers() and "ALL:" not in keys.sudoers()
+
+
+def test_agent_keys_import_nothing_heavy():
+    """The hot path imports neither pyzabbix nor yaml (nor the admin-side modules)."""
+    code = ("import sys; from conntrack_zbx.cli import main\n"
+            "main(['stats', '--proc-root', %r]); main(['talkers', '--proc-root', %r])\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('yaml', 'pyzabbix', 'requests')"
+            " or m in ('conntrack_zbx.generate', 'conntrack_zbx.lab', 'conntrack_zbx.keys')]\n"
+            "sys.stderr.write(repr(bad))" % (os.path.join(REPO, "tests/fixtures/kernel-6.18.44-mixed"),
+                                             os.path.join(REPO, "tests/fixtures/kernel-6.18.44-mixed")))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.decode() == "[]"
+
+
+def test_agent_code_is_python38_compatible():
+    """The agent runs on the host's system python3; vermin checks syntax *and* stdlib APIs."""
+    agent_side = [os.path.join(REPO, "conntrack_zbx", p) for p in (
+        "__init__.py", "__main__.py", "cli.py", "errors.py", "keys.py", "lld.py", "talkers.py",
+        "parse", "sources")]
+    vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
+    p = subprocess.run([vermin, "--no-tips", "--violations",
+                        "--eval-annotations", "-t=3.8-"] + agent_side, capture_output=True)
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
