@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from conntrack_zbx import keys
-from conntrack_zbx.lab import Agent, Netns, install_plugin, sh
+from conntrack_zbx.lab.agent import Agent, install_plugin
+from conntrack_zbx.lab.netns import Netns, sh
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real

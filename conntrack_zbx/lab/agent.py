@@ -1,0 +1,98 @@
+"""Real Zabbix agents (zabbix_agentd, zabbix_agent2) run as the zabbix user, for tests and the demo."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import List, Optional
+
+from conntrack_zbx.lab.netns import Netns, sh
+
+AGENTD = "/usr/sbin/zabbix_agentd"
+AGENT2 = "/usr/sbin/zabbix_agent2"
+ZABBIX_GET = "/usr/bin/zabbix_get"
+AS_ZABBIX = ["setpriv", "--reuid=zabbix", "--regid=zabbix", "--init-groups"]
+
+
+def install_plugin(repo: str, wheel_python: str) -> str:
+    """Install the package the way an admin does (a wheel into a root-owned venv on the host's
+    /usr/bin/python3) in a fresh directory the zabbix user can traverse; return the directory."""
+    base = tempfile.mkdtemp(prefix="ctzbx-install-", dir="/tmp")
+    os.chmod(base, 0o755)
+    wheels = os.path.join(base, "wheels")
+    sh([wheel_python, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, repo])
+    sh(["/usr/bin/python3", "-m", "venv", os.path.join(base, "venv")])
+    wheel = [os.path.join(wheels, w) for w in os.listdir(wheels) if w.endswith(".whl")][0]
+    sh([os.path.join(base, "venv/bin/pip"), "install", "-q", "--no-deps", "--no-index", wheel])
+    return base
+
+
+class Agent:
+    """zabbix_agentd or zabbix_agent2 in the foreground as the zabbix user, on 127.0.0.1:port,
+    optionally inside a network namespace, including one UserParameter conf."""
+
+    def __init__(self, kind: str, port: int, userparameter_conf: str, netns: Optional[Netns] = None,
+                 timeout: int = 10) -> None:
+        self.kind, self.port, self.netns = kind, port, netns
+        self.dir = tempfile.mkdtemp(prefix="ctzbx-%s-" % kind, dir="/tmp")
+        shutil.chown(self.dir, "zabbix", "zabbix")
+        os.chmod(self.dir, 0o755)
+        include = os.path.join(self.dir, "userparameter_conntrack.conf")
+        shutil.copyfile(userparameter_conf, include)
+        os.chmod(include, 0o644)
+        lines = [
+            "Server=127.0.0.1", "ListenIP=127.0.0.1", "ListenPort=%d" % port,
+            "LogType=file", "LogFile=%s/agent.log" % self.dir, "PidFile=%s/agent.pid" % self.dir,
+            "Timeout=%d" % timeout, "Include=%s" % include,
+        ]
+        if kind == "agent2":
+            lines.append("ControlSocket=%s/agent2.sock" % self.dir)
+        else:
+            lines.append("StartAgents=3")
+        self.conf = os.path.join(self.dir, "agent.conf")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(self.conf, 0o644)
+        self.proc = None  # type: subprocess.Popen
+
+    def _wrap(self, argv: List[str]) -> List[str]:
+        return self.netns.cmd(argv) if self.netns else argv
+
+    def __enter__(self) -> "Agent":
+        binary = AGENTD if self.kind == "agentd" else AGENT2
+        self.proc = subprocess.Popen(self._wrap(AS_ZABBIX + [binary, "-c", self.conf, "-f"]),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited: %s" % (self.kind, self.log()))
+            if sh(self._wrap([ZABBIX_GET, "-s", "127.0.0.1", "-p", str(self.port), "-k",
+                              "agent.ping"]), check=False).stdout.strip() == b"1":
+                return self
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("%s did not answer on port %d: %s" % (self.kind, self.port, self.log()))
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "agent.log")) as f:
+                return f.read()[-2000:]
+        except OSError as e:
+            return str(e)
+
+    def get(self, key: str) -> str:
+        """A passive check, exactly as the server makes it."""
+        p = sh(self._wrap([ZABBIX_GET, "-s", "127.0.0.1", "-p", str(self.port), "-k", key]),
+               check=False)
+        return p.stdout.decode().rstrip("\n")
