@@ -1,6 +1,6 @@
 """conntrack-zbx: the whole product from the command line.
 
-Agent keys (``stats``, ``talkers``, ``discovery``) print exactly one JSON document on stdout.
+Agent-facing commands (``stats``, ``talkers``, ``discovery``) print exactly one JSON document.
 Failure contract (docs/failure-contract.md): both Zabbix agents ignore exit codes and merge
 stderr into the value, so a failure is ``{"error": "<what is wrong and how to fix it>"}`` on
 stdout (the template's "Check for error in JSON" step makes the item *not supported* with that
@@ -156,13 +156,19 @@ def _live_max(root, required: bool) -> Optional[int]:
         return None
 
 
-def _talkers(args: argparse.Namespace) -> Dict[str, Any]:
-    from conntrack_zbx.talkers import family_of, network_of, pct, rank
+def _rankings(args: argparse.Namespace):
+    from conntrack_zbx.talkers import network_of, rank
 
     root, source, t = _read_tally(args)
+    return root, source, t, rank(t.counts), rank(t.counts, network_of(args.prefix4, args.prefix6))
+
+
+def _talkers(args: argparse.Namespace) -> Dict[str, Any]:
+    from conntrack_zbx.lld import discovery_rows
+    from conntrack_zbx.talkers import family_of, pct
+
+    root, source, t, sources, networks = _rankings(args)
     maximum = _live_max(root, required=not args.file)
-    sources = rank(t.counts)
-    networks = rank(t.counts, network_of(args.prefix4, args.prefix6))
     return {
         "source": source,
         "entries": t.entries,
@@ -184,16 +190,17 @@ def _talkers(args: argparse.Namespace) -> Dict[str, Any]:
              "sources": g.members, "protocols": g.protocols, "states": g.states}
             for g in networks[:args.top]
         ],
+        # The template's talkers discovery is a dependent LLD rule on this document: $.discovery
+        "discovery": discovery_rows(networks, sources, args.top),
     }
 
 
 def _discovery(args: argparse.Namespace) -> List[Dict[str, str]]:
+    """The same LLD rows standalone, for setups that poll discovery as its own item."""
     from conntrack_zbx.lld import discovery_rows
-    from conntrack_zbx.talkers import network_of, rank
 
-    _, _, t = _read_tally(args)
-    return discovery_rows(rank(t.counts, network_of(args.prefix4, args.prefix6)),
-                          rank(t.counts), args.top)
+    _, _, _, sources, networks = _rankings(args)
+    return discovery_rows(networks, sources, args.top)
 
 
 # -- privilege: the fixed sudo line ---------------------------------------------------------
@@ -205,8 +212,11 @@ def _via_sudo(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
     """
     import subprocess
 
-    from conntrack_zbx.keys import SUDO
+    from conntrack_zbx.keys import KEYS, SUDO
 
+    if not any(k.privileged and k.args == (args.command,) for k in KEYS):
+        raise NotPermitted("--sudo is only for the agent keys' fixed command lines, "
+                           "not for '%s'" % args.command)
     given = list(sys.argv[1:] if argv is None else argv)
     if sorted(given) != sorted([args.command, "--sudo"]):
         raise NotPermitted("--sudo runs only the fixed line 'conntrack-zbx %s': drop the other "

@@ -32,15 +32,8 @@ KEYS = (
         "conntrack.talkers",
         ("talkers",),
         True,
-        "Top sources and networks by entries held (JSON). Reads the root-only entry table "
-        "through the fixed sudo grant.",
-    ),
-    AgentKey(
-        "conntrack.discovery",
-        ("discovery",),
-        True,
-        "Low-level discovery of the top talkers (JSON array). Reads the root-only entry table "
-        "through the fixed sudo grant.",
+        "Top sources and networks by entries held, with the talkers' LLD rows (JSON). Reads the "
+        "root-only entry table through the fixed sudo grant.",
     ),
 )
 

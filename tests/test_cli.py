@@ -75,6 +75,17 @@ def test_stats_hashsize_unreadable_is_null_not_zero(capsys, tree):
     assert rc == 0 and doc["hashsize"] is None and doc["buckets"] == 262144
 
 
+def test_talkers_carries_the_discovery_rows(capsys):
+    _, doc = run_json(capsys, "talkers", "--proc-root", MIXED, "--top", "2")
+    _, rows = run_json(capsys, "discovery", "--proc-root", MIXED, "--top", "2")
+    assert doc["discovery"] == rows and len(rows) == 4
+
+
+def test_sudo_only_for_agent_keys(capsys):
+    rc, doc = run_json(capsys, "discovery", "--sudo")
+    assert rc == 3 and "only for the agent keys" in doc["error"]
+
+
 @pytest.mark.parametrize("argv, code, message", [
     (["stats"], 2, "nf_conntrack module is not loaded"),
     (["talkers"], 2, "nf_conntrack module is not loaded"),
