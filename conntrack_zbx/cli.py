@@ -74,11 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--prefix6", type=_positive(128), default=64, metavar="N")
     top.add_argument("--max", type=_positive(1 << 31), metavar="N",
                      help="nf_conntrack_max to compute shares against (default: this host's)")
+    tpl = sub.add_parser("template", help="admin: import the Zabbix template (needs pyzabbix)")
+    tsub = tpl.add_subparsers(dest="action", metavar="ACTION")
+    tsub.required = True
+    imp = tsub.add_parser("import", help="import (create/update) the template into a Zabbix server")
+    imp.add_argument("--url", help="frontend URL (default: $ZABBIX_URL); credentials come from "
+                                   "$ZABBIX_TOKEN or $ZABBIX_USER/$ZABBIX_PASSWORD")
+    imp.add_argument("--file", metavar="PATH", help="import this YAML instead of the built-in one")
+    imp.add_argument("--delete-missing", action="store_true",
+                     help="also delete items, triggers... that the template no longer has")
+    where = imp.add_mutually_exclusive_group()
+    where.add_argument("--host", metavar="NAME", help="link the template to this host")
+    where.add_argument("--group", metavar="NAME", help="link the template to every host of this group")
+    imp.add_argument("--template", default="Linux conntrack by Zabbix agent",
+                     help="which template --host/--group get (default: %(default)s)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "template":
+        return _template(args)
     if args.command == "top":
         try:
             sys.stdout.write(_top(args))
@@ -240,6 +256,26 @@ def _via_sudo(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
         "not permitted: sudo refused '%s' for uid %d (%s); install sudoers.d/conntrack-zbx as "
         "/etc/sudoers.d/conntrack-zbx (mode 0440, check with 'visudo -cf'), see "
         "docs/permissions.md" % (" ".join(cmd[2:]), os.geteuid(), said))
+
+
+# -- template: admin side ---------------------------------------------------------------------
+def _template(args: argparse.Namespace) -> int:
+    try:
+        from conntrack_zbx import deploy
+    except ImportError as e:
+        sys.stderr.write("conntrack-zbx: the admin commands need pyzabbix and pyyaml "
+                         "(pip install conntrack-zbx): %s\n" % e)
+        return 2
+    try:
+        result = deploy.run(args)
+    except deploy.DeployError as e:
+        sys.stderr.write("conntrack-zbx: template import failed: %s\n" % e)
+        return 1
+    except OSError as e:
+        sys.stderr.write("conntrack-zbx: %s\n" % e)
+        return 1
+    sys.stdout.write(json.dumps(result, indent=1) + "\n")
+    return 0
 
 
 # -- top: the on-call terminal view ---------------------------------------------------------

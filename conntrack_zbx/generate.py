@@ -14,10 +14,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def outputs() -> Dict[str, Callable[[], str]]:
-    return {
+    from functools import partial
+
+    from conntrack_zbx.template import model, render
+
+    out = {
         "zabbix_agentd.d/userparameter_conntrack.conf": keys.agent_conf,
         "sudoers.d/conntrack-zbx": keys.sudoers,
-    }
+        "templates/conntrack_zbx.yaml": render.template_yaml,
+    }  # type: Dict[str, Callable[[], str]]
+    for name, slug in ((model.CONNTRACK, "linux_conntrack"), (model.MIRRORLIST, "mirrorlist_http"),
+                       (model.NODE, "mirrorlist_node")):
+        out["docs/templates/%s.md" % slug] = partial(render.template_readme, name)
+    return out
 
 
 def main() -> int:

@@ -1,0 +1,514 @@
+"""The templates as data: macros, items, triggers, discovery, graphs, dashboard.
+
+Everything that names an agent key takes it from ``conntrack_zbx.keys``; every counter name comes
+from ``conntrack_zbx.parse.stat``. UUIDs are derived from stable names (``uid``), so they never
+change between regenerations and never collide with stock templates.
+"""
+
+import hashlib
+import uuid
+from typing import Any, Dict, List
+
+from conntrack_zbx.keys import KEYS
+from conntrack_zbx.parse.stat import COUNTER_HELP
+
+GROUP = "Templates/conntrack_zbx"
+CONNTRACK = "Linux conntrack by Zabbix agent"
+MIRRORLIST = "Mirrorlist by HTTP"
+NODE = "Mirrorlist node by Zabbix agent and HTTP"
+SHORT = "Conntrack"
+
+STATS_KEY = next(k.key for k in KEYS if k.args == ("stats",))
+TALKERS_KEY = next(k.key for k in KEYS if k.args == ("talkers",))
+
+RUNBOOK = (
+    "Find the culprit: run `conntrack-zbx top` on the host (top networks and sources by entries "
+    "held, with their state mix; `--by dport` or `--by state` to slice further), or look at the "
+    "discovered talkers of this host. "
+    "Raise the limit now: `sysctl -w net.netfilter.nf_conntrack_max=N` (on kernels before 5.15 "
+    "also write N/4 to /sys/module/nf_conntrack/parameters/hashsize; since 5.15 the default is one "
+    "bucket per entry). "
+    "Make it survive a reboot: a file in /etc/sysctl.d/ is silently not applied when nf_conntrack "
+    "loads after systemd-sysctl, so also load the module from /etc/modules-load.d/ and set "
+    "`options nf_conntrack hashsize=...` in /etc/modprobe.d/. See docs/runbook.md."
+)
+
+
+def uid(*parts: str) -> str:
+    """A stable UUIDv4-shaped id from a name path (Zabbix wants 32 hex digits, version 4)."""
+    digest = hashlib.sha256("conntrack_zbx/".encode() + "/".join(parts).encode()).digest()[:16]
+    return uuid.UUID(bytes=digest, version=4).hex
+
+
+def tags(**kv: str) -> List[Dict[str, str]]:
+    return [{"tag": k, "value": v} for k, v in kv.items()]
+
+
+def macro(name: str, value: str, description: str) -> Dict[str, str]:
+    return {"macro": "{$%s}" % name, "value": value, "description": description}
+
+
+# --- Linux conntrack by Zabbix agent ---------------------------------------------------------
+
+CONNTRACK_MACROS = [
+    macro("CONNTRACK.INTERVAL", "1m", "How often the counters (conntrack.stats) are polled."),
+    macro("CONNTRACK.TALKERS.INTERVAL", "5m",
+          "How often the entry table is read for top talkers (conntrack.talkers); it walks the whole "
+          "table, so it is polled less often than the counters."),
+    macro("CONNTRACK.HISTORY", "7d", "History storage period of numeric conntrack items."),
+    macro("CONNTRACK.TRENDS", "365d", "Trend storage period of numeric conntrack items."),
+    macro("CONNTRACK.RAW.HISTORY", "1d", "History of the raw JSON master items (what on-call reads back)."),
+    macro("CONNTRACK.USAGE.WARN", "80", "Warning threshold of table usage, in % of nf_conntrack_max."),
+    macro("CONNTRACK.USAGE.HIGH", "95", "High threshold of table usage, in % of nf_conntrack_max."),
+    macro("CONNTRACK.USAGE.HYSTERESIS", "5",
+          "Usage must fall this many points below a threshold before its problem resolves."),
+    macro("CONNTRACK.RECOVERY.WINDOW", "5m",
+          "How long a condition must stay clear before its problem resolves (hysteresis window)."),
+    macro("CONNTRACK.FULL.WINDOW", "15m", "Period of history the 'will be full' forecast is fitted on."),
+    macro("CONNTRACK.FULL.TIMELEFT", "1h", "Warn when the forecast says the table is full within this time."),
+    macro("CONNTRACK.INSERT_FAILED.MAX", "0", "insert_failed per second above which a problem is raised."),
+    macro("CONNTRACK.BUCKETS.RATIO.MAX", "8",
+          "Entries per hash bucket (nf_conntrack_max / buckets) above which lookups get slow. Since "
+          "kernel 5.15 the default is 1; older kernels defaulted to 4 (the 'hashsize = max/4' advice)."),
+    macro("CONNTRACK.NODATA.TIMEOUT", "5m",
+          "No value from conntrack.stats for this long raises a problem (the incident's missing data)."),
+    macro("CONNTRACK.TALKER.SHARE.WARN", "20",
+          "Share of nf_conntrack_max one discovered source or network may hold; context macro: "
+          "{$CONNTRACK.TALKER.SHARE.WARN:\"192.0.2.0/24\"} sets it for one talker."),
+    macro("CONNTRACK.TALKER.MATCHES", ".*", "Discover only talkers (address or network) matching this regex."),
+    macro("CONNTRACK.TALKER.NOT_MATCHES", "CHANGE_IF_NEEDED",
+          "Do not discover talkers matching this regex (e.g. known NAT gateways)."),
+    macro("CONNTRACK.TALKER.LOST", "1h",
+          "Keep a talker's items this long after it left the top list (talkers churn)."),
+]
+
+# Counters turned into per-second rates: (stable name, item name, units)
+RATES = [
+    ("drop", "Packets dropped, table full"),
+    ("early_drop", "Entries evicted early"),
+    ("insert_failed", "Inserts failed"),
+    ("invalid", "Invalid packets"),
+    ("search_restart", "Lookups restarted"),
+    ("clash_resolve", "Insert clashes resolved"),
+    ("chaintoolong", "Inserts refused, hash chain too long"),
+]
+
+
+def T(template: str, key: str) -> str:
+    return "/%s/%s" % (template, key)
+
+
+def _dep(template: str, name: str, key: str, path: str, description: str, value_type: str = "UNSIGNED",
+         units: str = "", extra_pre: List[Dict[str, Any]] = (), master: str = STATS_KEY,
+         on_fail_discard: bool = False) -> Dict[str, Any]:
+    step = {"type": "JSONPATH", "parameters": [path]}
+    if on_fail_discard:
+        step["error_handler"] = "DISCARD_VALUE"
+    item = {
+        "uuid": uid(template, "item", key),
+        "name": name,
+        "type": "DEPENDENT",
+        "key": key,
+        "delay": "0",
+        "history": "{$CONNTRACK.HISTORY}",
+        "trends": "{$CONNTRACK.TRENDS}",
+        "value_type": value_type,
+        "units": units,
+        "description": description,
+        "preprocessing": [step] + list(extra_pre),
+        "master_item": {"key": master},
+        "tags": tags(component="conntrack"),
+    }
+    if not units:
+        del item["units"]
+    return item
+
+
+def _trigger(template: str, name: str, expression: str, priority: str, description: str,
+             event_name: str = "", opdata: str = "", scope: str = "capacity",
+             recovery: str = "", dependencies: List[Dict[str, str]] = ()) -> Dict[str, Any]:
+    t = {"uuid": uid(template, "trigger", name), "expression": expression, "name": name}
+    if recovery:
+        t["recovery_mode"] = "RECOVERY_EXPRESSION"
+        t["recovery_expression"] = recovery
+    if event_name:
+        t["event_name"] = event_name
+    if opdata:
+        t["opdata"] = opdata
+    t["priority"] = priority
+    t["description"] = description
+    if dependencies:
+        t["dependencies"] = list(dependencies)
+    t["tags"] = tags(scope=scope)
+    return t
+
+
+def conntrack_template() -> Dict[str, Any]:
+    C = CONNTRACK
+    usage = T(C, "conntrack.usage")
+    items = [{
+        "uuid": uid(C, "item", STATS_KEY),
+        "name": "%s: Get stats" % SHORT,
+        "key": STATS_KEY,
+        "delay": "{$CONNTRACK.INTERVAL}",
+        "history": "{$CONNTRACK.RAW.HISTORY}",
+        "trends": "0",
+        "value_type": "TEXT",
+        "description": "Master item: `conntrack-zbx stats` as JSON. When the source cannot be read "
+                       "the item is not supported with a message saying what is wrong and how to fix it.",
+        "preprocessing": [{"type": "CHECK_JSON_ERROR", "parameters": ["$.error"]}],
+        "tags": tags(component="raw"),
+        "triggers": [_trigger(
+            C, "%s: No data from conntrack.stats" % SHORT,
+            "nodata(%s,{$CONNTRACK.NODATA.TIMEOUT})=1" % T(C, STATS_KEY), "AVERAGE",
+            "No value for {$CONNTRACK.NODATA.TIMEOUT}. Either the agent is not reachable (when the "
+            "table is full the kernel drops the server's polls too: this is how the incident's "
+            "data 'went missing'), or the item is not supported: its error message in Latest data "
+            "says why (module not loaded, kernel without procfs, ...). " + RUNBOOK,
+            event_name="%s: no data for {$CONNTRACK.NODATA.TIMEOUT}" % SHORT,
+            scope="availability")],
+    }]
+    items += [
+        _dep(C, "%s: Entries" % SHORT, "conntrack.count", "$.count",
+             "Connections tracked now (nf_conntrack_count)."),
+        _dep(C, "%s: Max entries" % SHORT, "conntrack.max", "$.max",
+             "The table limit (nf_conntrack_max). At this count the kernel drops new connections."),
+        _dep(C, "%s: Hash buckets" % SHORT, "conntrack.buckets", "$.buckets",
+             "Hash table size (nf_conntrack_buckets, the hashsize module parameter)."),
+        _dep(C, "%s: Free slots" % SHORT, "conntrack.free", "$.free",
+             "nf_conntrack_max - nf_conntrack_count.", on_fail_discard=True),
+    ]
+    usage_item = _dep(C, "%s: Usage, in %%" % SHORT, "conntrack.usage", "$.usage_pct",
+                      "Entries as a share of nf_conntrack_max.", value_type="FLOAT", units="%",
+                      on_fail_discard=True)
+    high = _trigger(
+        C, "%s: Table usage is very high" % SHORT,
+        "last(%s)>{$CONNTRACK.USAGE.HIGH}" % usage, "HIGH",
+        "The table is nearly full: at 100% the kernel logs 'nf_conntrack: table full, dropping "
+        "packet' and new connections (and monitoring polls) fail. " + RUNBOOK,
+        event_name="%s: table usage above {$CONNTRACK.USAGE.HIGH}%% of nf_conntrack_max" % SHORT,
+        opdata="Used: {ITEM.LASTVALUE1}",
+        recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.HIGH}-{$CONNTRACK.USAGE.HYSTERESIS}"
+        % usage)
+    warn = _trigger(
+        C, "%s: Table usage is high" % SHORT,
+        "last(%s)>{$CONNTRACK.USAGE.WARN}" % usage, "WARNING",
+        "The table is filling up; this is the early warning the incident lacked. " + RUNBOOK,
+        event_name="%s: table usage above {$CONNTRACK.USAGE.WARN}%% of nf_conntrack_max" % SHORT,
+        opdata="Used: {ITEM.LASTVALUE1}",
+        recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS}"
+        % usage,
+        dependencies=[{"name": high["name"], "expression": high["expression"],
+                       "recovery_expression": high["recovery_expression"]}])
+    full = _trigger(
+        C, "%s: Table will be full soon" % SHORT,
+        "timeleft(%s,{$CONNTRACK.FULL.WINDOW},100)<{$CONNTRACK.FULL.TIMELEFT}" % usage, "WARNING",
+        "At the growth rate of the last {$CONNTRACK.FULL.WINDOW} the table reaches nf_conntrack_max "
+        "within {$CONNTRACK.FULL.TIMELEFT}. " + RUNBOOK,
+        event_name="%s: table will be full within {$CONNTRACK.FULL.TIMELEFT}" % SHORT,
+        opdata="Used: {ITEM.LASTVALUE1}")
+    usage_item["triggers"] = [high, warn, full]
+    items.append(usage_item)
+
+    for name, title in RATES:
+        key = "conntrack.rate[%s]" % name
+        item = _dep(C, "%s: %s, per second" % (SHORT, title), key, "$.stat.%s" % name,
+                    "%s Per second. Discarded when the running kernel lacks this counter." % COUNTER_HELP[name],
+                    value_type="FLOAT", units="!/s", on_fail_discard=True,
+                    extra_pre=[{"type": "CHANGE_PER_SECOND", "parameters": [""]}])
+        rate = T(C, key)
+        if name == "drop":
+            item["triggers"] = [_trigger(
+                C, "%s: Packets dropped, table full" % SHORT,
+                "last(%s)>0" % rate, "HIGH",
+                "The kernel is dropping packets because it could not add an entry: the dmesg line "
+                "'nf_conntrack: table full, dropping packet'. Clients see timeouts; monitoring data "
+                "from this host may go missing. " + RUNBOOK,
+                event_name="%s: kernel is dropping packets, table full" % SHORT,
+                opdata="Drops: {ITEM.LASTVALUE1}", recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate)]
+        elif name == "insert_failed":
+            item["triggers"] = [_trigger(
+                C, "%s: Inserts failing" % SHORT,
+                "last(%s)>{$CONNTRACK.INSERT_FAILED.MAX}" % rate, "WARNING",
+                "Entries could not be inserted (clashes or a full table): connections are being "
+                "refused. " + RUNBOOK,
+                event_name="%s: inserts failing above {$CONNTRACK.INSERT_FAILED.MAX}/s" % SHORT,
+                opdata="Failed: {ITEM.LASTVALUE1}",
+                recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<={$CONNTRACK.INSERT_FAILED.MAX}" % rate)]
+        elif name == "chaintoolong":
+            item["triggers"] = [_trigger(
+                C, "%s: Hash chains too long" % SHORT,
+                "last(%s)>0" % rate, "WARNING",
+                "The kernel refused inserts because a hash chain grew too long: the hash table has "
+                "too few buckets for the load. Raise the hash size with the limit. " + RUNBOOK,
+                event_name="%s: inserts refused, hash chains too long" % SHORT,
+                opdata="Refused: {ITEM.LASTVALUE1}",
+                recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate, scope="performance")]
+        items.append(item)
+
+    triggers = [_trigger(
+        C, "%s: Too few hash buckets for the limit" % SHORT,
+        "last(%s)/last(%s)>{$CONNTRACK.BUCKETS.RATIO.MAX}" % (T(C, "conntrack.max"), T(C, "conntrack.buckets")),
+        "WARNING",
+        "nf_conntrack_max is more than {$CONNTRACK.BUCKETS.RATIO.MAX} times the number of hash "
+        "buckets: when the table fills, lookups walk long chains. Since kernel 5.15 the default is "
+        "one bucket per entry; 'hashsize = max/4' is older advice. " + RUNBOOK,
+        event_name="%s: more than {$CONNTRACK.BUCKETS.RATIO.MAX} entries per hash bucket" % SHORT,
+        opdata="Max: {ITEM.LASTVALUE1}, buckets: {ITEM.LASTVALUE2}", scope="performance")]
+
+    items.append({
+        "uuid": uid(C, "item", TALKERS_KEY),
+        "name": "%s: Get top talkers" % SHORT,
+        "key": TALKERS_KEY,
+        "delay": "{$CONNTRACK.TALKERS.INTERVAL}",
+        "history": "{$CONNTRACK.RAW.HISTORY}",
+        "trends": "0",
+        "value_type": "TEXT",
+        "description": "Master item: `conntrack-zbx talkers` as JSON: top sources and networks by "
+                       "entries held. Reads the root-only entry table through the sudo drop-in; "
+                       "without it the item is not supported with a message naming the grant.",
+        "preprocessing": [{"type": "CHECK_JSON_ERROR", "parameters": ["$.error"]}],
+        "tags": tags(component="raw"),
+    })
+    items.append(_dep(C, "%s: Entries read for talkers" % SHORT, "conntrack.talkers.entries",
+                      "$.entries", "Entries the last talkers run read from the table.",
+                      master=TALKERS_KEY))
+    items.append(_dep(C, "%s: Distinct sources" % SHORT, "conntrack.talkers.sources",
+                      "$.distinct_sources", "Distinct original-direction source addresses in the table.",
+                      master=TALKERS_KEY))
+
+    return {
+        "uuid": uid(C),
+        "template": C,
+        "name": C,
+        "description": (
+            "Linux connection-tracking table: usage against nf_conntrack_max, drops and insert "
+            "failures from the kernel's counters, and the top talkers holding the table, named by "
+            "source and by network. Requires conntrack_zbx on the host: "
+            "zabbix_agentd.d/userparameter_conntrack.conf (and sudoers.d/conntrack-zbx for talkers).\n\n"
+            "Generated by conntrack_zbx; do not edit by hand."),
+        "groups": [{"name": GROUP}],
+        "items": items,
+        "discovery_rules": [talkers_discovery()],
+        "tags": tags(**{"class": "os", "target": "linux"}),
+        "macros": CONNTRACK_MACROS,
+        "triggers": triggers,
+        "graphs": conntrack_graphs(),
+    }
+
+
+def talkers_discovery() -> Dict[str, Any]:
+    C = CONNTRACK
+    key_args = "{#CT.KIND},{#CT.TALKER}"
+
+    def proto(name: str, key: str, field: str, description: str, units: str = "",
+              value_type: str = "UNSIGNED") -> Dict[str, Any]:
+        it = _dep(C, name, "%s[%s]" % (key, key_args), "{#CT.PATH}.%s.first()" % field, description,
+                  value_type=value_type, units=units, master=TALKERS_KEY, on_fail_discard=True)
+        it["uuid"] = uid(C, "prototype", key)
+        it["tags"] = tags(component="conntrack", talker="{#CT.TALKER}")
+        return it
+
+    count = proto("%s: {#CT.KIND} {#CT.TALKER}: Entries held" % SHORT, "conntrack.talker.count", "count",
+                  "Entries whose original source is this {#CT.KIND}. Discarded while it is not in the "
+                  "top list (its count is then unknown, not 0).")
+    est = proto("%s: {#CT.KIND} {#CT.TALKER}: Established" % SHORT, "conntrack.talker.established",
+                "established", "TCP entries in ESTABLISHED state from this {#CT.KIND}: connections a NAT "
+                "that never closes them leaves behind.")
+    share = proto("%s: {#CT.KIND} {#CT.TALKER}: Share of max" % SHORT, "conntrack.talker.share",
+                  "pct_of_max", "Entries held as a share of nf_conntrack_max.", units="%", value_type="FLOAT")
+    share_key = T(C, share["key"])
+    share["trigger_prototypes"] = [{
+        "uuid": uid(C, "trigger_prototype", "share"),
+        "expression": "last(%s)>{$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"}" % share_key,
+        "name": "%s: {#CT.KIND} {#CT.TALKER} holds more than {$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"}%% "
+                "of the table" % SHORT,
+        "event_name": "%s: {#CT.KIND} {#CT.TALKER} holds more than "
+                      "{$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"}%% of nf_conntrack_max" % SHORT,
+        "opdata": "Share: {ITEM.LASTVALUE1}",
+        "priority": "WARNING",
+        "description": "One {#CT.KIND} holds a large part of the table: in the incident it was a NAT "
+                       "firewall's range that never closed its TCP connections. Contact its owners; "
+                       "to exclude a known gateway set {$CONNTRACK.TALKER.NOT_MATCHES}, or raise "
+                       "{$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"} for it. " + RUNBOOK,
+        "tags": tags(scope="capacity", talker="{#CT.TALKER}"),
+    }]
+    return {
+        "uuid": uid(C, "discovery", "talkers"),
+        "name": "%s: Top talkers discovery" % SHORT,
+        "type": "DEPENDENT",
+        "key": "conntrack.talkers.discovery",
+        "delay": "0",
+        "filter": {
+            "evaltype": "AND",
+            "conditions": [
+                {"macro": "{#CT.TALKER}", "value": "{$CONNTRACK.TALKER.MATCHES}", "formulaid": "A"},
+                {"macro": "{#CT.TALKER}", "value": "{$CONNTRACK.TALKER.NOT_MATCHES}",
+                 "operator": "NOT_MATCHES_REGEX", "formulaid": "B"},
+            ],
+        },
+        "lifetime": "{$CONNTRACK.TALKER.LOST}",
+        "description": "The top sources and networks (/24, /64) by entries held, from conntrack.talkers.",
+        "item_prototypes": [count, est, share],
+        "graph_prototypes": [{
+            "uuid": uid(C, "graph_prototype", "talker"),
+            "name": "%s: {#CT.KIND} {#CT.TALKER}: Entries held" % SHORT,
+            "graph_items": [
+                {"color": "F63100", "item": {"host": C, "key": count["key"]}},
+                {"sortorder": "1", "color": "199C0D", "item": {"host": C, "key": est["key"]}},
+            ],
+        }],
+        "master_item": {"key": TALKERS_KEY},
+        "preprocessing": [{"type": "JSONPATH", "parameters": ["$.discovery"]}],
+    }
+
+
+def conntrack_graphs() -> List[Dict[str, Any]]:
+    C = CONNTRACK
+
+    def gi(key: str, color: str, n: int, **extra: str) -> Dict[str, Any]:
+        d = {"sortorder": str(n), "color": color, "item": {"host": C, "key": key}}
+        if n == 0:
+            del d["sortorder"]
+        d.update(extra)
+        return d
+
+    return [
+        {"uuid": uid(C, "graph", "entries"), "name": "%s: Entries vs max" % SHORT,
+         "graph_items": [gi("conntrack.count", "1A7C11", 0, drawtype="GRADIENT_LINE"),
+                         gi("conntrack.max", "F63100", 1, drawtype="BOLD_LINE")]},
+        {"uuid": uid(C, "graph", "usage"), "name": "%s: Usage, in %%" % SHORT,
+         "ymin_type_1": "FIXED", "ymax_type_1": "FIXED", "yaxismax": "100",
+         "graph_items": [gi("conntrack.usage", "2774A4", 0, drawtype="GRADIENT_LINE")]},
+        {"uuid": uid(C, "graph", "drops"), "name": "%s: Drops and failures" % SHORT,
+         "graph_items": [gi("conntrack.rate[drop]", "F63100", 0, drawtype="BOLD_LINE"),
+                         gi("conntrack.rate[early_drop]", "FF8000", 1),
+                         gi("conntrack.rate[insert_failed]", "A54F10", 2),
+                         gi("conntrack.rate[chaintoolong]", "6C59DC", 3)]},
+    ]
+
+
+# --- Mirrorlist by HTTP -------------------------------------------------------------------------
+
+SCENARIO = "Mirrorlist"
+STEP = "mirrorlist"
+WEB_TIME = "web.test.time[%s,%s,resp]" % (SCENARIO, STEP)
+WEB_FAIL = "web.test.fail[%s]" % SCENARIO
+WEB_ERROR = "web.test.error[%s]" % SCENARIO
+
+MIRRORLIST_MACROS = [
+    macro("MIRRORLIST.URL", "http://{HOST.CONN}/?release=9&arch=x86_64&repo=updates",
+          "The mirrorlist URL to check, as yum would ask it."),
+    macro("MIRRORLIST.INTERVAL", "1m", "How often the web scenario runs."),
+    macro("MIRRORLIST.TIMEOUT", "15s", "Timeout of one request."),
+    macro("MIRRORLIST.RESPONSE.WARN", "1", "Average response time, in seconds, above which a problem is raised."),
+    macro("MIRRORLIST.RESPONSE.WINDOW", "5m", "Window the response time is averaged over."),
+    macro("MIRRORLIST.NODATA.TIMEOUT", "5m", "No response time for this long raises a problem."),
+]
+
+
+def mirrorlist_template() -> Dict[str, Any]:
+    M = MIRRORLIST
+    return {
+        "uuid": uid(M),
+        "template": M,
+        "name": M,
+        "description": ("Response time and failures of a mirrorlist service, measured by the Zabbix "
+                        "server with a web scenario, as in the incident's response-time panel.\n\n"
+                        "Generated by conntrack_zbx; do not edit by hand."),
+        "groups": [{"name": GROUP}],
+        "tags": tags(**{"class": "application", "target": "mirrorlist"}),
+        "macros": MIRRORLIST_MACROS,
+        "httptests": [{
+            "uuid": uid(M, "httptest", SCENARIO),
+            "name": SCENARIO,
+            "delay": "{$MIRRORLIST.INTERVAL}",
+            "steps": [{"name": STEP, "url": "{$MIRRORLIST.URL}", "timeout": "{$MIRRORLIST.TIMEOUT}",
+                       "status_codes": "200"}],
+            "tags": tags(component="http"),
+        }],
+        "triggers": [
+            _trigger(M, "Mirrorlist: Response time is high",
+                     "avg(%s,{$MIRRORLIST.RESPONSE.WINDOW})>{$MIRRORLIST.RESPONSE.WARN}" % T(M, WEB_TIME),
+                     "WARNING",
+                     "Requests to the mirrorlist are slow. In the incident this came first, while the "
+                     "conntrack table was full and the kernel dropped packets: check the host's "
+                     "'Conntrack' problems.",
+                     event_name="Mirrorlist: average response time above {$MIRRORLIST.RESPONSE.WARN}s "
+                                "over {$MIRRORLIST.RESPONSE.WINDOW}",
+                     opdata="Response time: {ITEM.LASTVALUE1}", scope="performance"),
+            _trigger(M, "Mirrorlist: Check failed",
+                     "last(%s)>0 and length(last(%s))>0" % (T(M, WEB_FAIL), T(M, WEB_ERROR)), "AVERAGE",
+                     "The web scenario failed (timeout, refused connection or wrong status). With a full "
+                     "conntrack table new connections are dropped by the kernel.",
+                     event_name="Mirrorlist: check failed",
+                     opdata="{ITEM.LASTVALUE2}", scope="availability"),
+            _trigger(M, "Mirrorlist: No response time data",
+                     "nodata(%s,{$MIRRORLIST.NODATA.TIMEOUT})=1" % T(M, WEB_TIME), "AVERAGE",
+                     "No successful response for {$MIRRORLIST.NODATA.TIMEOUT}: the graph has a gap, as "
+                     "in the incident's panel.",
+                     event_name="Mirrorlist: no response time for {$MIRRORLIST.NODATA.TIMEOUT}",
+                     scope="availability"),
+        ],
+        "graphs": [{
+            "uuid": uid(M, "graph", "response"),
+            "name": "Mirrorlist: Response time",
+            "graph_items": [{"color": "2774A4", "drawtype": "GRADIENT_LINE",
+                             "item": {"host": M, "key": WEB_TIME}}],
+        }],
+    }
+
+
+# --- the mirrorlist node: both, with the incident's dashboard --------------------------------
+
+def node_template() -> Dict[str, Any]:
+    N = NODE
+
+    def widget(graph: str, x: int, y: int) -> Dict[str, Any]:
+        w = {"type": "GRAPH_CLASSIC", "width": "12", "height": "5",
+             "fields": [{"type": "INTEGER", "name": "source_type", "value": "0"},
+                        {"type": "GRAPH", "name": "graphid", "value": {"host": N, "name": graph}}]}
+        if x:
+            w["x"] = str(x)
+        if y:
+            w["y"] = str(y)
+        return w
+
+    return {
+        "uuid": uid(N),
+        "template": N,
+        "name": N,
+        "description": ("A mirrorlist node as in the incident: the conntrack template and the mirrorlist "
+                        "checks together, with a dashboard that puts the table and the response time "
+                        "side by side.\n\nGenerated by conntrack_zbx; do not edit by hand."),
+        "templates": [{"name": CONNTRACK}, {"name": MIRRORLIST}],
+        "groups": [{"name": GROUP}],
+        "tags": tags(**{"class": "application", "target": "mirrorlist"}),
+        "dashboards": [{
+            "uuid": uid(N, "dashboard", "incident"),
+            "name": "Conntrack and mirrorlist",
+            "pages": [{"widgets": [
+                widget("%s: Entries vs max" % SHORT, 0, 0),
+                widget("Mirrorlist: Response time", 12, 0),
+                widget("%s: Drops and failures" % SHORT, 0, 5),
+                widget("%s: Usage, in %%" % SHORT, 12, 5),
+            ]}],
+        }],
+    }
+
+
+def export() -> Dict[str, Any]:
+    """The whole 6.0 export. Triggers over several items (and web scenario items, which are not
+    template items in the file) and graphs go at the top level, as Zabbix's own exports do."""
+    templates = [conntrack_template(), mirrorlist_template(), node_template()]
+    triggers, graphs = [], []
+    for t in templates:
+        triggers += t.pop("triggers", [])
+        graphs += t.pop("graphs", [])
+    return {"zabbix_export": {
+        "version": "6.0",
+        "groups": [{"uuid": uid("group", GROUP), "name": GROUP}],
+        "templates": templates,
+        "triggers": triggers,
+        "graphs": graphs,
+    }}

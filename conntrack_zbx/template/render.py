@@ -1,0 +1,107 @@
+"""Render the template model: the YAML export and a README per template (official style)."""
+
+from typing import Any, Dict, List
+
+import yaml
+
+from conntrack_zbx.template import model
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style everywhere, long lines kept whole, multi-line strings as literal blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def template_yaml() -> str:
+    return yaml.dump(model.export(), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     width=10000, default_flow_style=False)
+
+
+def _table(header: List[str], rows: List[List[str]]) -> str:
+    def cell(v: str) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+    out = ["|" + "|".join(header) + "|", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["|" + "|".join(cell(c) for c in r) + "|" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def template_readme(name: str) -> str:
+    export = model.export()["zabbix_export"]
+    t = next(t for t in export["templates"] if t["template"] == name)
+    out = ["# %s\n" % name, "## Overview\n", t["description"].split("\n\n")[0] + "\n"]
+    out.append("\nGenerated from `conntrack_zbx/template/model.py` together with "
+               "`templates/conntrack_zbx.yaml`; see [the install guide](install.md).\n")
+    if t.get("templates"):
+        out.append("\nLinks: " + ", ".join("%s" % x["name"] for x in t["templates"]) + ".\n")
+    if t.get("macros"):
+        out.append("\n## Macros used\n\n")
+        out.append(_table(["Name", "Description", "Default"],
+                          [[m["macro"], m["description"], "`%s`" % m["value"]] for m in t["macros"]]))
+    items = t.get("items", [])
+    if items:
+        out.append("\n## Items collected\n\n")
+        out.append(_table(["Name", "Description", "Type", "Key and additional info"],
+                          [[i["name"], i.get("description", ""), i.get("type", "ZABBIX_PASSIVE"),
+                            "`%s`%s" % (i["key"], _pre(i))] for i in items]))
+    for tt in t.get("httptests", []):
+        out.append("\n## Web scenario\n\n")
+        out.append(_table(["Scenario", "Step", "URL", "Items"], [[
+            tt["name"], s["name"], "`%s`" % s["url"],
+            "`%s`, `%s`, `%s`" % (model.WEB_TIME, model.WEB_FAIL, model.WEB_ERROR)]
+            for s in tt["steps"]]))
+    for rule in t.get("discovery_rules", []):
+        out.append("\n## Discovery rules\n\n")
+        out.append(_table(["Name", "Description", "Type", "Key and additional info"], [[
+            rule["name"], rule["description"], rule["type"],
+            "`%s`; filter: `{#CT.TALKER}` matches `{$CONNTRACK.TALKER.MATCHES}`, does not match "
+            "`{$CONNTRACK.TALKER.NOT_MATCHES}`; keep lost resources `%s`" % (rule["key"], rule["lifetime"])]]))
+        out.append("\n### Item prototypes\n\n")
+        out.append(_table(["Name", "Description", "Key and additional info"],
+                          [[p["name"], p["description"], "`%s`%s" % (p["key"], _pre(p))]
+                           for p in rule["item_prototypes"]]))
+        protos = [tp for p in rule["item_prototypes"] for tp in p.get("trigger_prototypes", [])]
+        if protos:
+            out.append("\n### Trigger prototypes\n\n")
+            out.append(_table(["Name", "Description", "Expression", "Severity"],
+                              [[tp["name"], tp["description"], "`%s`" % tp["expression"], tp["priority"]]
+                               for tp in protos]))
+    triggers = _triggers_of(export, t, name)
+    if triggers:
+        out.append("\n## Triggers\n\n")
+        out.append(_table(["Name", "Description", "Expression", "Severity", "Dependencies and additional info"],
+                          [[tr["name"], tr["description"], "`%s`" % tr["expression"], tr["priority"],
+                            _extra(tr)] for tr in triggers]))
+    for d in t.get("dashboards", []):
+        out.append("\n## Dashboard\n\n`%s`: %s.\n" % (d["name"], ", ".join(
+            w["fields"][1]["value"]["name"] for w in d["pages"][0]["widgets"])))
+    return "".join(out)
+
+
+def _pre(item: Dict[str, Any]) -> str:
+    steps = ["%s: `%s`" % (s["type"], "`, `".join(p for p in s["parameters"] if p))
+             if any(s["parameters"]) else s["type"] for s in item.get("preprocessing", [])]
+    return ("<p>**Preprocessing**</p><p>- " + "</p><p>- ".join(steps) + "</p>") if steps else ""
+
+
+def _extra(tr: Dict[str, Any]) -> str:
+    parts = []
+    if tr.get("recovery_expression"):
+        parts.append("**Recovery expression**: `%s`" % tr["recovery_expression"])
+    for d in tr.get("dependencies", []):
+        parts.append("**Depends on**: %s" % d["name"])
+    return "<p>" + "</p><p>".join(parts) + "</p>" if parts else ""
+
+
+def _triggers_of(export: Dict[str, Any], t: Dict[str, Any], name: str) -> List[Dict[str, Any]]:
+    out = []
+    for item in t.get("items", []):
+        out += item.get("triggers", [])
+    out += [tr for tr in export.get("triggers", []) if "/%s/" % name in tr["expression"]]
+    return out
