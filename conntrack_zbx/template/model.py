@@ -36,7 +36,7 @@ RUNBOOK = (
 
 def uid(*parts: str) -> str:
     """A stable UUIDv4-shaped id from a name path (Zabbix wants 32 hex digits, version 4)."""
-    digest = hashlib.sha256("conntrack_zbx/".encode() + "/".join(parts).encode()).digest()[:16]
+    digest = hashlib.sha256(b"conntrack_zbx/" + "/".join(parts).encode()).digest()[:16]
     return uuid.UUID(bytes=digest, version=4).hex
 
 
