@@ -46,9 +46,10 @@ def _api_message(e: ZabbixAPIException) -> str:
     return str(data)
 
 
-def call(zapi: ZabbixAPI, method: str, **params):
+def call(zapi: ZabbixAPI, method: str, _params=None, **params):
+    """One API call; positional ``_params`` for methods that take an array."""
     try:
-        return zapi.do_request(method, params)["result"]
+        return zapi.do_request(method, params if _params is None else _params)["result"]
     except ZabbixAPIException as e:
         raise DeployError("%s failed: %s" % (method, _api_message(e))) from None
     except OSError as e:
@@ -95,8 +96,8 @@ def link(zapi: ZabbixAPI, template: str, host: Optional[str] = None,
             raise DeployError("host group %r not found" % group)
         hosts = call(zapi, "host.get", groupids=[groups[0]["groupid"]], output=["hostid", "host"])
     if hosts:
-        call(zapi, "template.massadd", templates=[{"templateid": tid}],
-             hosts=[{"hostid": h["hostid"]} for h in hosts])
+        call(zapi, "host.massadd", hosts=[{"hostid": h["hostid"]} for h in hosts],
+             templates=[{"templateid": tid}])
     return sorted(h["host"] for h in hosts)
 
 

@@ -122,4 +122,4 @@ def pct(count: int, maximum: Optional[int]) -> Optional[float]:
     """Share of nf_conntrack_max, or None when max is unknown or 0 (unlimited)."""
     if not maximum:
         return None
-    return round(100.0 * count / maximum, 2)
+    return round(100.0 * count / maximum, 4)

@@ -72,6 +72,9 @@ CONNTRACK_MACROS = [
           "kernel 5.15 the default is 1; older kernels defaulted to 4 (the 'hashsize = max/4' advice)."),
     macro("CONNTRACK.NODATA.TIMEOUT", "5m",
           "No value from conntrack.stats for this long raises a problem (the incident's missing data)."),
+    macro("CONNTRACK.TALKERS.NODATA.TIMEOUT", "30m",
+          "No value from conntrack.talkers for this long raises a problem: the 'who' is no longer "
+          "collected (e.g. the sudo grant is missing). At least 30s (Zabbix's nodata() minimum)."),
     macro("CONNTRACK.TALKER.SHARE.WARN", "20",
           "Share of nf_conntrack_max one discovered source or network may hold; context macro: "
           "{$CONNTRACK.TALKER.SHARE.WARN:\"192.0.2.0/24\"} sets it for one talker."),
@@ -269,6 +272,15 @@ def conntrack_template() -> Dict[str, Any]:
                        "without it the item is not supported with a message naming the grant.",
         "preprocessing": [{"type": "CHECK_JSON_ERROR", "parameters": ["$.error"]}],
         "tags": tags(component="raw"),
+        "triggers": [_trigger(
+            C, "%s: Top talkers not collected" % SHORT,
+            "nodata(%s,{$CONNTRACK.TALKERS.NODATA.TIMEOUT})=1" % T(C, TALKERS_KEY), "WARNING",
+            "conntrack.talkers has had no value for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}: nobody will be "
+            "named when the table fills. Usually the item is not supported and its error says why: "
+            "most often the sudo grant (sudoers.d/conntrack-zbx) is missing or the table is absent "
+            "(kernel without CONFIG_NF_CONNTRACK_PROCFS). See docs/permissions.md.",
+            event_name="%s: top talkers not collected for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}" % SHORT,
+            scope="availability")],
     })
     items.append(_dep(C, "%s: Entries read for talkers" % SHORT, "conntrack.talkers.entries",
                       "$.entries", "Entries the last talkers run read from the table.",

@@ -1,0 +1,211 @@
+"""The template on a real Zabbix 6.0: imported with `conntrack-zbx template import`, linked to a
+host whose real zabbix_agentd serves the shipped conf, every item gets a value, discovery makes
+items, a macro override raises a problem, and a failing source shows its exact error on the item.
+
+One lab namespace is the whole host here: PostgreSQL, zabbix_server, the frontend, the agent and a
+mirrorlist service on its own 127.0.0.1, with conntrack active (so the talkers are real entries).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conntrack_zbx import keys
+from conntrack_zbx.cli import main
+from conntrack_zbx.lab.agent import Agent, install_plugin
+from conntrack_zbx.lab.monitor import Monitor, wait_for
+from conntrack_zbx.lab.netns import Netns, entered, sh
+from conntrack_zbx.lab.stack import Stack
+from conntrack_zbx.template import model
+from tests.conftest import require_root
+
+pytestmark = pytest.mark.real
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUDOERS = "/etc/sudoers.d/conntrack-zbx-stacktest"
+AGENT_PORT = 10060
+HOST = "mirrorlist-node"
+FAST = {
+    "{$CONNTRACK.INTERVAL}": "2s",
+    "{$CONNTRACK.TALKERS.INTERVAL}": "4s",
+    "{$CONNTRACK.RECOVERY.WINDOW}": "10s",
+    "{$MIRRORLIST.INTERVAL}": "3s",
+    "{$MIRRORLIST.URL}": "http://127.0.0.1:8080/?release=9&arch=x86_64&repo=updates",
+}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    require_root()
+    base = install_plugin(REPO, sys.executable)
+    binary = os.path.join(base, "venv/bin/conntrack-zbx")
+    conf = os.path.join(base, "userparameter_conntrack.conf")
+    with open(conf, "w") as f:
+        f.write(keys.agent_conf(binary))
+    with open(SUDOERS, "w") as f:
+        f.write(keys.sudoers(binary))
+    os.chmod(SUDOERS, 0o440)
+    ns = Netns(leaky=["127.0.9.0/24"])
+    stack = Stack(base="/var/tmp/ctzbx-stack", netns=ns)
+    mirror = None
+    try:
+        ns.__enter__()
+        ns.traffic([{"kind": "tcp_open", "src": "127.0.9.%d" % i, "count": 10} for i in range(1, 5)])
+        stack.start()
+        mirror = subprocess.Popen(ns.cmd([sys.executable, "-m", "conntrack_zbx.lab", "mirrorlist",
+                                          "127.0.0.1", "8080"]))
+        with Agent("agentd", AGENT_PORT, conf, netns=ns) as agent, entered(ns):
+            os.environ.update(ZABBIX_URL=stack.url, ZABBIX_USER="Admin", ZABBIX_PASSWORD="zabbix")
+            mon = Monitor(stack.url)
+            mon.disable_host("Zabbix server")
+            yield {"ns": ns, "stack": stack, "agent": agent, "mon": mon, "binary": binary}
+    finally:
+        for k in ("ZABBIX_URL", "ZABBIX_USER", "ZABBIX_PASSWORD"):
+            os.environ.pop(k, None)
+        if mirror:
+            mirror.kill()
+            mirror.wait()
+        stack.stop()
+        ns.delete()
+        if os.path.exists(SUDOERS):
+            os.remove(SUDOERS)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def host(lab):
+    mon = lab["mon"]
+    assert main(["template", "import"]) == 0
+    assert main(["template", "import"]) == 0  # idempotent: re-import changes nothing, no error
+    hostid = mon.create_host(HOST, "127.0.0.1", AGENT_PORT, macros=FAST)
+    assert main(["template", "import", "--host", HOST, "--template", model.NODE]) == 0
+    lab["stack"].reload_config_cache()
+    return hostid
+
+
+def test_import_is_idempotent_and_complete(lab, host):
+    mon = lab["mon"]
+    names = [t["host"] for t in mon.call("template.get", output=["host"], search={"host": "conntrack"})]
+    assert model.CONNTRACK in names
+    dash = mon.call("templatedashboard.get", output="extend", selectPages="extend",
+                    templateids=[mon.call("template.get", filter={"host": [model.NODE]},
+                                          output=["templateid"])[0]["templateid"]])
+    assert dash and len(dash[0]["pages"][0]["widgets"]) == 4
+    # a third import with --delete-missing is clean too (nothing stale)
+    assert main(["template", "import", "--delete-missing"]) == 0
+
+
+def test_every_item_gets_a_value(lab, host):
+    mon = lab["mon"]
+
+    pending = []
+
+    def settled():
+        items = mon.items(host)
+        # web.test.error is written by Zabbix only when a step fails: no value is its healthy state
+        pending[:] = [i["key_"] for i in items if i["state"] == "0" and i["lastclock"] == "0"
+                      and i["key_"] != model.WEB_ERROR]
+        broken = [(i["key_"], i["error"]) for i in items if i["state"] == "1"]
+        assert not broken, "not supported items: %r" % broken
+        return items if items and not pending else None
+
+    items = wait_for("every item of %s to get a value" % HOST, settled, timeout=90,
+                     seen=lambda: {"without a value": pending})
+    by_key = {i["key_"]: i for i in items}
+    count = int(by_key["conntrack.count"]["lastvalue"])
+    assert count >= 40  # the 40 leaky connections at least
+    assert int(by_key["conntrack.max"]["lastvalue"]) == int(open("/proc/sys/net/netfilter/nf_conntrack_max").read())
+    assert float(by_key["conntrack.rate[drop]"]["lastvalue"]) == 0
+    assert float(by_key[model.WEB_TIME]["lastvalue"]) > 0
+    stats = json.loads(by_key["conntrack.stats"]["lastvalue"])
+    assert stats["hashsize"] is None  # read as the zabbix user: null, not 0
+
+
+def test_talkers_discovery_creates_items(lab, host):
+    mon = lab["mon"]
+
+    def discovered():
+        items = [i for i in mon.items(host) if i["key_"].startswith("conntrack.talker.count[")]
+        return [i for i in items if i["lastclock"] != "0"] and items
+
+    items = wait_for("talker prototypes to be discovered with values", discovered, timeout=60)
+    by_key = {i["key_"]: i for i in mon.items(host)}
+    net = by_key["conntrack.talker.count[network,127.0.9.0/24]"]
+    wait_for("the leaky /24's count", lambda: mon.item(host, net["key_"])["lastvalue"] == "40", timeout=30)
+    assert "conntrack.talker.established[network,127.0.9.0/24]" in by_key
+    assert any(k.startswith("conntrack.talker.share[source,127.0.9.") for k in by_key)
+    assert len(items) >= 2
+
+
+def test_macro_override_raises_and_resolves_problem(lab, host):
+    mon = lab["mon"]
+    mon.set_macro(host, "{$CONNTRACK.USAGE.WARN}", "0")
+    lab["stack"].reload_config_cache()
+    p = wait_for("the usage warning", lambda: mon.active_problem(host, "table usage above 0%"), timeout=60)
+    assert p["name"] == "Conntrack: table usage above 0% of nf_conntrack_max"
+    assert p["opdata"].startswith("Used: ")
+    mon.set_macro(host, "{$CONNTRACK.USAGE.WARN}", "80")
+    lab["stack"].reload_config_cache()
+    wait_for("the usage warning to resolve",
+             lambda: not mon.active_problem(host, "table usage above"), timeout=60)
+
+
+def test_talker_share_trigger_names_the_range(lab, host):
+    mon = lab["mon"]
+    mon.set_macro(host, '{$CONNTRACK.TALKER.SHARE.WARN:"127.0.9.0/24"}', "0.001")
+    lab["stack"].reload_config_cache()
+    p = wait_for("the talker share problem",
+                 lambda: mon.active_problem(host, "network 127.0.9.0/24 holds more than"), timeout=60)
+    assert p["name"] == "Conntrack: network 127.0.9.0/24 holds more than 0.001% of nf_conntrack_max"
+
+
+def test_failing_source_shows_its_exact_error(lab, host):
+    mon = lab["mon"]
+    shutil.move(SUDOERS, "/tmp/conntrack-zbx-stacktest.off")  # the grant is gone
+    try:
+        expected = json.loads(sh(lab["ns"].cmd(["setpriv", "--reuid=zabbix", "--regid=zabbix", "--init-groups",
+                                                lab["binary"], "talkers", "--sudo"]), check=False).stdout)["error"]
+        assert "sudoers.d/conntrack-zbx" in expected
+        talkers = mon.item(host, "conntrack.talkers")
+        mon.execute_now([talkers["itemid"]])
+
+        def unsupported():
+            it = mon.item(host, "conntrack.talkers")
+            return it if it["state"] == "1" else None
+
+        it = wait_for("conntrack.talkers to become not supported", unsupported, timeout=60)
+        # Zabbix 6.0 wraps a preprocessing error: "Preprocessing failed for: <value...>\n1. Failed: <msg>"
+        assert it["error"].startswith("Preprocessing failed for: ")
+        assert it["error"].endswith("\n1. Failed: " + expected), repr(it["error"])
+        assert mon.item(host, "conntrack.stats")["state"] == "0"  # counters keep working
+        # nodata() is evaluated for a not-supported item: the loss of the "who" raises a problem
+        mon.set_macro(host, "{$CONNTRACK.TALKERS.NODATA.TIMEOUT}", "30s")
+        lab["stack"].reload_config_cache()
+        p = wait_for("the talkers nodata problem",
+                     lambda: mon.active_problem(host, "top talkers not collected"), timeout=120)
+        assert p["name"] == "Conntrack: top talkers not collected for 30s"
+    finally:
+        shutil.move("/tmp/conntrack-zbx-stacktest.off", SUDOERS)
+    mon.execute_now([mon.item(host, "conntrack.talkers")["itemid"]])
+    wait_for("conntrack.talkers to recover", lambda: mon.item(host, "conntrack.talkers")["state"] == "0",
+             timeout=60)
+
+
+def test_failed_import_exits_nonzero_with_the_api_message(lab, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("zabbix_export:\n  version: '6.0'\n  templates:\n  - template: x\n    name: x\n")
+    rc = main(["template", "import", "--file", str(bad)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "configuration.import failed" in err
+    assert "uuid" in err  # the API's own words about what is wrong
+    os.environ["ZABBIX_PASSWORD"] = "wrong"
+    try:
+        rc = main(["template", "import"])
+        err = capsys.readouterr().err
+        assert rc == 1 and "login" in err and "wrong" not in err  # never echo secrets
+    finally:
+        os.environ["ZABBIX_PASSWORD"] = "zabbix"
