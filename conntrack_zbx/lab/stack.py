@@ -99,6 +99,7 @@ class Stack:
     def start(self) -> "Stack":
         os.makedirs(self.base, exist_ok=True)
         os.chmod(self.base, 0o755)
+        stop_pids(self.base)  # a stack an interrupted run left behind
         self._start_postgres()
         self._fresh_database()
         self._start_server()
