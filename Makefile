@@ -1,10 +1,10 @@
-# Quick start on a fresh Debian 12 machine (as root):  make run   |   make test
+# Quick start on a fresh Debian 12 machine (as root):  make demo   |   make test
 PY      ?= /usr/bin/python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test deps venv lint generate clean
+.PHONY: demo demo-stop run test deps venv lint generate clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -18,7 +18,14 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-# The main job for now: this host's counters and who holds its table.
+# The main job: the incident replayed on the real kernel and a real Zabbix, graphs in demo-out/.
+demo: $(STAMP)
+	$(VPY) -m conntrack_zbx.lab.demo
+
+demo-stop: $(STAMP)
+	$(VPY) -m conntrack_zbx.lab.demo stop
+
+# This host's counters and who holds its table.
 run: $(STAMP)
 	$(VENV)/bin/conntrack-zbx stats
 	$(VENV)/bin/conntrack-zbx top

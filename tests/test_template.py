@@ -121,7 +121,7 @@ def test_every_trigger_references_its_templates_items():
         for rule in t.get("discovery_rules", []):
             for p in rule["item_prototypes"]:
                 for tr in p.get("trigger_prototypes", []):
-                    refs = REF_RE.findall(tr["expression"])
+                    refs = REF_RE.findall(tr["expression"] + " " + tr.get("recovery_expression", ""))
                     assert refs and all(h == name and k in items_of(name, True) for h, k in refs)
                     checked += 1
     for tr in EXPORT["triggers"]:

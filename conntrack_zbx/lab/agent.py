@@ -33,8 +33,8 @@ class Agent:
     optionally inside a network namespace, including one UserParameter conf."""
 
     def __init__(self, kind: str, port: int, userparameter_conf: str, netns: Optional[Netns] = None,
-                 timeout: int = 10) -> None:
-        self.kind, self.port, self.netns = kind, port, netns
+                 timeout: int = 10, listen_ip: str = "127.0.0.1", server: str = "127.0.0.1") -> None:
+        self.kind, self.port, self.netns, self.ip = kind, port, netns, listen_ip
         self.dir = tempfile.mkdtemp(prefix="ctzbx-%s-" % kind, dir="/tmp")
         shutil.chown(self.dir, "zabbix", "zabbix")
         os.chmod(self.dir, 0o755)
@@ -42,7 +42,9 @@ class Agent:
         shutil.copyfile(userparameter_conf, include)
         os.chmod(include, 0o644)
         lines = [
-            "Server=127.0.0.1", "ListenIP=127.0.0.1", "ListenPort=%d" % port,
+            # the agent's own address too: the readiness probe runs zabbix_get beside it
+            "Server=%s" % (server if listen_ip in server.split(",") else server + "," + listen_ip),
+            "ListenIP=%s" % listen_ip, "ListenPort=%d" % port,
             "LogType=file", "LogFile=%s/agent.log" % self.dir, "PidFile=%s/agent.pid" % self.dir,
             "Timeout=%d" % timeout, "Include=%s" % include,
         ]
@@ -67,7 +69,7 @@ class Agent:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("%s exited: %s" % (self.kind, self.log()))
-            if sh(self._wrap([ZABBIX_GET, "-s", "127.0.0.1", "-p", str(self.port), "-k",
+            if sh(self._wrap([ZABBIX_GET, "-s", self.ip, "-p", str(self.port), "-k",
                               "agent.ping"]), check=False).stdout.strip() == b"1":
                 return self
             time.sleep(0.2)
@@ -93,6 +95,6 @@ class Agent:
 
     def get(self, key: str) -> str:
         """A passive check, exactly as the server makes it."""
-        p = sh(self._wrap([ZABBIX_GET, "-s", "127.0.0.1", "-p", str(self.port), "-k", key]),
+        p = sh(self._wrap([ZABBIX_GET, "-s", self.ip, "-p", str(self.port), "-k", key]),
                check=False)
         return p.stdout.decode().rstrip("\n")

@@ -78,20 +78,22 @@ class Netns:
     """A network namespace with conntrack active on loopback; deleted on exit."""
 
     def __init__(self, name: str = "", leaky: Sequence[str] = (), stable: bool = True,
-                 extra_nft: str = "", untracked_ports: Sequence[int] = ()) -> None:
+                 extra_nft: str = "", untracked_ports: Sequence[int] = (), conntrack: bool = True) -> None:
         self.name = name or "ctzbx-%s" % uuid.uuid4().hex[:8]
         self.leaky = tuple(leaky)
         self.stable = stable
         self.extra_nft = extra_nft
         self.untracked_ports = tuple(untracked_ports)
+        self.conntrack = conntrack
 
     def __enter__(self) -> "Netns":
         sh(["ip", "netns", "add", self.name])
         try:
             sh(["ip", "-n", self.name, "link", "set", "lo", "up"])
-            rules = ruleset(self.leaky, self.untracked_ports) + self.extra_nft
-            sh(self.cmd(["nft", "-f", "-"]), input=rules.encode())
-            if self.stable:
+            if self.conntrack:
+                rules = ruleset(self.leaky, self.untracked_ports) + self.extra_nft
+                sh(self.cmd(["nft", "-f", "-"]), input=rules.encode())
+            if self.stable and self.conntrack:
                 for key, value in STABLE_TIMEOUTS.items():
                     self.write_sysctl(key, value)
         except BaseException:
@@ -211,6 +213,16 @@ def _icmp_echo(typ: int, ident: int) -> bytes:
     total = (total >> 16) + (total & 0xFFFF)
     total = ~(total + (total >> 16)) & 0xFFFF
     return header[:2] + bytes([total >> 8, total & 0xFF]) + header[4:]
+
+
+def veth(a: Netns, b: Netns, addr_a: str, addr_b: str, prefix: int = 30) -> None:
+    """A cable between two lab namespaces. The addresses exist only on these two ends and no
+    route leads anywhere else, so nothing can leave the machine."""
+    ifa, ifb = "v%s" % a.name[-8:], "v%s" % b.name[-8:]
+    sh(["ip", "link", "add", ifa, "netns", a.name, "type", "veth", "peer", "name", ifb, "netns", b.name])
+    for ns, ifname, addr in ((a, ifa, addr_a), (b, ifb, addr_b)):
+        sh(["ip", "-n", ns.name, "addr", "add", "%s/%d" % (addr, prefix), "dev", ifname])
+        sh(["ip", "-n", ns.name, "link", "set", ifname, "up"])
 
 
 CLONE_NEWNET = 0x40000000

@@ -237,7 +237,7 @@ def stop_pids(base: str, pids: Optional[Dict[str, int]] = None) -> None:
                 pids = json.load(f)
         except (OSError, ValueError):
             return
-    for name in ("frontend", "server", "postgres"):
+    for name in ("forwarder", "frontend", "server", "postgres"):
         pid = pids.get(name)
         if pid and alive(pid):
             try:

@@ -81,6 +81,9 @@ CONNTRACK_MACROS = [
     macro("CONNTRACK.TALKER.MATCHES", ".*", "Discover only talkers (address or network) matching this regex."),
     macro("CONNTRACK.TALKER.NOT_MATCHES", "CHANGE_IF_NEEDED",
           "Do not discover talkers matching this regex (e.g. known NAT gateways)."),
+    macro("CONNTRACK.TALKER.GONE", "15m",
+          "A talker absent from the top list this long (its items get no value) resolves its share "
+          "problem. Keep it above {$CONNTRACK.TALKERS.INTERVAL}; at least 30s."),
     macro("CONNTRACK.TALKER.LOST", "1h",
           "Keep a talker's items this long after it left the top list (talkers churn)."),
 ]
@@ -251,7 +254,9 @@ def conntrack_template() -> Dict[str, Any]:
 
     triggers = [_trigger(
         C, "%s: Too few hash buckets for the limit" % SHORT,
-        "last(%s)/last(%s)>{$CONNTRACK.BUCKETS.RATIO.MAX}" % (T(C, "conntrack.max"), T(C, "conntrack.buckets")),
+        # over the last two values: max and buckets change one after the other when an admin
+        # resizes, and the in-between ratio must not raise a problem
+        "min(%s,#2)/max(%s,#2)>{$CONNTRACK.BUCKETS.RATIO.MAX}" % (T(C, "conntrack.max"), T(C, "conntrack.buckets")),
         "WARNING",
         "nf_conntrack_max is more than {$CONNTRACK.BUCKETS.RATIO.MAX} times the number of hash "
         "buckets: when the table fills, lookups walk long chains. Since kernel 5.15 the default is "
@@ -332,7 +337,12 @@ def talkers_discovery() -> Dict[str, Any]:
     share_key = T(C, share["key"])
     share["trigger_prototypes"] = [{
         "uuid": uid(C, "trigger_prototype", "share"),
-        "expression": "last(%s)>{$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"}" % share_key,
+        # A talker that left the top list gets no more values (its count is unknown, not 0); with
+        # a top list of 5 or more it cannot hold a share above 20%, so silence ends the problem.
+        # nodata() sits in the problem expression: Zabbix 6.0 evaluates timer functions there, but
+        # not in a recovery expression (seen on 6.0.14: the problem then never closed).
+        "expression": "last(%s)>{$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"} and "
+                      "nodata(%s,{$CONNTRACK.TALKER.GONE})=0" % (share_key, share_key),
         "name": "%s: {#CT.KIND} {#CT.TALKER} holds more than {$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"}%% "
                 "of the table" % SHORT,
         "event_name": "%s: {#CT.KIND} {#CT.TALKER} holds more than "

@@ -1,0 +1,127 @@
+"""`make demo`: the incident replayed on this machine, and what on-call would have seen.
+
+Starts the lab (see replay.py), lets the leaky NAT fill the table, keeps it full a little while
+so the graphs show it, applies the incident's fix, then prints the problems with their times and
+the top-talkers table, saves the frontend's own PNGs of three graphs, and leaves the monitoring
+host up for a look in a browser (``make demo-stop`` stops it). Every kernel setting it touched is
+restored and the node is removed, even when it fails or is interrupted.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from conntrack_zbx.lab.replay import LEAKY_NET, MON_NS, Replay
+from conntrack_zbx.lab.stack import stop_pids
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GRAPHS = {
+    "conntrack-entries-vs-max.png": "Conntrack: Entries vs max",
+    "conntrack-drops.png": "Conntrack: Drops and failures",
+    "mirrorlist-response-time.png": "Mirrorlist: Response time",
+}
+
+
+def save_graphs(replay: Replay, out: str, since: float) -> List[str]:
+    """Render graphs with the frontend's own chart2.php (needs the en_US.UTF-8 locale)."""
+    import requests
+
+    web = requests.Session()
+    r = web.post(replay.stack.url + "index.php",
+                 data={"name": "Admin", "password": "zabbix", "autologin": "1", "enter": "Sign in"},
+                 timeout=30)
+    r.raise_for_status()
+    if "zbx_session" not in web.cookies:
+        raise RuntimeError("frontend login failed")
+    graphs = replay.api.call("graph.get", hostids=[replay.hostid], output=["graphid", "name"])
+    ids = {g["name"]: g["graphid"] for g in graphs}
+    saved = []
+    start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since - 10))
+    for fname, name in GRAPHS.items():
+        r = web.get(replay.stack.url + "chart2.php",
+                    params={"graphid": ids[name], "from": start, "to": "now", "width": "1000",
+                            "height": "260", "profileIdx": "web.charts.filter"}, timeout=60)
+        r.raise_for_status()
+        if not r.content.startswith(b"\x89PNG"):
+            raise RuntimeError("chart2.php did not return a PNG for %r: %r" % (name, r.content[:200]))
+        path = os.path.join(out, fname)
+        with open(path, "wb") as f:
+            f.write(r.content)
+        saved.append(path)
+    return saved
+
+
+def start_forwarder(stack_base: str, port: int) -> int:
+    p = subprocess.Popen([sys.executable, "-m", "conntrack_zbx.lab.forward", str(port), MON_NS, str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    import json
+    path = os.path.join(stack_base, "pids.json")
+    with open(path) as f:
+        pids = json.load(f)  # type: Dict[str, int]
+    pids["forwarder"] = p.pid
+    with open(path, "w") as f:
+        json.dump(pids, f)
+    return p.pid
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(REPO, "demo-out"), help="where the PNGs go")
+    ap.add_argument("--hold", type=float, default=40, help="seconds to keep the table full for the graphs")
+    ap.add_argument("--stop", action="store_true", help="stop the monitoring host too at the end")
+    ap.add_argument("--port", type=int, default=18080)
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.time()
+
+    def say(msg: str) -> None:
+        print("[demo +%5.1fs] %s" % (time.time() - t0, msg), flush=True)
+
+    replay = Replay(REPO, say=say)
+    with replay:
+        replay.fill()
+        replay.overflow()
+        top = replay.talkers_table()
+        replay.hold(args.hold)
+        replay.fix()
+        replay.culprit_fixed()
+        replay.collect_problems()
+        say("rendering graphs with the frontend's chart2.php")
+        pngs = save_graphs(replay, args.out, since=replay.find("nf_conntrack_max lowered")["clock"])
+        dashboard = replay.api.call("templatedashboard.get", output=["dashboardid", "name"])
+        url = "http://127.0.0.1:%d/zabbix.php?action=host.dashboard.view&hostid=%s" % (args.port, replay.hostid)
+        if dashboard:
+            url += "&dashboardid=%s" % dashboard[0]["dashboardid"]
+        print("\nWhat on-call would have seen (server clocks):\n" + replay.timeline())
+        print("\n`conntrack-zbx top` on the node while the table was full:\n" + top)
+        print("Graphs rendered by the Zabbix frontend:\n  " + "\n  ".join(pngs))
+        replay.keep_stack = not args.stop  # the node goes, the monitoring host stays for a look
+    if args.stop:
+        say("done; everything stopped, kernel settings restored")
+        return 0
+    start_forwarder(replay.stack_base, args.port)
+    print("\nThe monitoring host is still up: %s  (Admin / zabbix)" % url)
+    print("The node is gone and nf_conntrack_max is back to %d. Stop the rest with: make demo-stop"
+          % replay.knob.read())
+    print("The leaky range on-call had to name: %s" % LEAKY_NET)
+    return 0
+
+
+def stop(stack_base: str = "/var/tmp/ctzbx-stack") -> int:
+    from conntrack_zbx.lab.replay import cleanup_leftovers
+
+    stop_pids(stack_base)
+    cleanup_leftovers(stack_base)
+    from conntrack_zbx.lab.netns import Netns
+    Netns(MON_NS).delete()
+    print("demo stopped: monitoring host down, lab namespaces removed, kernel settings restored")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["stop"]:
+        raise SystemExit(stop())
+    raise SystemExit(main())
