@@ -39,7 +39,9 @@ def save_graphs(replay: Replay, out: str, since: float) -> List[str]:
     graphs = replay.api.call("graph.get", hostids=[replay.hostid], output=["graphid", "name"])
     ids = {g["name"]: g["graphid"] for g in graphs}
     saved = []
-    start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since - 10))
+    # from the first poll after the limit was lowered: the host's original 262144 would flatten
+    # the small lab table into the x axis
+    start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
     for fname, name in GRAPHS.items():
         r = web.get(replay.stack.url + "chart2.php",
                     params={"graphid": ids[name], "from": start, "to": "now", "width": "1000",
@@ -90,7 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         replay.culprit_fixed()
         replay.collect_problems()
         say("rendering graphs with the frontend's chart2.php")
-        pngs = save_graphs(replay, args.out, since=replay.find("nf_conntrack_max lowered")["clock"])
+        from conntrack_zbx.lab.replay import INTERVAL
+        pngs = save_graphs(replay, args.out, since=replay.find("nf_conntrack_max lowered")["clock"] + INTERVAL + 1)
         dashboard = replay.api.call("templatedashboard.get", output=["dashboardid", "name"])
         url = "http://127.0.0.1:%d/zabbix.php?action=host.dashboard.view&hostid=%s" % (args.port, replay.hostid)
         if dashboard:

@@ -1,0 +1,102 @@
+"""The incident, replayed end to end on the real kernel and a real Zabbix 6.0 (see
+conntrack_zbx/lab/replay.py), with its timeline printed; and the guarantee that a failed or
+interrupted run gives the kernel its settings back and leaves nothing behind."""
+
+import os
+import signal
+import subprocess
+import sys
+
+
+import pytest
+
+from conntrack_zbx.lab.monitor import wait_for
+from conntrack_zbx.lab.replay import HASHSIZE_PATH, INTERVAL, LEAKY_NET, MAX_PATH, RESTORE_FILE, Replay
+from tests.conftest import require_root
+
+pytestmark = pytest.mark.real
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read(path):
+    with open(path) as f:
+        return int(f.read())
+
+
+def leftovers():
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    procs = subprocess.run(["pgrep", "-af", "conntrack_zbx.lab.(clients|mirrorlist)"], capture_output=True,
+                           text=True).stdout
+    return [ln for ln in ns.splitlines() if "ctzbx-node" in ln] + procs.splitlines()
+
+
+def test_incident_replay(capsys):
+    require_root()
+    before = (read(MAX_PATH), read(HASHSIZE_PATH))
+    r = Replay(REPO, say=print)
+    with r:
+        try:
+            r.fill()
+            r.overflow()
+            r.fix()
+            r.culprit_fixed()
+        finally:
+            r.collect_problems()
+            with capsys.disabled():
+                print("\nincident replay timeline:\n" + r.timeline())
+        first_drop = r.first_drop
+        fixed = r.find("fix: nf_conntrack_max raised")["clock"]
+        warn = float(r.seen["table usage above 80%"]["clock"])
+        drop = float(r.seen["kernel is dropping packets"]["clock"])
+        talker = r.seen["network %s holds more than" % LEAKY_NET]
+        mirror = r.seen["Mirrorlist: "]
+        problems = {p["name"]: p for p in r.api.problems(r.hostid)}
+
+    # the usage warning came before the first dropped packet
+    assert warn < first_drop
+    # the drop trigger fired within two polling intervals of the first drop
+    assert 0 <= drop - first_drop <= 2 * INTERVAL, (drop - first_drop)
+    # discovery found the leaky /24 and its trigger prototype named it
+    assert r.discovered["clock"] < fixed
+    assert talker["name"] == "Conntrack: network %s holds more than 20%% of nf_conntrack_max" % LEAKY_NET
+    # the service's own check went bad while the table was full
+    assert first_drop <= float(mirror["clock"]) < fixed
+    # after the limit was raised the kernel stopped dropping and the outage's problems resolved
+    assert r.find("kernel: no more drops")["clock"] > fixed
+    for name, p in problems.items():
+        assert p["r_clock"] != "0", name
+        if "holds more than" not in name and float(p["clock"]) < fixed:
+            assert float(p["r_clock"]) >= fixed - 1, name
+    # the culprit's problem stayed until the culprit was gone
+    culprit = r.find("culprit fixed: %s entries deleted" % LEAKY_NET)["clock"]
+    assert float(problems[talker["name"]]["r_clock"]) >= culprit
+    # and the machine is as it was
+    assert (read(MAX_PATH), read(HASHSIZE_PATH)) == before
+    assert not os.path.exists(RESTORE_FILE)
+    assert leftovers() == []
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_interrupted_demo_restores_the_kernel(how):
+    require_root()
+    before = (read(MAX_PATH), read(HASHSIZE_PATH))
+    demo = subprocess.Popen([sys.executable, "-m", "conntrack_zbx.lab.demo", "--stop"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the demo to lower nf_conntrack_max", lambda: read(MAX_PATH) != before[0] or demo.poll() is not None,
+                 timeout=240, interval=0.2)
+        assert demo.poll() is None, "demo ended before lowering the limit"
+        assert os.path.exists(RESTORE_FILE)
+        demo.send_signal(getattr(signal, how))
+        demo.wait(120)
+        if how == "SIGKILL":  # nothing can run in the process: the documented cleanup does it
+            assert read(MAX_PATH) != before[0]
+            subprocess.run([sys.executable, "-m", "conntrack_zbx.lab.demo", "stop"], cwd=REPO, check=True,
+                           stdout=subprocess.DEVNULL)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert (read(MAX_PATH), read(HASHSIZE_PATH)) == before
+    assert not os.path.exists(RESTORE_FILE)
+    wait_for("lab processes to be gone", lambda: leftovers() == [], timeout=15, seen=leftovers)
