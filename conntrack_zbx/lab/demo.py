@@ -8,11 +8,12 @@ restored and the node is removed, even when it fails or is interrupted.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from conntrack_zbx.lab.replay import LEAKY_NET, MON_NS, Replay
 from conntrack_zbx.lab.stack import stop_pids
@@ -59,10 +60,9 @@ def save_graphs(replay: Replay, out: str, since: float) -> List[str]:
 def start_forwarder(stack_base: str, port: int) -> int:
     p = subprocess.Popen([sys.executable, "-m", "conntrack_zbx.lab.forward", str(port), MON_NS, str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    import json
     path = os.path.join(stack_base, "pids.json")
     with open(path) as f:
-        pids = json.load(f)  # type: Dict[str, int]
+        pids = json.load(f)
     pids["forwarder"] = p.pid
     with open(path, "w") as f:
         json.dump(pids, f)
