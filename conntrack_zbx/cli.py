@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the fixed command line through 'sudo -n' (agent keys); "
                              "no other option may be combined with it")
 
-    common(sub.add_parser("stats", help="counters: count, max, usage, drops (JSON, no root needed)"))
+    st = sub.add_parser("stats", help="counters: count, max, usage, drops (JSON, no root needed)")
+    common(st)
+    st.add_argument("--etc-root", default="/", metavar="DIR",
+                    help="read etc/sysctl.d, etc/modprobe.d, etc/modules-load.d below DIR (tests)")
     table_opts(sub.add_parser("talkers", help="top sources and networks by entries held (JSON)"), 10)
     table_opts(sub.add_parser("discovery", help="Zabbix LLD array of the top talkers"), 10)
 
@@ -74,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--prefix6", type=_positive(128), default=64, metavar="N")
     top.add_argument("--max", type=_positive(1 << 31), metavar="N",
                      help="nf_conntrack_max to compute shares against (default: this host's)")
+    tune = sub.add_parser("tune", help="raise nf_conntrack_max and the hash size, and make it survive reboot")
+    common(tune)
+    size = tune.add_mutually_exclusive_group(required=True)
+    size.add_argument("--max", type=_positive(1 << 30), metavar="N", help="the new nf_conntrack_max")
+    size.add_argument("--auto", action="store_true", help="propose a value from RAM and the peak usage")
+    tune.add_argument("--peak", type=_positive(1 << 30), metavar="N",
+                      help="peak entries seen (e.g. from Zabbix history); default: the current count")
+    tune.add_argument("--apply", action="store_true", help="write the files and set the runtime values")
+    tune.add_argument("--runtime-only", action="store_true", help="change the running kernel only, no files")
+    tune.add_argument("--root", default="/", metavar="DIR", help="write etc/... below DIR (tests)")
+
     tpl = sub.add_parser("template", help="admin: import the Zabbix template (needs pyzabbix)")
     tsub = tpl.add_subparsers(dest="action", metavar="ACTION")
     tsub.required = True
@@ -95,9 +109,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "template":
         return _template(args)
-    if args.command == "top":
+    if args.command in ("top", "tune"):
         try:
-            sys.stdout.write(_top(args))
+            if args.command == "tune":
+                from conntrack_zbx import tune
+                sys.stdout.write(tune.run(args))
+            else:
+                sys.stdout.write(_top(args))
         except ConntrackError as e:
             sys.stderr.write("conntrack-zbx: %s\n" % e)
             return e.exit_code
@@ -143,7 +161,25 @@ def _stats(args: argparse.Namespace) -> Dict[str, Any]:
         # Kernels without CONFIG_NF_CONNTRACK_PROCFS: the counters above still hold; the
         # per-counter items are discarded, and this says why.
         doc["stat_error"] = str(e)
+    doc.update(_boot(root, maximum, buckets, args.etc_root))
     return doc
+
+
+def _boot(root, maximum: int, buckets: int, etc_root: str) -> Dict[str, Any]:
+    """What a reboot would set, and where it differs from what runs (the fix that does not stick)."""
+    from conntrack_zbx import boot
+
+    b = boot.read_boot(etc_root)
+    release = root.osrelease()
+    version = boot.kernel_version(release) if release else None
+    problems = boot.drift(maximum, buckets, b, root.memtotal_kib(), version) if version else []
+    return {
+        "kernel": release,
+        "recommended_buckets": boot.recommended_buckets(maximum, version) if version else None,
+        "boot": {"max": b.max, "max_source": b.max_source, "hashsize": b.hashsize,
+                 "hashsize_source": b.hashsize_source, "module_autoload": b.module_autoload},
+        "drift": "; ".join(problems),
+    }
 
 
 # -- talkers / discovery --------------------------------------------------------------------

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conntrack_zbx.lab.monitor import wait_for
-from conntrack_zbx.lab.replay import HASHSIZE_PATH, INTERVAL, LEAKY_NET, MAX_PATH, RESTORE_FILE, Replay
+from conntrack_zbx.lab.replay import DRIFT, HASHSIZE_PATH, INTERVAL, LEAKY_NET, MAX_PATH, RESTORE_FILE, Replay
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real
@@ -39,6 +39,7 @@ def test_incident_replay(capsys):
             r.fill()
             r.overflow()
             r.fix()
+            r.persist()
             r.culprit_fixed()
         finally:
             r.collect_problems()
@@ -67,6 +68,10 @@ def test_incident_replay(capsys):
         assert p["r_clock"] != "0", name
         if "holds more than" not in name and float(p["clock"]) < fixed:
             assert float(p["r_clock"]) >= fixed - 1, name
+    # the incident's runtime-only fix raised the drift problem; persisting with tune resolved it
+    drift = problems[DRIFT]
+    persisted = r.find("persisted: conntrack-zbx tune --max %d --apply" % r.fixed_max)["clock"]
+    assert fixed - 1 <= float(drift["clock"]) < persisted <= float(drift["r_clock"])
     # the culprit's problem stayed until the culprit was gone
     culprit = r.find("culprit fixed: %s entries deleted" % LEAKY_NET)["clock"]
     assert float(problems[talker["name"]]["r_clock"]) >= culprit

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from conntrack_zbx.lab.netns import Netns, sh
 
@@ -33,8 +33,12 @@ class Agent:
     optionally inside a network namespace, including one UserParameter conf."""
 
     def __init__(self, kind: str, port: int, userparameter_conf: str, netns: Optional[Netns] = None,
-                 timeout: int = 10, listen_ip: str = "127.0.0.1", server: str = "127.0.0.1") -> None:
+                 timeout: int = 10, listen_ip: str = "127.0.0.1", server: str = "127.0.0.1",
+                 binds: Optional[Dict[str, str]] = None) -> None:
+        """``binds``: {host dir: path it replaces}, bind-mounted in the agent's own mount namespace
+        (``ip netns exec`` gives it one), e.g. a lab /etc/sysctl.d that tests may rewrite."""
         self.kind, self.port, self.netns, self.ip = kind, port, netns, listen_ip
+        self.binds = dict(binds or {})
         self.dir = tempfile.mkdtemp(prefix="ctzbx-%s-" % kind, dir="/tmp")
         shutil.chown(self.dir, "zabbix", "zabbix")
         os.chmod(self.dir, 0o755)
@@ -63,7 +67,14 @@ class Agent:
 
     def __enter__(self) -> "Agent":
         binary = AGENTD if self.kind == "agentd" else AGENT2
-        self.proc = subprocess.Popen(self._wrap(AS_ZABBIX + [binary, "-c", self.conf, "-f"]),
+        argv = AS_ZABBIX + [binary, "-c", self.conf, "-f"]
+        if self.binds:
+            if not self.netns:
+                raise ValueError("binds need a lab namespace (its own mount namespace)")
+            mounts = " && ".join("mkdir -p %s && mount --bind %s %s" % (dst, src, dst)
+                                 for src, dst in sorted(self.binds.items()))
+            argv = ["sh", "-c", mounts + ' && exec "$@"', "agent"] + argv
+        self.proc = subprocess.Popen(self._wrap(argv),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

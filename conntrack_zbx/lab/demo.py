@@ -58,6 +58,7 @@ def save_graphs(replay: Replay, out: str, since: float) -> List[str]:
 
 
 def start_forwarder(stack_base: str, port: int) -> int:
+    subprocess.run(["pkill", "-f", "conntrack_zbx.lab.forward"], check=False)  # an older demo's
     p = subprocess.Popen([sys.executable, "-m", "conntrack_zbx.lab.forward", str(port), MON_NS, str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     path = os.path.join(stack_base, "pids.json")
@@ -89,6 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         top = replay.talkers_table()
         replay.hold(args.hold)
         replay.fix()
+        replay.persist()
         replay.culprit_fixed()
         replay.collect_problems()
         say("rendering graphs with the frontend's chart2.php")
@@ -118,6 +120,7 @@ def stop(stack_base: str = "/var/tmp/ctzbx-stack") -> int:
 
     stop_pids(stack_base)
     cleanup_leftovers(stack_base)
+    subprocess.run(["pkill", "-f", "conntrack_zbx.lab.forward"], check=False)
     from conntrack_zbx.lab.netns import Netns
     Netns(MON_NS).delete()
     print("demo stopped: monitoring host down, lab namespaces removed, kernel settings restored")

@@ -45,6 +45,8 @@ BACKGROUND = ["127.0.10.1", "127.0.10.2", "127.0.10.3", "127.0.20.1"]
 SERVICE_PORT = 8080
 AGENT_PORT = 10050
 SUDOERS = "/etc/sudoers.d/conntrack-zbx-replay"
+NODE_ETC = "/var/tmp/ctzbx-node-etc"  # the node's own /etc/{sysctl,modprobe,modules-load}.d
+ETC_DIRS = ("etc/sysctl.d", "etc/modprobe.d", "etc/modules-load.d")
 HOST = "mirrorlist-node"
 INTERVAL = 5  # seconds: {$CONNTRACK.INTERVAL} of the replay host
 MACROS = {
@@ -60,6 +62,10 @@ MACROS = {
     "{$MIRRORLIST.NODATA.TIMEOUT}": "30s",
     "{$MIRRORLIST.URL}": "http://%s:%d/?release=9&arch=x86_64&repo=updates" % (NODE_IP, SERVICE_PORT),
 }
+
+
+DRIFT = "Conntrack: running settings differ from what boot sets"
+RATIO = "Conntrack: hash buckets below the recommended ratio for this kernel"
 
 
 class Knob:
@@ -217,12 +223,14 @@ class Replay:
         if self.plugin_dir:
             shutil.rmtree(self.plugin_dir, ignore_errors=True)
             self.plugin_dir = None
+        shutil.rmtree(NODE_ETC, ignore_errors=True)
         if errors:
             raise errors[0]
 
     def setup(self) -> None:
-        self.say("[1/7] two lab hosts: node %s (conntrack on) and monitor %s, veth %s <-> %s"
-                 % (NODE_NS, MON_NS, MON_IP, NODE_IP))
+        self.say("[1/8] two lab hosts: node %s (conntrack on, nf_conntrack_max %d, hashsize %d: max/4 as on "
+                 "the incident's kernels) and monitor %s, veth %s <-> %s"
+                 % (NODE_NS, self.low_max, self.low_max // 4, MON_NS, MON_IP, NODE_IP))
         self.node = Netns(NODE_NS, leaky=[LEAKY_NET], stable=False).__enter__()
         self.mon = Netns(MON_NS, conntrack=False).__enter__()
         veth(self.mon, self.node, MON_IP, NODE_IP)
@@ -230,13 +238,17 @@ class Replay:
         # is held by the leaky range, not by the lab's own short requests
         self.node.write_sysctl("nf_conntrack_tcp_timeout_time_wait", 5)
         self.node.write_sysctl("nf_conntrack_udp_timeout", 10)
+        # the node's limit: global, so set from the init namespace (and restored at the end)
+        self.set_limits(self.low_max, self.low_max // 4)
+        self.event("nf_conntrack_max lowered", value=self.low_max, hashsize=self.low_max // 4)
 
-        self.say("[2/7] Zabbix 6.0 on the monitor: PostgreSQL, zabbix_server, frontend")
+        self.say("[2/8] Zabbix 6.0 on the monitor: PostgreSQL, zabbix_server, frontend")
         self.stack = Stack(base=self.stack_base, netns=self.mon, server_timeout=10)
         self.stack.start()
 
-        self.say("[3/7] the node: conntrack-zbx installed, agent with the shipped conf and sudo grant, "
+        self.say("[3/8] the node: conntrack-zbx installed, agent with the shipped conf and sudo grant, "
                  "mirrorlist service, background clients")
+        self.write_node_config()
         self.plugin_dir = install_plugin(self.repo, sys.executable)
         binary = os.path.join(self.plugin_dir, "venv/bin/conntrack-zbx")
         conf = os.path.join(self.plugin_dir, "userparameter_conntrack.conf")
@@ -246,12 +258,13 @@ class Replay:
             f.write(keys.sudoers(binary))
         os.chmod(SUDOERS, 0o440)
         self.spawn(self.node, ["-m", "conntrack_zbx.lab", "mirrorlist", "0.0.0.0", str(SERVICE_PORT)])
-        self.agent = Agent("agentd", AGENT_PORT, conf, netns=self.node, listen_ip=NODE_IP, server=MON_IP)
+        self.agent = Agent("agentd", AGENT_PORT, conf, netns=self.node, listen_ip=NODE_IP, server=MON_IP,
+                           binds={os.path.join(NODE_ETC, d): "/" + d for d in ETC_DIRS})
         self.agent.__enter__()
         self.spawn(self.node, ["-m", "conntrack_zbx.lab.clients", "background", ",".join(BACKGROUND),
                                "127.0.0.1", str(SERVICE_PORT), "2"])
 
-        self.say("[4/7] template imported, node linked, values flowing")
+        self.say("[4/8] template imported, node linked, values flowing")
         self.entered = entered(self.mon).__enter__()
         os.environ.update(ZABBIX_URL=self.stack.url, ZABBIX_USER="Admin", ZABBIX_PASSWORD="zabbix")
         from conntrack_zbx.cli import main
@@ -297,6 +310,23 @@ class Replay:
             if self.entered is not None:
                 self.entered.__enter__()
 
+    def write_node_config(self) -> None:
+        """The node's persisted conntrack settings, as its admin left them: the small limit the
+        replay runs with, hashsize max/4 (the old advice), the module loaded early."""
+        shutil.rmtree(NODE_ETC, ignore_errors=True)
+        files = {
+            "etc/sysctl.d/50-node.conf": "net.netfilter.nf_conntrack_max = %d\n" % self.low_max,
+            "etc/modprobe.d/50-node.conf": "options nf_conntrack hashsize=%d\n" % (self.low_max // 4),
+            "etc/modules-load.d/50-node.conf": "nf_conntrack\n",
+        }
+        for rel, text in files.items():
+            path = os.path.join(NODE_ETC, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+        for d in ETC_DIRS:
+            os.chmod(os.path.join(NODE_ETC, d), 0o755)
+
     def spawn(self, ns: Netns, args: List[str], out=subprocess.DEVNULL, stdin=None) -> subprocess.Popen:
         p = subprocess.Popen(ns.cmd([sys.executable] + args), stdout=out, stderr=subprocess.DEVNULL,
                              stdin=stdin)
@@ -338,11 +368,7 @@ class Replay:
         return problems
 
     def fill(self) -> None:
-        self.say("[5/7] the leaky NAT range %s opens connections it never closes; nf_conntrack_max "
-                 "lowered %d -> %d (hashsize %d, max/4 as on the incident's kernels)"
-                 % (LEAKY_NET, self.original_max, self.low_max, self.low_max // 4))
-        self.set_limits(self.low_max, self.low_max // 4)
-        self.event("nf_conntrack_max lowered", value=self.low_max, hashsize=self.low_max // 4)
+        self.say("[5/8] the leaky NAT range %s opens connections it never closes" % LEAKY_NET)
         threading.Thread(target=self._sample_drops, daemon=True).start()
         self.nat = self.spawn(self.node, ["-m", "conntrack_zbx.lab.clients", "leaky", LEAKY_NET,
                                           "127.0.0.1", str(SERVICE_PORT), "100"], stdin=subprocess.PIPE)
@@ -376,7 +402,7 @@ class Replay:
         time.sleep(seconds)
 
     def fix(self) -> None:
-        self.say("[6/7] the incident's fix: nf_conntrack_max %d -> %d, hashsize max/4"
+        self.say("[6/8] the incident's fix: nf_conntrack_max %d -> %d, hashsize max/4"
                  % (self.low_max, self.fixed_max))
         self.set_limits(self.fixed_max, self.fixed_max // 4)
         fixed = self.event("fix: nf_conntrack_max raised", value=self.fixed_max,
@@ -388,10 +414,34 @@ class Replay:
         wait_for("drops to stop", drops_stopped, timeout=60)
         self.event("kernel: no more drops", total_drops=self.drops[-1][1])
 
-        # the limit is the fix for the outage, not for the culprit: its problem stays open
-        wait_for("the outage's problems to resolve", lambda: self.open_problems() == [self.talker_problem()],
-                 timeout=180, seen=self.open_problems)
-        self.event("outage problems resolved; still open: " + self.talker_problem())
+        # the limit ends the outage; the culprit's problem stays, and so does the news that the fix
+        # lives in the running kernel only (and used the old hashsize advice)
+        still = {self.talker_problem(), DRIFT}
+
+        def outage_over():
+            now = set(self.open_problems())
+            return still <= now <= still | {RATIO}
+        wait_for("the outage's problems to resolve", outage_over, timeout=180, seen=self.open_problems)
+        self.event("outage problems resolved; still open: " + "; ".join(self.open_problems()))
+
+    def persist(self) -> None:
+        """Make the fix survive a reboot, with this kernel's bucket ratio: conntrack-zbx tune."""
+        self.say("[7/8] persist it the way it sticks: conntrack-zbx tune --max %d --apply" % self.fixed_max)
+        from conntrack_zbx.cli import main
+
+        if self.entered is not None:
+            self.entered.__exit__()
+        try:
+            rc = main(["tune", "--max", str(self.fixed_max), "--apply", "--root", NODE_ETC])
+        finally:
+            if self.entered is not None:
+                self.entered.__enter__()
+        if rc != 0:
+            raise RuntimeError("conntrack-zbx tune failed (%d)" % rc)
+        self.event("persisted: conntrack-zbx tune --max %d --apply" % self.fixed_max,
+                   hashsize=self.hashsize.read())
+        wait_for("the drift and bucket problems to resolve",
+                 lambda: self.open_problems() == [self.talker_problem()], timeout=120, seen=self.open_problems)
 
     def open_problems(self) -> List[str]:
         return sorted(p["name"] for p in self.api.problems(self.hostid) if p["r_clock"] == "0")
@@ -401,7 +451,7 @@ class Replay:
 
     def culprit_fixed(self) -> None:
         """The network team fixes the NAT: its stale connections are gone from the table."""
-        self.say("[7/7] the NAT's owners fix it: it closes connections again, its stale entries go")
+        self.say("[8/8] the NAT's owners fix it: it closes connections again, its stale entries go")
         self.nat.kill()
         # the firewall closes properly again: its FIN/RST reach conntrack (and the service's
         # sockets, which otherwise keep retransmitting and get re-tracked mid-stream)

@@ -16,6 +16,8 @@ MAX = "proc/sys/net/netfilter/nf_conntrack_max"
 BUCKETS = "proc/sys/net/netfilter/nf_conntrack_buckets"
 HASHSIZE = "sys/module/nf_conntrack/parameters/hashsize"
 STAT = "proc/net/stat/nf_conntrack"
+OSRELEASE = "proc/sys/kernel/osrelease"
+MEMINFO = "proc/meminfo"
 TABLE = "proc/net/nf_conntrack"
 
 MODULE_HINT = (
@@ -68,6 +70,21 @@ class ProcRoot:
             return self.read_int(HASHSIZE)
         except (NotPermitted, NotAvailable):
             return None
+
+    def osrelease(self) -> Optional[str]:
+        try:
+            return self._read_text(OSRELEASE).strip()
+        except (NotAvailable, NotPermitted, Malformed):
+            return None
+
+    def memtotal_kib(self) -> Optional[int]:
+        try:
+            for line in self._read_text(MEMINFO).splitlines():
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1])
+        except (NotAvailable, NotPermitted, Malformed, ValueError, IndexError):
+            pass
+        return None
 
     def stat(self) -> StatTable:
         if not self.module_loaded():

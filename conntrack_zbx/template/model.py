@@ -25,12 +25,11 @@ RUNBOOK = (
     "Find the culprit: run `conntrack-zbx top` on the host (top networks and sources by entries "
     "held, with their state mix; `--by dport` or `--by state` to slice further), or look at the "
     "discovered talkers of this host. "
-    "Raise the limit now: `sysctl -w net.netfilter.nf_conntrack_max=N` (on kernels before 5.15 "
-    "also write N/4 to /sys/module/nf_conntrack/parameters/hashsize; since 5.15 the default is one "
-    "bucket per entry). "
-    "Make it survive a reboot: a file in /etc/sysctl.d/ is silently not applied when nf_conntrack "
-    "loads after systemd-sysctl, so also load the module from /etc/modules-load.d/ and set "
-    "`options nf_conntrack hashsize=...` in /etc/modprobe.d/. See docs/runbook.md."
+    "Raise the limit now and make it survive a reboot: `conntrack-zbx tune --auto` (or `--max N`) shows "
+    "the plan, `--apply` sets nf_conntrack_max and the hash size for this kernel (one bucket per entry "
+    "since 5.15, max/4 before) and writes /etc/sysctl.d, /etc/modprobe.d and /etc/modules-load.d: a "
+    "sysctl.d line alone is silently not applied when nf_conntrack loads after systemd-sysctl. "
+    "See docs/runbook.md."
 )
 
 
@@ -252,7 +251,33 @@ def conntrack_template() -> Dict[str, Any]:
                 recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate, scope="performance")]
         items.append(item)
 
+    drift_item = _dep(C, "%s: Settings a reboot would not keep" % SHORT, "conntrack.drift", "$.drift",
+                      "Where the running nf_conntrack_max or hash size differs from what the next boot sets "
+                      "(sysctl.d, modprobe.d, modules-load.d), or a sysctl.d setting the boot order would "
+                      "skip. Empty when a reboot keeps what runs now.", value_type="TEXT")
+    drift_item["trends"] = "0"
+    drift_item["triggers"] = [_trigger(
+        C, "%s: Running settings will not survive a reboot" % SHORT,
+        "length(last(%s))>0" % T(C, "conntrack.drift"), "WARNING",
+        "The running conntrack limits are not what the next boot sets: the fix was applied at runtime "
+        "only, or it is persisted in a way that boot skips (a sysctl.d line while nf_conntrack loads "
+        "after systemd-sysctl). After a reboot the table is as small as before the fix. "
+        "Persist it with `conntrack-zbx tune --max N --apply`. " + RUNBOOK,
+        event_name="%s: running settings differ from what boot sets" % SHORT,
+        opdata="{ITEM.LASTVALUE1}", scope="notice")]
+    items.append(drift_item)
+    items.append(_dep(C, "%s: Recommended hash buckets" % SHORT, "conntrack.buckets.recommended",
+                      "$.recommended_buckets", "Hash buckets this kernel should have for the running "
+                      "nf_conntrack_max: one per entry since 5.15, max/4 before.", on_fail_discard=True))
     triggers = [_trigger(
+        C, "%s: Hash buckets below the recommended ratio for this kernel" % SHORT,
+        "max(%s,#2)<min(%s,#2)" % (T(C, "conntrack.buckets"), T(C, "conntrack.buckets.recommended")), "INFO",
+        "The hash table has fewer buckets than this kernel's default ratio for the running "
+        "nf_conntrack_max (one per entry since 5.15; the 'hashsize = max/4' advice is for older "
+        "kernels): lookups walk longer chains as the table fills. " + RUNBOOK,
+        event_name="%s: hash buckets below the recommended ratio for this kernel" % SHORT,
+        opdata="Buckets: {ITEM.LASTVALUE1}, recommended: {ITEM.LASTVALUE2}", scope="performance"),
+        _trigger(
         C, "%s: Too few hash buckets for the limit" % SHORT,
         # over the last two values: max and buckets change one after the other when an admin
         # resizes, and the in-between ratio must not raise a problem

@@ -1,0 +1,161 @@
+"""What the next boot will set: nf_conntrack_max from sysctl.d, the hash size from modprobe.d,
+and whether nf_conntrack is loaded early enough for sysctl.d to apply at all.
+
+The trap (shared/docs/zabbix-facts.md): a ``net.netfilter.nf_conntrack_max`` line in
+``/etc/sysctl.d/`` is silently not applied when the module loads after systemd-sysctl has run.
+Only a module listed in ``modules-load.d`` (or ``/etc/modules`` on Debian) is loaded before it.
+
+Pure functions over file texts plus one reader that takes the root directory, like the /proc
+readers. Agent side: standard library only, Python 3.8.
+"""
+
+import os
+import re
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+SYSCTL_DIRS = ("etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d", "lib/sysctl.d")
+MODPROBE_DIRS = ("etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d", "usr/lib/modprobe.d",
+                 "lib/modprobe.d")
+MODULES_LOAD_DIRS = ("etc/modules-load.d", "run/modules-load.d", "usr/local/lib/modules-load.d",
+                     "usr/lib/modules-load.d", "lib/modules-load.d")
+MAX_KEYS = ("net.netfilter.nf_conntrack_max", "net/netfilter/nf_conntrack_max")
+MODULE = "nf_conntrack"
+
+
+class Boot(NamedTuple):
+    max: Optional[int]  # nf_conntrack_max a reboot sets, None: nothing persisted (kernel default)
+    max_source: Optional[str]
+    hashsize: Optional[int]  # options nf_conntrack hashsize=, None: kernel default
+    hashsize_source: Optional[str]
+    module_autoload: bool  # nf_conntrack in modules-load.d or /etc/modules
+    module_source: Optional[str]
+
+
+def config_files(root: str, dirs: Tuple[str, ...]) -> List[str]:
+    """systemd's rule for *.d directories: files by basename in lexical order; a name in an
+    earlier directory (/etc) hides the same name in later ones (/usr/lib)."""
+    chosen = {}  # type: Dict[str, str]
+    for d in dirs:
+        try:
+            names = os.listdir(os.path.join(root, d))
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".conf") and name not in chosen:
+                chosen[name] = os.path.join(root, d, name)
+    return [chosen[n] for n in sorted(chosen)]
+
+
+def parse_sysctl(text: str) -> Dict[str, str]:
+    """key = value lines; '#' and ';' comments; a leading '-' (ignore errors) is dropped."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;" or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        out[key.strip().lstrip("-").strip()] = value.strip()
+    return out
+
+
+_OPTIONS = re.compile(r"^\s*options\s+(\S+)\s+(.*)$")
+
+
+def parse_modprobe_options(text: str, module: str = MODULE) -> Dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        m = _OPTIONS.match(line.split("#", 1)[0])
+        if m and m.group(1).replace("-", "_") == module:
+            for opt in m.group(2).split():
+                if "=" in opt:
+                    k, v = opt.split("=", 1)
+                    out[k] = v
+    return out
+
+
+def lists_module(text: str, module: str = MODULE) -> bool:
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.replace("-", "_") == module:
+            return True
+    return False
+
+
+def read_boot(root: str = "/") -> Boot:
+    """Files that cannot be read are skipped: they are not this user's to judge."""
+    max_value, max_source = None, None
+    for path in [os.path.join(root, "etc/sysctl.conf")] + config_files(root, SYSCTL_DIRS):
+        values = parse_sysctl(_read(path))
+        for key in MAX_KEYS:
+            if key in values and values[key].isdigit():
+                max_value, max_source = int(values[key]), path  # later files win
+    hashsize, hs_source = None, None
+    for path in config_files(root, MODPROBE_DIRS):
+        opts = parse_modprobe_options(_read(path))
+        if opts.get("hashsize", "").isdigit():
+            hashsize, hs_source = int(opts["hashsize"]), path
+    autoload, mod_source = False, None
+    for path in config_files(root, MODULES_LOAD_DIRS) + [os.path.join(root, "etc/modules")]:
+        if lists_module(_read(path)):
+            autoload, mod_source = True, path
+            break
+    return Boot(max_value, max_source, hashsize, hs_source, autoload, mod_source)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def kernel_version(release: str) -> Tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def default_buckets(memtotal_kib: int) -> int:
+    """The kernel's default hash size for this much RAM (nf_conntrack_init_start, 64-bit)."""
+    pages = memtotal_kib // 4
+    if pages > 4 * (1 << 30) // 4096:
+        return 262144
+    if pages > (1 << 30) // 4096:
+        return 65536
+    return max(1024, (memtotal_kib * 1024 // 16384) // 8)
+
+
+def default_max(memtotal_kib: int, version: Tuple[int, int]) -> int:
+    """Since 5.15 the default limit equals the default bucket count; before, 4 entries per bucket
+    (8 before 4.7, not modelled)."""
+    buckets = default_buckets(memtotal_kib)
+    return buckets if version >= (5, 15) else buckets * 4
+
+
+def recommended_buckets(maximum: int, version: Tuple[int, int]) -> int:
+    """One bucket per entry since 5.15; 'hashsize = max/4' on older kernels."""
+    return maximum if version >= (5, 15) else max(1, maximum // 4)
+
+
+def drift(running_max: int, running_buckets: int, boot: Boot, memtotal_kib: Optional[int],
+          version: Tuple[int, int]) -> List[str]:
+    """Why a reboot would not give back what runs now (empty: it would)."""
+    out = []
+    if boot.max is not None:
+        if boot.max != running_max:
+            out.append("nf_conntrack_max is %d now but %s sets %d at boot"
+                       % (running_max, boot.max_source, boot.max))
+        if not boot.module_autoload:
+            out.append("%s sets nf_conntrack_max but nf_conntrack is not in modules-load.d: the "
+                       "setting is silently skipped when the module loads after systemd-sysctl"
+                       % boot.max_source)
+    elif memtotal_kib is not None and running_max != default_max(memtotal_kib, version):
+        out.append("nf_conntrack_max is %d now but nothing persists it: a reboot returns it to the "
+                   "kernel default %d" % (running_max, default_max(memtotal_kib, version)))
+    if boot.hashsize is not None and boot.hashsize != running_buckets:
+        out.append("the hash has %d buckets now but %s sets hashsize=%d at load"
+                   % (running_buckets, boot.hashsize_source, boot.hashsize))
+    elif boot.hashsize is None and memtotal_kib is not None and running_buckets != default_buckets(memtotal_kib):
+        out.append("the hash has %d buckets now but nothing persists it: a reboot returns it to the "
+                   "kernel default %d" % (running_buckets, default_buckets(memtotal_kib)))
+    return out

@@ -1,0 +1,144 @@
+"""conntrack-zbx tune: the plan, the files it writes (golden), refusals, and a real apply."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conntrack_zbx.cli import main
+from conntrack_zbx.sources.proc import HASHSIZE, MAX
+from tests.conftest import MIXED, require_root
+from tests.test_cli import golden
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A writable copy of the captured tree (runtime files) and an empty /etc."""
+    proc = str(tmp_path / "proc-root")
+    shutil.copytree(MIXED, proc)
+    etc = str(tmp_path / "etc-root")
+    os.makedirs(etc)
+    return proc, etc
+
+
+def tune(capsys, *argv):
+    rc = main(["tune"] + list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def read(root, rel):
+    with open(os.path.join(root, rel)) as f:
+        return f.read()
+
+
+def test_dry_run_changes_nothing(capsys, host):
+    proc, etc = host
+    rc, out, err = tune(capsys, "--max", "524288", "--proc-root", proc, "--root", etc)
+    assert rc == 0, err
+    golden("tune-dry-run.txt", out.replace(etc, "<root>"))
+    assert os.listdir(etc) == [] and read(proc, MAX) == "262144\n"
+
+
+def test_apply_writes_the_three_files_and_the_runtime(capsys, host):
+    proc, etc = host
+    rc, out, err = tune(capsys, "--max", "524288", "--apply", "--proc-root", proc, "--root", etc)
+    assert rc == 0, err
+    assert "verified: nf_conntrack_max 524288, hashsize 524288" in out
+    for rel in ("etc/sysctl.d/99-conntrack-zbx.conf", "etc/modules-load.d/99-conntrack-zbx.conf",
+                "etc/modprobe.d/99-conntrack-zbx.conf"):
+        golden("tune-" + os.path.basename(os.path.dirname(rel)) + ".conf", read(etc, rel))
+    assert read(proc, MAX) == "524288\n" and read(proc, HASHSIZE) == "524288\n"
+    # and what it wrote is what the agent reads as the boot configuration: no drift
+    rc = main(["stats", "--proc-root", proc, "--etc-root", etc])
+    import json
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["boot"]["max"] == 524288 and doc["boot"]["module_autoload"] is True
+    assert doc["boot"]["hashsize"] == 524288
+
+
+def test_apply_backs_up_what_it_replaces(capsys, host):
+    proc, etc = host
+    path = os.path.join(etc, "etc/sysctl.d/99-conntrack-zbx.conf")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        f.write("net.netfilter.nf_conntrack_max = 300000\n")
+    rc, out, _ = tune(capsys, "--max", "524288", "--apply", "--proc-root", proc, "--root", etc)
+    assert rc == 0 and "[replace (backup: %s.bak)]" % path in out
+    assert read(etc, "etc/sysctl.d/99-conntrack-zbx.conf.bak") == "net.netfilter.nf_conntrack_max = 300000\n"
+    assert "524288" in read(etc, "etc/sysctl.d/99-conntrack-zbx.conf")
+    assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".conntrack-zbx-")]
+
+
+def test_apply_notices_a_file_that_overrides_ours(capsys, host):
+    proc, etc = host
+    os.makedirs(os.path.join(etc, "etc/sysctl.d"))
+    with open(os.path.join(etc, "etc/sysctl.d/zz-local.conf"), "w") as f:
+        f.write("net.netfilter.nf_conntrack_max = 65536\n")
+    rc, out, err = tune(capsys, "--max", "524288", "--apply", "--proc-root", proc, "--root", etc)
+    assert rc == 2 and "zz-local.conf sets nf_conntrack_max 65536 later at boot" in err
+
+
+def test_runtime_only_leaves_etc_alone(capsys, host):
+    proc, etc = host
+    rc, out, _ = tune(capsys, "--max", "300000", "--apply", "--runtime-only", "--proc-root", proc, "--root", etc)
+    assert rc == 0 and "files: none (--runtime-only)" in out
+    assert os.listdir(etc) == [] and read(proc, MAX) == "300000\n"
+
+
+def test_auto_explains_itself(capsys, host):
+    proc, etc = host
+    rc, out, _ = tune(capsys, "--auto", "--peak", "400000", "--proc-root", proc, "--root", etc)
+    assert rc == 0
+    assert "twice the peak of 400000 entries is 800000" in out and "1048576" in out
+    assert "bytes per entry" in out
+
+
+@pytest.mark.parametrize("edit, argv, code, message", [
+    ({MAX: "262144\n", "proc/sys/net/netfilter/nf_conntrack_count": "5000\n"}, ["--max", "2000"], 2,
+     "5000 entries are in the table now"),
+    ({}, ["--max", "1000000000"], 2, "more than 1/8 of this host's"),
+    ({}, ["--max", "10"], 2, "this is a typo"),
+    ({"proc/meminfo": "nothing here\n"}, ["--max", "524288"], 2, "cannot read MemTotal"),
+], ids=["below-count", "above-memory", "nonsense", "no-meminfo"])
+def test_refusals(capsys, host, edit, argv, code, message):
+    proc, etc = host
+    for rel, text in edit.items():
+        with open(os.path.join(proc, rel), "w") as f:
+            f.write(text)
+    rc, out, err = tune(capsys, *argv, "--apply", "--proc-root", proc, "--root", etc)
+    assert rc == code and message in err and out == ""
+    assert os.listdir(etc) == []
+
+
+def test_apply_refused_without_root(host):
+    require_root()
+    proc, etc = host
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-m",
+                        "conntrack_zbx", "tune", "--max", "524288", "--apply", "--proc-root", proc, "--root", etc],
+                       capture_output=True, env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 3 and b"run it as root" in p.stderr
+
+
+@pytest.mark.real
+def test_apply_on_the_running_kernel(capsys, tmp_path):
+    """Raises the real nf_conntrack_max and hashsize, then puts them back."""
+    require_root()
+    before = (read("/", MAX), read("/", HASHSIZE))
+    target = int(before[0]) * 2
+    try:
+        rc, out, err = tune(capsys, "--max", str(target), "--apply", "--root", str(tmp_path))
+        assert rc == 0, err
+        assert read("/", MAX) == "%d\n" % target
+        assert int(read("/", HASHSIZE)) >= target  # one bucket per entry on this kernel (>= 5.15)
+        assert int(read("/", "proc/sys/net/netfilter/nf_conntrack_buckets")) == int(read("/", HASHSIZE))
+    finally:
+        with open("/proc/sys/net/netfilter/nf_conntrack_max", "w") as f:
+            f.write(before[0])
+        with open("/sys/module/nf_conntrack/parameters/hashsize", "w") as f:
+            f.write(before[1])
+    assert (read("/", MAX), read("/", HASHSIZE)) == before
+
