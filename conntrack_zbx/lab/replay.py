@@ -402,11 +402,12 @@ class Replay:
         time.sleep(seconds)
 
     def fix(self) -> None:
-        self.say("[6/8] the incident's fix: nf_conntrack_max %d -> %d, hashsize max/4"
-                 % (self.low_max, self.fixed_max))
-        self.set_limits(self.fixed_max, self.fixed_max // 4)
-        fixed = self.event("fix: nf_conntrack_max raised", value=self.fixed_max,
-                           hashsize=self.fixed_max // 4)["clock"]
+        self.say("[6/8] the incident's fix, at runtime as they did: conntrack-zbx tune --max %d --apply "
+                 "--runtime-only (nf_conntrack_max %d -> %d, the hash size with this kernel's ratio)"
+                 % (self.fixed_max, self.low_max, self.fixed_max))
+        self.tune("--max", str(self.fixed_max), "--apply", "--runtime-only")
+        fixed = self.event("fix: nf_conntrack_max raised", value=self.knob.read(),
+                           hashsize=self.hashsize.read())["clock"]
 
         def drops_stopped():
             recent = [d for t, d in self.drops if t > time.time() - 5]
@@ -424,20 +425,24 @@ class Replay:
         wait_for("the outage's problems to resolve", outage_over, timeout=180, seen=self.open_problems)
         self.event("outage problems resolved; still open: " + "; ".join(self.open_problems()))
 
-    def persist(self) -> None:
-        """Make the fix survive a reboot, with this kernel's bucket ratio: conntrack-zbx tune."""
-        self.say("[7/8] persist it the way it sticks: conntrack-zbx tune --max %d --apply" % self.fixed_max)
+    def tune(self, *argv: str) -> None:
+        """conntrack-zbx tune from the init namespace (it changes global settings), on the node's /etc."""
         from conntrack_zbx.cli import main
 
         if self.entered is not None:
             self.entered.__exit__()
         try:
-            rc = main(["tune", "--max", str(self.fixed_max), "--apply", "--root", NODE_ETC])
+            rc = main(["tune"] + list(argv))
         finally:
             if self.entered is not None:
                 self.entered.__enter__()
         if rc != 0:
-            raise RuntimeError("conntrack-zbx tune failed (%d)" % rc)
+            raise RuntimeError("conntrack-zbx tune %s failed (%d)" % (" ".join(argv), rc))
+
+    def persist(self) -> None:
+        """Make the fix survive a reboot, with this kernel's bucket ratio: conntrack-zbx tune."""
+        self.say("[7/8] persist it the way it sticks: conntrack-zbx tune --max %d --apply" % self.fixed_max)
+        self.tune("--max", str(self.fixed_max), "--apply", "--root", NODE_ETC)
         self.event("persisted: conntrack-zbx tune --max %d --apply" % self.fixed_max,
                    hashsize=self.hashsize.read())
         wait_for("the drift and bucket problems to resolve",
