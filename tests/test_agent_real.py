@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from conntrack_zbx import keys
-from conntrack_zbx.lab.agent import Agent, install_plugin
+from conntrack_zbx.lab.agent import Agent, grant_sudo, install_plugin
 from conntrack_zbx.lab.netns import Netns, sh
 from tests.conftest import require_root
 
@@ -31,13 +31,9 @@ SPEC = [
 @pytest.fixture(scope="module")
 def plugin():
     require_root()
-    base = install_plugin(REPO, sys.executable)
-    binary = os.path.join(base, "venv/bin/conntrack-zbx")
-    conf = os.path.join(base, "userparameter_conntrack.conf")
-    with open(conf, "w") as f:
-        f.write(keys.agent_conf(binary))
-    yield binary, conf
-    shutil.rmtree(base, ignore_errors=True)
+    p = install_plugin(REPO, sys.executable)
+    yield p.binary, p.conf
+    shutil.rmtree(p.base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +60,7 @@ def sudo_rules(user="zabbix"):
 def grant(plugin):
     binary = plugin[0]
     before = sudo_rules()
-    with open(SUDOERS, "w") as f:
-        f.write(keys.sudoers(binary))
-    os.chmod(SUDOERS, 0o440)
-    check = sh(["visudo", "-cf", SUDOERS], check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
+    grant_sudo(binary, SUDOERS)
     yield binary, before
     os.remove(SUDOERS)
 

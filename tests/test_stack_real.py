@@ -14,9 +14,8 @@ import sys
 
 import pytest
 
-from conntrack_zbx import keys
 from conntrack_zbx.cli import main
-from conntrack_zbx.lab.agent import Agent, install_plugin
+from conntrack_zbx.lab.agent import Agent, grant_sudo, install_plugin
 from conntrack_zbx.lab.monitor import Monitor, wait_for
 from conntrack_zbx.lab.netns import Netns, entered, sh
 from conntrack_zbx.lab.stack import Stack
@@ -41,14 +40,9 @@ FAST = {
 @pytest.fixture(scope="module")
 def lab():
     require_root()
-    base = install_plugin(REPO, sys.executable)
-    binary = os.path.join(base, "venv/bin/conntrack-zbx")
-    conf = os.path.join(base, "userparameter_conntrack.conf")
-    with open(conf, "w") as f:
-        f.write(keys.agent_conf(binary))
-    with open(SUDOERS, "w") as f:
-        f.write(keys.sudoers(binary))
-    os.chmod(SUDOERS, 0o440)
+    plugin = install_plugin(REPO, sys.executable)
+    base, binary, conf = plugin
+    grant_sudo(binary, SUDOERS)
     ns = Netns(leaky=["127.0.9.0/24"])
     stack = Stack(base="/var/tmp/ctzbx-stack", netns=ns)
     mirror = None

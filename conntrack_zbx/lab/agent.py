@@ -5,8 +5,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
+from conntrack_zbx import keys
 from conntrack_zbx.lab.netns import Netns, sh
 
 AGENTD = "/usr/sbin/zabbix_agentd"
@@ -15,9 +16,15 @@ ZABBIX_GET = "/usr/bin/zabbix_get"
 AS_ZABBIX = ["setpriv", "--reuid=zabbix", "--regid=zabbix", "--init-groups"]
 
 
-def install_plugin(repo: str, wheel_python: str) -> str:
+class Plugin(NamedTuple):
+    base: str  # the install directory (remove it when done)
+    binary: str  # its conntrack-zbx entry point
+    conf: str  # the UserParameter conf generated for that binary
+
+
+def install_plugin(repo: str, wheel_python: str) -> Plugin:
     """Install the package the way an admin does (a wheel into a root-owned venv on the host's
-    /usr/bin/python3) in a fresh directory the zabbix user can traverse; return the directory."""
+    /usr/bin/python3) in a fresh directory the zabbix user can traverse, with its agent conf."""
     base = tempfile.mkdtemp(prefix="ctzbx-install-", dir="/tmp")
     os.chmod(base, 0o755)
     wheels = os.path.join(base, "wheels")
@@ -25,7 +32,22 @@ def install_plugin(repo: str, wheel_python: str) -> str:
     sh(["/usr/bin/python3", "-m", "venv", os.path.join(base, "venv")])
     wheel = [os.path.join(wheels, w) for w in os.listdir(wheels) if w.endswith(".whl")][0]
     sh([os.path.join(base, "venv/bin/pip"), "install", "-q", "--no-deps", "--no-index", wheel])
-    return base
+    binary = os.path.join(base, "venv/bin/conntrack-zbx")
+    conf = os.path.join(base, "userparameter_conntrack.conf")
+    with open(conf, "w") as f:
+        f.write(keys.agent_conf(binary))
+    return Plugin(base, binary, conf)
+
+
+def grant_sudo(binary: str, path: str) -> None:
+    """Install the generated sudoers drop-in for ``binary`` at ``path`` (mode 0440, visudo-checked)."""
+    with open(path, "w") as f:
+        f.write(keys.sudoers(binary))
+    os.chmod(path, 0o440)
+    check = sh(["visudo", "-cf", path], check=False)
+    if check.returncode != 0:
+        os.remove(path)
+        raise RuntimeError("visudo rejected %s: %s" % (path, check.stdout + check.stderr))
 
 
 class Agent:

@@ -28,8 +28,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from conntrack_zbx import keys
-from conntrack_zbx.lab.agent import Agent, install_plugin
+from conntrack_zbx.lab.agent import Agent, grant_sudo, install_plugin
 from conntrack_zbx.lab.monitor import Monitor, wait_for
 from conntrack_zbx.lab.netns import Netns, entered, sh, veth
 from conntrack_zbx.lab.stack import Stack, stop_pids
@@ -249,14 +248,9 @@ class Replay:
         self.say("[3/8] the node: conntrack-zbx installed, agent with the shipped conf and sudo grant, "
                  "mirrorlist service, background clients")
         self.write_node_config()
-        self.plugin_dir = install_plugin(self.repo, sys.executable)
-        binary = os.path.join(self.plugin_dir, "venv/bin/conntrack-zbx")
-        conf = os.path.join(self.plugin_dir, "userparameter_conntrack.conf")
-        with open(conf, "w") as f:
-            f.write(keys.agent_conf(binary))
-        with open(SUDOERS, "w") as f:
-            f.write(keys.sudoers(binary))
-        os.chmod(SUDOERS, 0o440)
+        plugin = install_plugin(self.repo, sys.executable)
+        self.plugin_dir, binary, conf = plugin
+        grant_sudo(binary, SUDOERS)
         self.spawn(self.node, ["-m", "conntrack_zbx.lab", "mirrorlist", "0.0.0.0", str(SERVICE_PORT)])
         self.agent = Agent("agentd", AGENT_PORT, conf, netns=self.node, listen_ip=NODE_IP, server=MON_IP,
                            binds={os.path.join(NODE_ETC, d): "/" + d for d in ETC_DIRS})
@@ -393,7 +387,18 @@ class Replay:
         it = wait_for("talkers discovery to find %s" % LEAKY_NET, lambda: self.api.item(self.hostid, key),
                       timeout=60)
         self.discovered = self.event("discovery: items for network %s" % LEAKY_NET, itemid=it["itemid"])
-        self.problem("Mirrorlist: ", "a mirrorlist response-time, failure or no-data problem", timeout=120)
+        # the NAT keeps retrying: every few seconds more attempts take whatever slot frees up, so the
+        # service's own checks lose more and more races until they fail, as in the incident
+        last_push = [time.monotonic()]
+
+        def mirrorlist_problem():
+            if time.monotonic() - last_push[0] > 5:
+                self.push(self.overflow_by // 2)
+                last_push[0] = time.monotonic()
+            return self.api.active_problem(self.hostid, "Mirrorlist: ")
+        p = wait_for("a mirrorlist response-time, failure or no-data problem", mirrorlist_problem, timeout=150,
+                     seen=lambda: [x["name"] for x in self.api.problems(self.hostid)])
+        self.seen["Mirrorlist: "] = p
 
     def hold(self, seconds: float) -> None:
         """Keep the table full a while longer (the demo, so the graphs show the plateau and the gap);

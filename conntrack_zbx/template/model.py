@@ -148,22 +148,31 @@ def _trigger(template: str, name: str, expression: str, priority: str, descripti
     return t
 
 
-def conntrack_template() -> Dict[str, Any]:
-    C = CONNTRACK
-    usage = T(C, "conntrack.usage")
-    items = [{
-        "uuid": uid(C, "item", STATS_KEY),
-        "name": "%s: Get stats" % SHORT,
-        "key": STATS_KEY,
-        "delay": "{$CONNTRACK.INTERVAL}",
+def _master(key: str, name: str, delay: str, description: str, trigger: Dict[str, Any]) -> Dict[str, Any]:
+    """A raw JSON master item: failures become *not supported* with the plugin's own message."""
+    return {
+        "uuid": uid(CONNTRACK, "item", key),
+        "name": name,
+        "key": key,
+        "delay": delay,
         "history": "{$CONNTRACK.RAW.HISTORY}",
         "trends": "0",
         "value_type": "TEXT",
-        "description": "Master item: `conntrack-zbx stats` as JSON. When the source cannot be read "
-                       "the item is not supported with a message saying what is wrong and how to fix it.",
+        "description": description,
         "preprocessing": [{"type": "CHECK_JSON_ERROR", "parameters": ["$.error"]}],
         "tags": tags(component="raw"),
-        "triggers": [_trigger(
+        "triggers": [trigger],
+    }
+
+
+def conntrack_template() -> Dict[str, Any]:
+    C = CONNTRACK
+    usage = T(C, "conntrack.usage")
+    items = [_master(
+        STATS_KEY, "%s: Get stats" % SHORT, "{$CONNTRACK.INTERVAL}",
+        "Master item: `conntrack-zbx stats` as JSON. When the source cannot be read "
+        "the item is not supported with a message saying what is wrong and how to fix it.",
+        _trigger(
             C, "%s: No data from conntrack.stats" % SHORT,
             "nodata(%s,{$CONNTRACK.NODATA.TIMEOUT})=1" % T(C, STATS_KEY), "AVERAGE",
             "No value for {$CONNTRACK.NODATA.TIMEOUT}. Either the agent is not reachable (when the "
@@ -171,8 +180,7 @@ def conntrack_template() -> Dict[str, Any]:
             "data 'went missing'), or the item is not supported: its error message in Latest data "
             "says why (module not loaded, kernel without procfs, ...). " + RUNBOOK,
             event_name="%s: no data for {$CONNTRACK.NODATA.TIMEOUT}" % SHORT,
-            scope="availability")],
-    }]
+            scope="availability"))]
     items += [
         _dep(C, "%s: Entries" % SHORT, "conntrack.count", "$.count",
              "Connections tracked now (nf_conntrack_count)."),
@@ -289,20 +297,12 @@ def conntrack_template() -> Dict[str, Any]:
         event_name="%s: more than {$CONNTRACK.BUCKETS.RATIO.MAX} entries per hash bucket" % SHORT,
         opdata="Max: {ITEM.LASTVALUE1}, buckets: {ITEM.LASTVALUE2}", scope="performance")]
 
-    items.append({
-        "uuid": uid(C, "item", TALKERS_KEY),
-        "name": "%s: Get top talkers" % SHORT,
-        "key": TALKERS_KEY,
-        "delay": "{$CONNTRACK.TALKERS.INTERVAL}",
-        "history": "{$CONNTRACK.RAW.HISTORY}",
-        "trends": "0",
-        "value_type": "TEXT",
-        "description": "Master item: `conntrack-zbx talkers` as JSON: top sources and networks by "
-                       "entries held. Reads the root-only entry table through the sudo drop-in; "
-                       "without it the item is not supported with a message naming the grant.",
-        "preprocessing": [{"type": "CHECK_JSON_ERROR", "parameters": ["$.error"]}],
-        "tags": tags(component="raw"),
-        "triggers": [_trigger(
+    items.append(_master(
+        TALKERS_KEY, "%s: Get top talkers" % SHORT, "{$CONNTRACK.TALKERS.INTERVAL}",
+        "Master item: `conntrack-zbx talkers` as JSON: top sources and networks by "
+        "entries held. Reads the root-only entry table through the sudo drop-in; "
+        "without it the item is not supported with a message naming the grant.",
+        _trigger(
             C, "%s: Top talkers not collected" % SHORT,
             "nodata(%s,{$CONNTRACK.TALKERS.NODATA.TIMEOUT})=1" % T(C, TALKERS_KEY), "WARNING",
             "conntrack.talkers has had no value for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}: nobody will be "
@@ -310,8 +310,7 @@ def conntrack_template() -> Dict[str, Any]:
             "most often the sudo grant (sudoers.d/conntrack-zbx) is missing or the table is absent "
             "(kernel without CONFIG_NF_CONNTRACK_PROCFS). See docs/permissions.md.",
             event_name="%s: top talkers not collected for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}" % SHORT,
-            scope="availability")],
-    })
+            scope="availability")))
     items.append(_dep(C, "%s: Entries read for talkers" % SHORT, "conntrack.talkers.entries",
                       "$.entries", "Entries the last talkers run read from the table.",
                       master=TALKERS_KEY))
