@@ -334,16 +334,24 @@ class Replay:
         return sum(int(ln.split()[col], 16) for ln in lines[1:] if ln.strip())
 
     def _sample_drops(self) -> None:
+        """Sample the node's drop counter every 0.2 s. The first drop happened after the last sample
+        that still read zero: that instant (``first_drop``) is what the timeline and the test use,
+        so neither can credit Zabbix with time the sampler lost."""
         base = self.node_drops()
+        last_zero = time.time()
         while not self._sampler_stop.wait(0.2):
+            t = time.time()
             try:
                 d = self.node_drops() - base
             except Exception:
                 continue
-            self.drops.append((time.time(), d))
-            if d > 0 and self.first_drop is None:
-                self.first_drop = time.time()
-                self.event("kernel: first 'table full, dropping packet'", clock=self.first_drop)
+            self.drops.append((t, d))
+            if d == 0:
+                last_zero = t
+            elif self.first_drop is None:
+                self.first_drop = last_zero
+                self.event("kernel: first 'table full, dropping packet'", clock=self.first_drop,
+                           within="%.1fs" % (t - last_zero))
 
     def problem(self, needle: str, what: str, timeout: float) -> Dict[str, Any]:
         """Wait for a problem whose name contains ``needle``; return it (its clock is the server's)."""
