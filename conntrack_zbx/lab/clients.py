@@ -67,7 +67,6 @@ def leaky(network: str, dst: str, port: int, rate: float) -> None:
 
 def background(sources: List[str], dst: str, port: int, rate: float) -> None:
     ok = failed = 0
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     next_report = time.monotonic()
     i = 0
     while True:
@@ -89,7 +88,6 @@ def background(sources: List[str], dst: str, port: int, rate: float) -> None:
             print(json.dumps({"t": time.time(), "ok": ok, "failed": failed}), flush=True)
             next_report = now + 1.0
         time.sleep(1.0 / rate)
-    _ = udp
 
 
 if __name__ == "__main__":
