@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="IPv4 network prefix length for the roll-up (default 24)")
         sp.add_argument("--prefix6", type=_positive(128), default=64, metavar="N",
                         help="IPv6 network prefix length for the roll-up (default 64)")
+        sp.add_argument("--budget", type=float, default=2.5, metavar="SECONDS",
+                        help="stop reading after this long and report truncated (default 2.5: inside the "
+                             "agent's default 3 s Timeout)")
         sp.add_argument("--sudo", action="store_true",
                         help="run the fixed command line through 'sudo -n' (agent keys); "
                              "no other option may be combined with it")
@@ -194,8 +197,10 @@ def _read_tally(args: argparse.Namespace):
     else:
         f = root.open_table()
         source = "proc"
+    import time
+
     with f:
-        t = tally(iter_lines(f), "src")
+        t = tally(iter_lines(f), "src", deadline=time.monotonic() + args.budget)
     return root, source, t
 
 
@@ -226,7 +231,7 @@ def _talkers(args: argparse.Namespace) -> Dict[str, Any]:
         "entries": t.entries,
         "skipped": t.skipped,
         "max": maximum,
-        "truncated": False,
+        "truncated": t.truncated,
         "prefix4": args.prefix4,
         "prefix6": args.prefix6,
         "distinct_sources": len(sources),

@@ -170,6 +170,18 @@ def test_talkers_snapshot_file(capsys):
     assert doc["entries"] == 17 and doc["skipped"] == 2
 
 
+def test_talkers_time_budget_truncates_and_says_so(capsys, tmp_path):
+    with open(os.path.join(MIXED, "proc/net/nf_conntrack"), "rb") as f:
+        lines = f.read().splitlines(True)
+    snap = tmp_path / "big.list"
+    snap.write_bytes(b"".join(lines * 1200))  # 21,600 real lines
+    rc, doc = run_json(capsys, "talkers", "--file", str(snap), "--budget", "0", "--proc-root", MIXED)
+    assert rc == 0 and doc["truncated"] is True
+    assert doc["entries"] == 8191  # stopped at the first look at the clock, after 8191 lines
+    rc, doc = run_json(capsys, "talkers", "--file", str(snap), "--proc-root", MIXED)
+    assert doc["truncated"] is False and doc["entries"] == 21600
+
+
 def test_talkers_missing_snapshot_is_an_error(capsys, tmp_path):
     rc, doc = run_json(capsys, "talkers", "--file", str(tmp_path / "nope.list"))
     assert rc == 2 and "nope.list does not exist" in doc["error"]
