@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from conntrack_zbx.lab.demo import save_graphs
 from conntrack_zbx.lab.monitor import wait_for
 from conntrack_zbx.lab.replay import DRIFT, HASHSIZE_PATH, INTERVAL, LEAKY_NET, MAX_PATH, RESTORE_FILE, Replay
 from tests.conftest import require_root
@@ -30,7 +31,7 @@ def leftovers():
     return [ln for ln in ns.splitlines() if "ctzbx-node" in ln] + procs.splitlines()
 
 
-def test_incident_replay(capsys):
+def test_incident_replay(capsys, tmp_path):
     require_root()
     before = (read(MAX_PATH), read(HASHSIZE_PATH))
     r = Replay(REPO, say=print)
@@ -52,6 +53,9 @@ def test_incident_replay(capsys):
         talker = r.seen["network %s holds more than" % LEAKY_NET]
         mirror = r.seen["Mirrorlist: "]
         problems = {p["name"]: p for p in r.api.problems(r.hostid)}
+        # the demo's pictures, rendered by the frontend itself, show lines (not an error image)
+        pngs = save_graphs(r, str(tmp_path), since=r.find("nf_conntrack_max lowered")["clock"] + INTERVAL + 1)
+        assert len(pngs) == 3 and all(os.path.getsize(p) > 5000 for p in pngs)
 
     # the usage warning came before the first dropped packet
     assert warn < first_drop

@@ -13,17 +13,65 @@ import os
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from conntrack_zbx.lab.replay import LEAKY_NET, MON_NS, Replay
 from conntrack_zbx.lab.stack import stop_pids
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GRAPHS = {
-    "conntrack-entries-vs-max.png": "Conntrack: Entries vs max",
-    "conntrack-drops.png": "Conntrack: Drops and failures",
-    "mirrorlist-response-time.png": "Mirrorlist: Response time",
+GRAPHS = {  # file: (graph, colours its lines must show: the template's graph item colours)
+    "conntrack-entries-vs-max.png": ("Conntrack: Entries vs max", ("1a7c11", "f63100")),
+    "conntrack-drops.png": ("Conntrack: Drops and failures", ("f63100",)),
+    "mirrorlist-response-time.png": ("Mirrorlist: Response time", ("2774a4",)),
 }
+
+
+def near(counts: Dict[str, int], colour: str, tolerance: int = 40) -> int:
+    """Pixels close to ``colour`` (gradient fills shade the line colour)."""
+    want = bytes.fromhex(colour)
+    return sum(n for c, n in counts.items()
+               if all(abs(x - y) <= tolerance for x, y in zip(bytes.fromhex(c), want)))
+
+
+def png_colours(data: bytes) -> Dict[str, int]:
+    """Pixel counts per colour of an 8-bit RGB PNG (what GD writes for chart2.php): enough to tell a
+    drawn graph from an error image that only carries text."""
+    import struct
+    import zlib
+
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            width, height, depth, ctype = struct.unpack(">IIBB", body[:10])
+            if (depth, ctype) != (8, 2):
+                return {}
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw, stride, out = zlib.decompress(idat), width * 3, {}  # type: bytes, int, Dict[str, int]
+    prev = bytearray(stride)
+    for y in range(height):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for x in range(stride):
+            a = line[x - 3] if x >= 3 else 0
+            b, c = prev[x], prev[x - 3] if x >= 3 else 0
+            if f == 1:
+                line[x] = (line[x] + a) & 255
+            elif f == 2:
+                line[x] = (line[x] + b) & 255
+            elif f == 3:
+                line[x] = (line[x] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        for x in range(0, stride, 3):
+            key = bytes(line[x:x + 3]).hex()
+            out[key] = out.get(key, 0) + 1
+        prev = line
+    return out
 
 
 def save_graphs(replay: Replay, out: str, since: float) -> List[str]:
@@ -43,13 +91,18 @@ def save_graphs(replay: Replay, out: str, since: float) -> List[str]:
     # from the first poll after the limit was lowered: the host's original 262144 would flatten
     # the small lab table into the x axis
     start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
-    for fname, name in GRAPHS.items():
+    for fname, (name, colours) in GRAPHS.items():
         r = web.get(replay.stack.url + "chart2.php",
                     params={"graphid": ids[name], "from": start, "to": "now", "width": "1000",
                             "height": "260", "profileIdx": "web.charts.filter"}, timeout=60)
         r.raise_for_status()
         if not r.content.startswith(b"\x89PNG"):
             raise RuntimeError("chart2.php did not return a PNG for %r: %r" % (name, r.content[:200]))
+        seen = png_colours(r.content)
+        missing = [c for c in colours if near(seen, c) < 50]
+        if missing:
+            raise RuntimeError("the %r PNG has no line in %s: an error image? (is the en_US.UTF-8 locale "
+                               "generated?)" % (name, ", ".join("#" + c for c in missing)))
         path = os.path.join(out, fname)
         with open(path, "wb") as f:
             f.write(r.content)
