@@ -110,8 +110,12 @@ def save_graphs(replay: Replay, out: str, since: float) -> List[str]:
     return saved
 
 
+def stop_forwarders() -> None:
+    subprocess.run(["pkill", "-f", "conntrack_zbx.lab.forward"], check=False)
+
+
 def start_forwarder(stack_base: str, port: int) -> int:
-    subprocess.run(["pkill", "-f", "conntrack_zbx.lab.forward"], check=False)  # an older demo's
+    stop_forwarders()  # an older demo's
     p = subprocess.Popen([sys.executable, "-m", "conntrack_zbx.lab.forward", str(port), MON_NS, str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     path = os.path.join(stack_base, "pids.json")
@@ -173,7 +177,7 @@ def stop(stack_base: str = "/var/tmp/ctzbx-stack") -> int:
 
     stop_pids(stack_base)
     cleanup_leftovers(stack_base)
-    subprocess.run(["pkill", "-f", "conntrack_zbx.lab.forward"], check=False)
+    stop_forwarders()
     from conntrack_zbx.lab.netns import Netns
     Netns(MON_NS).delete()
     print("demo stopped: monitoring host down, lab namespaces removed, kernel settings restored")

@@ -4,12 +4,11 @@ the machine can reach the demo's frontend, which listens on the monitor namespac
 Each connection's upstream socket is created by a thread that first moved itself into the lab
 namespace (setns works per thread for network namespaces)."""
 
-import os
 import socket
 import sys
 import threading
 
-from conntrack_zbx.lab.netns import CLONE_NEWNET
+from conntrack_zbx.lab.netns import Netns, entered
 
 
 def _pipe(a: socket.socket, b: socket.socket) -> None:
@@ -30,18 +29,10 @@ def _pipe(a: socket.socket, b: socket.socket) -> None:
 
 
 def _serve(client: socket.socket, netns: str, port: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open("/run/netns/%s" % netns, os.O_RDONLY)
+    # a socket keeps the namespace it was made in: step in for the connect only (this thread)
     try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            client.close()
-            return
-    finally:
-        os.close(fd)
-    try:
-        upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with entered(Netns(netns)):
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
     except OSError:
         client.close()
         return

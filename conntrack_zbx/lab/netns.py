@@ -12,7 +12,9 @@ How each state is made, for real, by the kernel:
 Per-namespace timeouts are raised so a test table stays put while it is read.
 """
 
+import ctypes
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -238,9 +240,6 @@ class entered:
         self.netns = netns
 
     def __enter__(self) -> "entered":
-        import ctypes
-        import os
-
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         target = os.open("/run/netns/%s" % self.netns.name, os.O_RDONLY)
@@ -251,16 +250,11 @@ class entered:
         return self
 
     def _setns(self, fd: int) -> None:
-        import ctypes
-        import os
-
         if self._libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, "setns: %s" % os.strerror(err))
 
     def __exit__(self, *exc) -> None:
-        import os
-
         try:
             self._setns(self._home)
         finally:

@@ -18,6 +18,7 @@ puts it back after a kill -9.
 """
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -288,11 +289,20 @@ class Replay:
         self._pending = [i["key_"] for i in items if i["key_"] in need and i["lastclock"] == "0"]
         return bool(items) and not self._pending
 
-    def set_limits(self, maximum: int, hashsize: int) -> None:
-        """Write the global limits from the init namespace (see Knob)."""
+    @contextlib.contextmanager
+    def in_init_ns(self):
+        """Step this thread out of the monitor's namespace for a global setting (see Knob)."""
         if self.entered is not None:
             self.entered.__exit__()
         try:
+            yield
+        finally:
+            if self.entered is not None:
+                self.entered.__enter__()
+
+    def set_limits(self, maximum: int, hashsize: int) -> None:
+        """Write the global limits from the init namespace."""
+        with self.in_init_ns():
             # this order never leaves max/buckets above the old ratio in between
             if maximum < self.knob.read():
                 self.knob.write(maximum)
@@ -300,9 +310,6 @@ class Replay:
             else:
                 self.hashsize.write(hashsize)
                 self.knob.write(maximum)
-        finally:
-            if self.entered is not None:
-                self.entered.__enter__()
 
     def write_node_config(self) -> None:
         """The node's persisted conntrack settings, as its admin left them: the small limit the
@@ -442,13 +449,8 @@ class Replay:
         """conntrack-zbx tune from the init namespace (it changes global settings), on the node's /etc."""
         from conntrack_zbx.cli import main
 
-        if self.entered is not None:
-            self.entered.__exit__()
-        try:
+        with self.in_init_ns():
             rc = main(["tune"] + list(argv))
-        finally:
-            if self.entered is not None:
-                self.entered.__enter__()
         if rc != 0:
             raise RuntimeError("conntrack-zbx tune %s failed (%d)" % (" ".join(argv), rc))
 
@@ -485,7 +487,3 @@ class Replay:
         """What on-call runs on the node: `conntrack-zbx top`."""
         p = sh(self.node.cmd([sys.executable, "-m", "conntrack_zbx", "top", "-n", "5"]), check=False)
         return p.stdout.decode()
-
-    def talkers_json(self) -> Dict[str, Any]:
-        it = self.api.item(self.hostid, "conntrack.talkers")
-        return json.loads(it["lastvalue"]) if it and it["lastvalue"] else {}
