@@ -47,28 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--proc-root", default="/", metavar="DIR",
                         help="read proc/ and sys/ below DIR instead of / (fixture trees)")
 
-    def table_opts(sp: argparse.ArgumentParser, top_default: int) -> None:
+    def table_opts(sp: argparse.ArgumentParser) -> None:
+        from conntrack_zbx.params import TALKERS_PARAMS
+
         common(sp)
         sp.add_argument("--file", metavar="PATH",
                         help="read a saved copy of /proc/net/nf_conntrack instead of the live table")
-        sp.add_argument("--top", type=_positive(1000), default=top_default, metavar="N")
-        sp.add_argument("--prefix4", type=_positive(32), default=24, metavar="N",
-                        help="IPv4 network prefix length for the roll-up (default 24)")
-        sp.add_argument("--prefix6", type=_positive(128), default=64, metavar="N",
-                        help="IPv6 network prefix length for the roll-up (default 64)")
+        sp.add_argument("--source", choices=("auto", "netlink", "proc"), default="auto",
+                        help="where the live table is read: ctnetlink (needs CAP_NET_ADMIN, fastest), "
+                             "/proc/net/nf_conntrack, or auto = netlink, falling back to proc (default)")
+        for prm in TALKERS_PARAMS:  # strings: validated by the allow-list, errors as JSON
+            sp.add_argument("--" + prm.name.replace("_", "-"), dest=prm.name, default="", metavar="N",
+                            help="%s, %d..%d (default %d)" % (prm.help, prm.lo, prm.hi, prm.default))
+        sp.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="snapshot cache directory (default /run/conntrack-zbx; must be owned by "
+                             "this user, mode 0700)")
         sp.add_argument("--budget", type=float, default=2.5, metavar="SECONDS",
                         help="stop reading after this long and report truncated (default 2.5: inside the "
                              "agent's default 3 s Timeout)")
         sp.add_argument("--sudo", action="store_true",
-                        help="run the fixed command line through 'sudo -n' (agent keys); "
-                             "no other option may be combined with it")
+                        help="agent keys: validate the parameters, then run the fixed line "
+                             "'sudo -n conntrack-zbx talkers --params-stdin' and hand them over on stdin")
+        sp.add_argument("--params-stdin", action="store_true",
+                        help="(the sudo line) read the parameters as a JSON object from stdin")
 
     st = sub.add_parser("stats", help="counters: count, max, usage, drops (JSON, no root needed)")
     common(st)
     st.add_argument("--etc-root", default="/", metavar="DIR",
                     help="read etc/sysctl.d, etc/modprobe.d, etc/modules-load.d below DIR (tests)")
-    table_opts(sub.add_parser("talkers", help="top sources and networks by entries held (JSON)"), 10)
-    table_opts(sub.add_parser("discovery", help="Zabbix LLD array of the top talkers"), 10)
+    table_opts(sub.add_parser("talkers", help="top sources and networks by entries held (JSON)"))
+    table_opts(sub.add_parser("discovery", help="Zabbix LLD array of the top talkers"))
 
     top = sub.add_parser("top", help="on-call view: who fills the table (terminal table)")
     common(top)
@@ -186,22 +194,188 @@ def _boot(root, maximum: int, buckets: int, etc_root: str) -> Dict[str, Any]:
 
 
 # -- talkers / discovery --------------------------------------------------------------------
-def _read_tally(args: argparse.Namespace):
-    from conntrack_zbx.sources.proc import ProcRoot, iter_lines, open_snapshot
-    from conntrack_zbx.talkers import tally
+def _params(args: argparse.Namespace) -> Dict[str, int]:
+    from conntrack_zbx import params
 
-    root = ProcRoot(args.proc_root)
-    if args.file:
-        f = open_snapshot(args.file)
-        source = "file"
-    else:
-        f = root.open_table()
-        source = "proc"
+    try:
+        if args.params_stdin:
+            given = [o for o in ("file", "cache_dir") if getattr(args, o)]
+            if given or any(getattr(args, p.name) for p in params.TALKERS_PARAMS):
+                raise params.Refused("--params-stdin takes every parameter from stdin, no options")
+            return params.from_json(sys.stdin.buffer.read(4097))
+        return params.check_all({p.name: getattr(args, p.name) for p in params.TALKERS_PARAMS})
+    except params.Refused as e:
+        raise NotPermitted(str(e)) from None
+
+
+def _read_table(args: argparse.Namespace):
+    """One pass over the live table (or --file) -> (Tally, source served, note on fallback)."""
     import time
 
-    with f:
-        t = tally(iter_lines(f), "src", deadline=time.monotonic() + args.budget)
-    return root, source, t
+    from conntrack_zbx.errors import NotAvailable
+    from conntrack_zbx.sources.proc import ProcRoot, open_snapshot
+    from conntrack_zbx.talkers import tally_sources
+
+    deadline = time.monotonic() + args.budget
+    if args.file:
+        with open_snapshot(args.file) as f:
+            return tally_sources(f, deadline), "file", None
+    root = ProcRoot(args.proc_root)
+    note = None
+    # A fixture tree (--proc-root) is text: netlink would read the live kernel instead.
+    if args.source == "netlink" or (args.source == "auto" and args.proc_root == "/"):
+        try:
+            return _read_netlink(deadline), "netlink", None
+        except (NotPermitted, NotAvailable) as e:
+            if args.source == "netlink":
+                raise
+            note = "netlink not used: %s" % e
+    with root.open_table() as f:
+        return tally_sources(f, deadline), "proc", note
+
+
+def _read_netlink(deadline: float):
+    from conntrack_zbx.sources import netlink
+    from conntrack_zbx.talkers import Tally
+
+    d = netlink.dump(deadline)
+    return Tally(d.entries, d.skipped, d.counts, d.truncated)
+
+
+def _render(t, source: str, note: Optional[str], maximum: Optional[int], p: Dict[str, int]) -> Dict[str, Any]:
+    from conntrack_zbx.lld import discovery_rows
+    from conntrack_zbx.talkers import address_text, family_of, network_of, network_text, pct, rank
+
+    top = p["top"]
+    ranked = rank(t.counts, top, text=address_text)
+    sources = ranked.groups
+    networks = rank(t.counts, top, network_of(p["prefix4"], p["prefix6"]), network_text).groups
+    doc = {
+        "source": source,
+        "entries": t.entries,
+        "skipped": t.skipped,
+        "max": maximum,
+        "truncated": t.truncated,
+        "prefix4": p["prefix4"],
+        "prefix6": p["prefix6"],
+        "distinct_sources": ranked.distinct,
+        "sources": [
+            {"address": g.key, "family": family_of(g.key), "count": g.count,
+             "pct_of_max": pct(g.count, maximum), "established": g.established,
+             "protocols": g.protocols, "states": g.states}
+            for g in sources[:top]
+        ],
+        "networks": [
+            {"network": g.key, "family": family_of(g.key), "count": g.count,
+             "pct_of_max": pct(g.count, maximum), "established": g.established,
+             "sources": g.members, "protocols": g.protocols, "states": g.states}
+            for g in networks[:top]
+        ],
+        # The template's talkers discovery is a dependent LLD rule on this document: $.discovery
+        "discovery": discovery_rows(networks, sources, top),
+    }  # type: Dict[str, Any]
+    if note:
+        doc["source_note"] = note
+    return doc
+
+
+def _talkers_doc(args: argparse.Namespace) -> Dict[str, Any]:
+    """The talkers document, through the snapshot cache for the live table (docs/performance.md).
+
+    Fresh enough cached answer for these parameters: served as is. Else, under the cache lock
+    (so concurrent calls make one table read): the cached counts re-ranked, or one table read
+    that refreshes both. A cache that fails its safety checks is not used, and the answer says why.
+    """
+    from conntrack_zbx import cache as cachemod
+    from conntrack_zbx.sources.proc import ProcRoot
+
+    p = _params(args)
+    root = ProcRoot(args.proc_root)
+    if args.file:
+        t, source, note = _read_table(args)
+        doc = _render(t, source, note, _live_max(root, required=False), p)
+        doc.update(cached=False, age=0.0)
+        return doc
+    name = "talkers-%d-%d-%d.json" % (p["prefix4"], p["prefix6"], p["top"])
+    # Same answer only for the same table: network namespace (one cache serves every netns of
+    # the host's mount namespace), root directory and source choice.
+    key = {"proc_root": os.path.abspath(args.proc_root), "source": args.source, "netns": _netns_id()}
+    max_age = p["max_age"]
+    problem = None
+    try:
+        with cachemod.Cache(args.cache_dir or cachemod.DEFAULT_DIR) as c:
+            doc = _cached(c, name, key, max_age)
+            if doc is not None:
+                return doc
+            with c.lock(timeout=args.budget):
+                doc = _cached(c, name, key, max_age)
+                if doc is not None:
+                    return doc
+                counts = c.read("counts.json", max_age) if max_age > 0 else None
+                t = _tally_from_json(counts) if counts is not None and counts.get("key") == key else None
+                if t is not None:
+                    doc = _render(t, counts["source"], counts.get("source_note"), _live_max(root, True), p)
+                    c.write(name, dict(doc, key=key))
+                    doc.update(cached=True, age=round(counts["age"], 3))
+                    return doc
+                t, source, note = _read_table(args)
+                doc = _render(t, source, note, _live_max(root, True), p)
+                c.write("counts.json", {"key": key, "source": source, "source_note": note,
+                                        "entries": t.entries, "skipped": t.skipped, "truncated": t.truncated,
+                                        "rows": [[k[0].hex(), k[1], k[2], n] for k, n in t.counts.items()]})
+                c.write(name, dict(doc, key=key))
+                doc.update(cached=False, age=0.0)
+                return doc
+    except (cachemod.CacheRefused, cachemod.LockTimeout) as e:
+        problem = "cache not used: %s" % e
+    t, source, note = _read_table(args)
+    doc = _render(t, source, note, _live_max(root, True), p)
+    doc.update(cached=False, age=0.0, cache_error=problem)
+    return doc
+
+
+def _netns_id() -> str:
+    try:
+        st = os.stat("/proc/self/ns/net")
+        return "%d:%d" % (st.st_dev, st.st_ino)
+    except OSError:
+        return "unknown"
+
+
+def _cached(c, name: str, key: Dict[str, str], max_age: int) -> Optional[Dict[str, Any]]:
+    if max_age <= 0:
+        return None
+    doc = c.read(name, max_age)
+    if doc is None or doc.get("key") != key or not isinstance(doc.get("discovery"), list) \
+            or not isinstance(doc.get("sources"), list) or not isinstance(doc.get("entries"), int):
+        return None
+    for k in ("format", "written", "key"):
+        doc.pop(k, None)
+    doc["cached"] = True
+    doc["age"] = round(doc["age"], 3)
+    return doc
+
+
+def _tally_from_json(doc: Dict[str, Any]):
+    """Cached counts back into a Tally; None if anything is not the shape we write."""
+    from collections import Counter
+
+    from conntrack_zbx.talkers import Tally
+
+    counts = Counter()  # type: Counter
+    try:
+        for src, proto, label, n in doc["rows"]:
+            if not (isinstance(src, str) and len(src) in (8, 32) and isinstance(proto, str)
+                    and isinstance(label, str) and type(n) is int and n > 0):
+                return None
+            counts[(bytes.fromhex(src), proto, label)] = n
+        entries, skipped, truncated = doc["entries"], doc["skipped"], doc["truncated"]
+        if type(entries) is not int or type(skipped) is not int or type(truncated) is not bool \
+                or not isinstance(doc["source"], str):
+            return None
+    except (KeyError, TypeError, ValueError):
+        return None
+    return Tally(entries, skipped, counts, truncated)
 
 
 def _live_max(root, required: bool) -> Optional[int]:
@@ -213,83 +387,54 @@ def _live_max(root, required: bool) -> Optional[int]:
         return None
 
 
-def _rankings(args: argparse.Namespace):
-    from conntrack_zbx.talkers import network_of, rank
-
-    root, source, t = _read_tally(args)
-    return root, source, t, rank(t.counts), rank(t.counts, network_of(args.prefix4, args.prefix6))
-
-
 def _talkers(args: argparse.Namespace) -> Dict[str, Any]:
-    from conntrack_zbx.lld import discovery_rows
-    from conntrack_zbx.talkers import family_of, pct
-
-    root, source, t, sources, networks = _rankings(args)
-    maximum = _live_max(root, required=not args.file)
-    return {
-        "source": source,
-        "entries": t.entries,
-        "skipped": t.skipped,
-        "max": maximum,
-        "truncated": t.truncated,
-        "prefix4": args.prefix4,
-        "prefix6": args.prefix6,
-        "distinct_sources": len(sources),
-        "sources": [
-            {"address": g.key, "family": family_of(g.key), "count": g.count,
-             "pct_of_max": pct(g.count, maximum), "established": g.established,
-             "protocols": g.protocols, "states": g.states}
-            for g in sources[:args.top]
-        ],
-        "networks": [
-            {"network": g.key, "family": family_of(g.key), "count": g.count,
-             "pct_of_max": pct(g.count, maximum), "established": g.established,
-             "sources": g.members, "protocols": g.protocols, "states": g.states}
-            for g in networks[:args.top]
-        ],
-        # The template's talkers discovery is a dependent LLD rule on this document: $.discovery
-        "discovery": discovery_rows(networks, sources, args.top),
-    }
+    return _talkers_doc(args)
 
 
 def _discovery(args: argparse.Namespace) -> List[Dict[str, str]]:
     """The same LLD rows standalone, for setups that poll discovery as its own item."""
-    from conntrack_zbx.lld import discovery_rows
-
-    _, _, _, sources, networks = _rankings(args)
-    return discovery_rows(networks, sources, args.top)
+    return _talkers_doc(args)["discovery"]
 
 
 # -- privilege: the fixed sudo line ---------------------------------------------------------
 def _via_sudo(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
-    """Run exactly ``sudo -n <this binary> <command>`` and pass its JSON through.
+    """Validate the key parameters here, then run exactly ``sudo -n <this binary> <command>
+    --params-stdin`` and hand them over on stdin, as data, never as arguments.
 
-    Only the bare command is allowed with --sudo, so the sudo rule can list exact command lines
-    with no caller-controlled argument. A refusal becomes an error that names the grant.
+    The sudo rule is one fixed line with no caller-controlled argument; root validates the
+    parameters again against the same allow-list. A refusal becomes an error naming the grant.
     """
     import subprocess
 
-    from conntrack_zbx.keys import KEYS, SUDO
+    from conntrack_zbx.keys import KEYS, SUDO, sudo_command
+    from conntrack_zbx.params import TALKERS_PARAMS
 
-    if not any(k.privileged and k.args == (args.command,) for k in KEYS):
+    key = next((k for k in KEYS if k.privileged and k.args[0] == args.command), None)
+    if key is None:
         raise NotPermitted("--sudo is only for the agent keys' fixed command lines, "
                            "not for '%s'" % args.command)
-    given = list(sys.argv[1:] if argv is None else argv)
-    if sorted(given) != sorted([args.command, "--sudo"]):
-        raise NotPermitted("--sudo runs only the fixed line 'conntrack-zbx %s': drop the other "
-                           "options (the sudo grant allows no arguments)" % args.command)
+    defaults = build_parser().parse_args([args.command])
+    changed = [o for o in ("file", "source", "cache_dir", "budget", "proc_root", "params_stdin")
+               if getattr(args, o) != getattr(defaults, o)]
+    if changed:
+        raise NotPermitted("--sudo runs only the fixed line '%s' with the key parameters (%s): drop "
+                           "--%s" % (" ".join(sudo_command(key)), ", ".join(p.name for p in TALKERS_PARAMS),
+                                     ", --".join(o.replace("_", "-") for o in changed)))
+    values = _params(args)  # refused here, before anything runs as root
+    given = {name: str(v) for name, v in values.items()}
     if os.geteuid() == 0:  # already root (e.g. run by hand): nothing to elevate
-        return main([args.command])
-    binary = os.path.abspath(sys.argv[0])
-    cmd = [SUDO, "-n", binary, args.command]
+        return main([args.command] + ["--%s=%s" % (n.replace("_", "-"), v) for n, v in given.items()])
+    cmd = [SUDO, "-n"] + list(sudo_command(key, os.path.abspath(sys.argv[0])))
     try:
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
+        p = subprocess.run(cmd, input=json.dumps(given).encode(), capture_output=True)
     except FileNotFoundError:
         raise NotPermitted("%s is not installed: the talker keys read the root-only entry table "
                            "through sudo; install sudo and sudoers.d/conntrack-zbx "
                            "(docs/permissions.md)" % SUDO) from None
     out = p.stdout.decode("utf-8", "replace")
     if out.lstrip().startswith(("{", "[")):
+        if args.command == "discovery" and out.lstrip().startswith("{") and p.returncode == 0:
+            out = json.dumps(json.loads(out)["discovery"], separators=(",", ":")) + "\n"
         sys.stdout.write(out)
         return p.returncode
     said = (p.stderr.decode("utf-8", "replace").strip() or out.strip())[:300]
@@ -322,7 +467,7 @@ def _template(args: argparse.Namespace) -> int:
 # -- top: the on-call terminal view ---------------------------------------------------------
 def _top(args: argparse.Namespace) -> str:
     from conntrack_zbx.sources.proc import ProcRoot, iter_lines, open_snapshot
-    from conntrack_zbx.talkers import network_of, pct, rank, tally
+    from conntrack_zbx.talkers import address_text, network_of, network_text, pct, rank, tally
 
     root = ProcRoot(args.proc_root)
     if args.file:
@@ -338,10 +483,11 @@ def _top(args: argparse.Namespace) -> str:
     sections = []
     if args.by in ("src", "dst"):
         sections.append(("networks (/%d IPv4, /%d IPv6)" % (args.prefix4, args.prefix6),
-                         rank(t.counts, network_of(args.prefix4, args.prefix6)), True))
+                         rank(t.counts, args.n, network_of(args.prefix4, args.prefix6), network_text).groups, True))
     sections.append(("%s" % {"src": "sources", "dst": "destinations", "dport": "protocol/port",
                              "state": "states", "proto": "protocols"}[args.by],
-                     rank(t.counts), False))
+                     rank(t.counts, args.n, text=address_text if args.by in ("src", "dst") else None).groups,
+                     False))
     for title, groups, is_net in sections:
         out.append("\nTop %s by entries held:\n" % title)
         if not groups:

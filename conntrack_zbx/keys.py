@@ -1,11 +1,15 @@
 """The one list of agent keys. The UserParameter conf, the sudoers drop-in, the template and the
 docs are all generated from it, so a key can never exist in one and not the others.
 
-Keys take no parameters: every command line is fixed, so nothing a Zabbix user types reaches a
-shell, a path or a sudo rule (see docs/permissions.md).
+Parameters (``conntrack.talkers[<prefix4>,<prefix6>,<top>,<max_age>]``) are each passed quoted as
+the value of one fixed option and checked against the allow-list in ``params.py``; they reach
+root only as data on stdin of the one fixed sudo line, never as an argument, a path or a shell
+word there (see docs/permissions.md).
 """
 
 from typing import NamedTuple, Tuple
+
+from conntrack_zbx.params import TALKERS_PARAMS, Param
 
 # Where `pip install` + the documented symlink put the entry point on an agent host.
 BINARY = "/usr/local/bin/conntrack-zbx"
@@ -18,6 +22,7 @@ class AgentKey(NamedTuple):
     args: Tuple[str, ...]  # the fixed subcommand line after the binary
     privileged: bool  # reads the root-only entry table: runs through the sudo grant
     description: str
+    params: Tuple[Param, ...] = ()  # flexible key: $1.. map to these options, allow-listed
 
 
 KEYS = (
@@ -34,6 +39,7 @@ KEYS = (
         True,
         "Top sources and networks by entries held, with the talkers' LLD rows (JSON). Reads the "
         "root-only entry table through the fixed sudo grant.",
+        TALKERS_PARAMS,
     ),
 )
 
@@ -42,19 +48,29 @@ def command_line(k: AgentKey, binary: str = BINARY) -> str:
     """What the agent runs for a key. Privileged keys add --sudo: the entry point then runs
     exactly ``sudo -n BINARY <args>`` and turns a refusal into a message naming the grant."""
     parts = [binary] + list(k.args) + (["--sudo"] if k.privileged else [])
+    for i, p in enumerate(k.params, 1):
+        # Quoted: one argument whatever it holds (the agent refuses quotes in parameters).
+        parts.append("--%s='$%d'" % (p.name.replace("_", "-"), i))
     return " ".join(parts)
 
 
+def conf_key(k: AgentKey) -> str:
+    """The UserParameter key: flexible ([*]) when it takes parameters; the bare key still works."""
+    return k.key + ("[*]" if k.params else "")
+
+
 def sudo_command(k: AgentKey, binary: str = BINARY) -> Tuple[str, ...]:
-    """The exact command the sudoers drop-in allows for a privileged key."""
-    return (binary,) + k.args
+    """The exact command the sudoers drop-in allows for a privileged key: parameters travel on
+    stdin, so the line is fixed."""
+    return (binary,) + k.args + (("--params-stdin",) if k.params else ())
 
 
 def agent_conf(binary: str = BINARY) -> str:
     lines = [
         "# conntrack_zbx: Linux connection-tracking table monitoring for Zabbix.",
         "# Generated from conntrack_zbx/keys.py by `python -m conntrack_zbx.generate`; do not edit.",
-        "# Works with zabbix_agentd and zabbix_agent2. Keys take no parameters.",
+        "# Works with zabbix_agentd and zabbix_agent2. Keep UnsafeUserParameters=0 (the default):",
+        "# key parameters are then plain values, and conntrack-zbx accepts only allow-listed numbers.",
         "# Talker keys read the root-only entry table through the sudo drop-in",
         "# sudoers.d/conntrack-zbx (see docs/permissions.md); without it they are not",
         "# supported with a message naming the grant, and conntrack.stats keeps working.",
@@ -62,7 +78,10 @@ def agent_conf(binary: str = BINARY) -> str:
     ]
     for k in KEYS:
         lines.append("# %s" % k.description)
-        lines.append("UserParameter=%s,%s" % (k.key, command_line(k, binary)))
+        if k.params:
+            lines.append("# Parameters: %s." % ", ".join(
+                "%s (%d..%d, empty = %d)" % (p.name, p.lo, p.hi, p.default) for p in k.params))
+        lines.append("UserParameter=%s,%s" % (conf_key(k), command_line(k, binary)))
     return "\n".join(lines) + "\n"
 
 

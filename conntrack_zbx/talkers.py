@@ -6,11 +6,14 @@ up into networks (/24 and /64 by default) after the pass, because in the inciden
 range of IPs" that had to be named, not any single address.
 """
 
+import heapq
 import ipaddress
 from collections import Counter
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
+from typing import IO, Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional, Tuple
 
-from conntrack_zbx.parse.table import AddressCache, BadLine, Entry, parse_line
+from conntrack_zbx.errors import Malformed
+
+from conntrack_zbx.parse.table import AddressCache, BadLine, Entry, count_block, labelled, parse_line
 
 GROUP_BY = ("src", "dst", "dport", "state", "proto")
 
@@ -25,7 +28,7 @@ def state_label(e: Entry) -> str:
 
 
 _KEYS = {
-    "src": lambda e: e.src,
+    "src": lambda e: e.src,  # packed by tally(): addresses rank as bytes (see rank)
     "dst": lambda e: e.dst,
     "dport": lambda e: "%s/%s" % (e.proto, "-" if e.dport is None else e.dport),
     "state": state_label,
@@ -52,6 +55,9 @@ def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = N
     import time
 
     keyfunc = _KEYS[by]
+    if by in ("src", "dst"):
+        text = keyfunc
+        keyfunc = lambda e: addresses.packed(text(e))  # noqa: E731 (text was validated)
     addresses = AddressCache()
     counts = Counter()  # type: Counter
     entries = skipped = 0
@@ -71,6 +77,72 @@ def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = N
     return Tally(entries, skipped, counts)
 
 
+BLOCK = 1 << 20  # bytes per regex pass: ~6,500 lines, a clock check every ~10 ms
+
+
+def tally_sources(f: IO[bytes], deadline: Optional[float] = None) -> Tally:
+    """The talkers pass over /proc text (or a snapshot), by source, in whole-line blocks.
+
+    Same result as ``tally(lines, "src")`` (tests hold them equal) at a fraction of the cost:
+    one compiled regex per block and ``Counter`` do the per-line work in C, and addresses are
+    validated once per distinct value. Memory: one block plus the distinct keys.
+    """
+    import time
+
+    raw = Counter()  # type: Counter
+    lines = 0
+    rest = b""
+    truncated = False
+    while True:
+        try:
+            chunk = f.read(BLOCK)
+        except OSError as e:
+            raise Malformed("reading the conntrack table failed after a partial read: %s" % e) from None
+        if not chunk:
+            block, rest = rest, b""
+        else:
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:  # no line end in a whole block: keep gathering (bounded by MAX_LINE)
+                rest += chunk
+                if len(rest) > MAX_LINE:
+                    # Not a table line; count it once and drop up to its end.
+                    lines += 1
+                    rest = b""
+                    _skip_to_newline(f)
+                continue
+            block, rest = rest + chunk[:cut], chunk[cut:]
+        if block:
+            c, n = count_block(block)
+            raw.update(c)
+            lines += n
+        if not chunk:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            truncated = True
+            break
+    counts, bad = labelled(raw)
+    entries = sum(counts.values())
+    return Tally(entries, lines - entries, counts, truncated)
+
+
+MAX_LINE = 1 << 16  # kernel lines are < 1 KiB; anything this long is garbage
+
+
+def _skip_to_newline(f: IO[bytes]) -> None:
+    while True:
+        chunk = f.read(BLOCK)
+        if not chunk:
+            return
+        i = chunk.find(b"\n")
+        if i >= 0:
+            # Put the remainder back by seeking when possible; a pipe cannot, and loses it.
+            try:
+                f.seek(i + 1 - len(chunk), 1)
+            except (OSError, ValueError):
+                pass
+            return
+
+
 class Group(NamedTuple):
     """One row of a ranking: a source, network, port, state..."""
 
@@ -82,48 +154,88 @@ class Group(NamedTuple):
     members: int  # distinct sources rolled into a network; 1 for plain keys
 
 
-def rank(counts: Counter, keyer: Optional[Callable[[str], str]] = None) -> List[Group]:
-    """Roll (key, proto, state) counts up per key (optionally mapped, e.g. to its network).
+class Ranking(NamedTuple):
+    groups: List[Group]  # the top rows, by count descending then key
+    distinct: int  # how many distinct keys there were in all
 
-    Sorted by count, descending, then key, so output is stable for equal counts.
+
+def _order(key: Hashable) -> Tuple:
+    # Packed addresses (and networks: address, prefix) sort IPv4 before IPv6, then numerically;
+    # text keys alphabetically.
+    if isinstance(key, tuple):
+        key = key[0]
+    return (len(key), key) if isinstance(key, bytes) else (0, key)
+
+
+def rank(counts: Counter, top: Optional[int] = None, keyer: Optional[Callable] = None,
+         text: Optional[Callable] = None) -> Ranking:
+    """The ``top`` keys (all when None) by entries held, optionally mapped (e.g. source to its
+    network), with their protocol and state mix and how many members each rolled up.
+
+    Totals are summed per distinct key in one pass; the protocol/state breakdown is built for
+    the top rows only, so a table with many thousand distinct sources ranks in milliseconds.
     """
-    rows = {}  # type: Dict[str, Tuple[Counter, Counter, set]]
+    totals = {}  # type: Dict[Hashable, int]
+    members = {}  # type: Dict[Hashable, set]
+    mapped = {}  # type: Dict[Hashable, Hashable]
+    get = totals.get
+    if keyer is None:
+        for (key, _proto, _state), n in counts.items():
+            totals[key] = get(key, 0) + n
+    else:
+        for (key, _proto, _state), n in counts.items():
+            g = mapped.get(key)
+            if g is None:
+                g = mapped[key] = keyer(key)
+                members.setdefault(g, set()).add(key)
+            totals[g] = get(g, 0) + n
+    items = totals.items()
+    if top is not None and len(totals) > top:
+        # Only rows that can make the top need the full sort key (ties broken by key).
+        floor = heapq.nlargest(top, totals.values())[-1]
+        items = [kv for kv in items if kv[1] >= floor]
+    order = sorted(items, key=lambda kv: (-kv[1],) + _order(kv[0]))
+    chosen = order if top is None else order[:top]
+    wanted = {g: (Counter(), Counter()) for g, _ in chosen}  # type: Dict[Hashable, Tuple[Counter, Counter]]
     for (key, proto, state), n in counts.items():
-        group = keyer(key) if keyer else key
-        row = rows.get(group)
-        if row is None:
-            row = rows[group] = (Counter(), Counter(), set())
-        row[0][proto] += n
-        row[1][state] += n
-        row[2].add(key)
-    out = [
-        Group(
-            key=g,
-            count=sum(protos.values()),
+        row = wanted.get(mapped[key] if keyer is not None else key)
+        if row is not None:
+            row[0][proto] += n
+            row[1][state] += n
+    show = text or (lambda k: k)
+    groups = []
+    for g, count in chosen:
+        protos, states = wanted[g]
+        groups.append(Group(
+            key=show(g),
+            count=count,
             established=states.get("ESTABLISHED", 0),
             protocols=dict(sorted(protos.items())),
-            states=dict(states.most_common()),
-            members=len(members),
-        )
-        for g, (protos, states, members) in rows.items()
-    ]
-    out.sort(key=lambda r: (-r.count, r.key))
-    return out
+            states=dict(sorted(states.items(), key=lambda kv: (-kv[1], kv[0]))),
+            members=len(members[g]) if keyer is not None else 1,
+        ))
+    return Ranking(groups, len(totals))
 
 
-def network_of(prefix4: int, prefix6: int) -> Callable[[str], str]:
-    """Map an address to its network, memoised (called once per distinct address)."""
-    memo = {}  # type: Dict[str, str]
+def address_text(packed: bytes) -> str:
+    """Normalised text of a packed address (IPv6 compressed, as ``ipaddress`` prints it)."""
+    return str(ipaddress.ip_address(packed))
 
-    def keyer(address: str) -> str:
-        net = memo.get(address)
-        if net is None:
-            prefix = prefix6 if ":" in address else prefix4
-            net = str(ipaddress.ip_network("%s/%d" % (address, prefix), strict=False))
-            memo[address] = net
-        return net
+
+def network_of(prefix4: int, prefix6: int) -> Callable[[bytes], Tuple[bytes, int]]:
+    """Packed address -> (packed network address, prefix length); called once per distinct key."""
+    masks = {4: (prefix4, ((1 << 32) - 1) ^ ((1 << (32 - prefix4)) - 1)),
+             16: (prefix6, ((1 << 128) - 1) ^ ((1 << (128 - prefix6)) - 1))}
+
+    def keyer(packed: bytes) -> Tuple[bytes, int]:
+        prefix, mask = masks[len(packed)]
+        return (int.from_bytes(packed, "big") & mask).to_bytes(len(packed), "big"), prefix
 
     return keyer
+
+
+def network_text(net: Tuple[bytes, int]) -> str:
+    return "%s/%d" % (address_text(net[0]), net[1])
 
 
 def family_of(key: str) -> str:

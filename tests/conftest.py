@@ -29,3 +29,15 @@ def require_root():
         if os.environ.get("CI"):
             pytest.fail("real-stack tests must run as root on CI")
         pytest.skip("needs root (network namespaces)")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every in-process CLI call gets its own empty snapshot cache (mode 0700), so tests never
+    see each other's cached answers nor the host's /run/conntrack-zbx."""
+    from conntrack_zbx import cache
+
+    d = tmp_path_factory.mktemp("cache")
+    os.chmod(str(d), 0o700)
+    monkeypatch.setattr(cache, "DEFAULT_DIR", str(d / "c"))
+    return str(d / "c")

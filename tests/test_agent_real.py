@@ -82,7 +82,7 @@ def get_json(agent, key):
 def test_conf_declares_every_key(plugin):
     with open(plugin[1]) as f:
         declared = [ln.split("=", 1)[1].split(",", 1)[0] for ln in f if ln.startswith("UserParameter=")]
-    assert declared == [k.key for k in keys.KEYS]
+    assert declared == [keys.conf_key(k) for k in keys.KEYS]
 
 
 def test_without_grant_counters_work_and_talkers_name_the_fix(agent, no_grant):

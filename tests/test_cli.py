@@ -177,7 +177,9 @@ def test_talkers_time_budget_truncates_and_says_so(capsys, tmp_path):
     snap.write_bytes(b"".join(lines * 1200))  # 21,600 real lines
     rc, doc = run_json(capsys, "talkers", "--file", str(snap), "--budget", "0", "--proc-root", MIXED)
     assert rc == 0 and doc["truncated"] is True
-    assert doc["entries"] == 8191  # stopped at the first look at the clock, after 8191 lines
+    # stopped at the first look at the clock: after the whole lines of the first block
+    from conntrack_zbx.talkers import BLOCK
+    assert doc["entries"] == snap.read_bytes()[:BLOCK].count(b"\n") < 21600
     rc, doc = run_json(capsys, "talkers", "--file", str(snap), "--proc-root", MIXED)
     assert doc["truncated"] is False and doc["entries"] == 21600
 
@@ -209,9 +211,28 @@ def test_discovery_empty_table_is_empty_array(capsys, tree):
     assert rc == 0 and out == "[]\n"
 
 
-def test_sudo_form_refuses_extra_options(capsys):
-    rc, doc = run_json(capsys, "talkers", "--sudo", "--top", "5")
-    assert rc == 3 and "fixed line" in doc["error"]
+@pytest.mark.parametrize("extra", [["--file", "/etc/shadow"], ["--proc-root", "/tmp"],
+                                   ["--cache-dir", "/tmp/x"], ["--source", "proc"], ["--params-stdin"]])
+def test_sudo_form_refuses_options_other_than_key_parameters(capsys, extra):
+    rc, doc = run_json(capsys, "talkers", "--sudo", *extra)
+    assert rc == 3 and "fixed line" in doc["error"] and "--" + extra[0].lstrip("-") in doc["error"]
+
+
+@pytest.mark.parametrize("opt, value, says", [
+    ("--top", "5x", "not allowed"), ("--top", "0", "outside 1..100"), ("--prefix4", "--file", "not allowed"),
+    ("--prefix4", "24 --file /etc/shadow", "not allowed"), ("--prefix6", "\u0661\u0662", "not allowed"),
+    ("--max-age", "-1", "not allowed"), ("--max-age", "+5", "not allowed"), ("--prefix4", "33", "outside"),
+    ("--top", "$(id)", "not allowed"), ("--top", "1" * 6, "not allowed"),
+])
+def test_key_parameters_outside_the_allow_list_are_refused(capsys, opt, value, says):
+    for cmd in (["talkers", "--sudo"], ["talkers", "--proc-root", MIXED], ["discovery", "--proc-root", MIXED]):
+        rc, doc = run_json(capsys, *cmd, "%s=%s" % (opt, value))
+        assert rc == 3 and says in doc["error"], doc
+
+
+def test_key_parameters_empty_means_default(capsys):
+    rc, doc = run_json(capsys, "talkers", "--proc-root", MIXED, "--prefix4=", "--prefix6=", "--top=", "--max-age=")
+    assert rc == 0 and doc["prefix4"] == 24 and doc["prefix6"] == 64 and len(doc["sources"]) == 10
 
 
 def test_internal_error_is_still_json(capsys, monkeypatch):

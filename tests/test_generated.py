@@ -1,6 +1,7 @@
 """Files generated from conntrack_zbx/keys.py are committed; they must equal a fresh generation."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -19,12 +20,16 @@ def test_committed_equals_generated(rel):
 
 
 def test_conf_is_boring():
-    """One UserParameter per key, fixed command lines: no pipes, no [*] parameters, no shell."""
+    """One UserParameter per key, fixed command lines: no pipes, no shell. The only variable
+    parts are the parameters, each quoted whole as the value of its own fixed option."""
     lines = [ln for ln in keys.agent_conf().splitlines() if ln and not ln.startswith("#")]
     assert len(lines) == len(keys.KEYS)
     for ln, k in zip(lines, keys.KEYS):
-        assert ln == "UserParameter=%s,%s" % (k.key, keys.command_line(k))
-        assert "[*]" not in ln and not any(c in ln for c in "|;&$`><\\\"'")
+        assert ln == "UserParameter=%s,%s" % (keys.conf_key(k), keys.command_line(k))
+        fixed = re.sub(r" --[a-z0-9-]+='\$[1-9]'", "", ln).replace("[*],", ",")
+        assert fixed.count("$") == 0 and ln.count("$") == len(k.params)
+        assert not any(c in fixed for c in "|;&$`><\\\"'*")
+        assert ("[*]" in ln) == bool(k.params)
 
 
 def test_sudoers_passes_visudo(tmp_path):
@@ -36,7 +41,7 @@ def test_sudoers_passes_visudo(tmp_path):
 
 def test_sudoers_lists_exact_privileged_lines_only():
     rule = [ln for ln in keys.sudoers().splitlines() if "NOPASSWD" in ln]
-    assert rule == ["zabbix ALL=(root) NOPASSWD: /usr/local/bin/conntrack-zbx talkers"]
+    assert rule == ["zabbix ALL=(root) NOPASSWD: /usr/local/bin/conntrack-zbx talkers --params-stdin"]
     assert "*" not in keys.sudoers() and "ALL:" not in keys.sudoers()
 
 

@@ -31,6 +31,7 @@ HOST = "mirrorlist-node"
 FAST = {
     "{$CONNTRACK.INTERVAL}": "2s",
     "{$CONNTRACK.TALKERS.INTERVAL}": "4s",
+    "{$CONNTRACK.TALKERS.MAX_AGE}": "0",
     "{$CONNTRACK.RECOVERY.WINDOW}": "10s",
     "{$MIRRORLIST.INTERVAL}": "3s",
     "{$MIRRORLIST.URL}": "http://127.0.0.1:8080/?release=9&arch=x86_64&repo=updates",
@@ -164,11 +165,11 @@ def test_failing_source_shows_its_exact_error(lab, host):
         expected = json.loads(sh(lab["ns"].cmd(["setpriv", "--reuid=zabbix", "--regid=zabbix", "--init-groups",
                                                 lab["binary"], "talkers", "--sudo"]), check=False).stdout)["error"]
         assert "sudoers.d/conntrack-zbx" in expected
-        talkers = mon.item(host, "conntrack.talkers")
+        talkers = mon.item(host, model.TALKERS_KEY)
         mon.execute_now([talkers["itemid"]])
 
         def unsupported():
-            it = mon.item(host, "conntrack.talkers")
+            it = mon.item(host, model.TALKERS_KEY)
             return it if it["state"] == "1" else None
 
         it = wait_for("conntrack.talkers to become not supported", unsupported, timeout=60)
@@ -184,8 +185,8 @@ def test_failing_source_shows_its_exact_error(lab, host):
         assert p["name"] == "Conntrack: top talkers not collected for 30s"
     finally:
         shutil.move("/tmp/conntrack-zbx-stacktest.off", SUDOERS)
-    mon.execute_now([mon.item(host, "conntrack.talkers")["itemid"]])
-    wait_for("conntrack.talkers to recover", lambda: mon.item(host, "conntrack.talkers")["state"] == "0",
+    mon.execute_now([mon.item(host, model.TALKERS_KEY)["itemid"]])
+    wait_for("conntrack.talkers to recover", lambda: mon.item(host, model.TALKERS_KEY)["state"] == "0",
              timeout=60)
 
 

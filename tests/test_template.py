@@ -96,7 +96,13 @@ def test_agent_keys_match_the_conf_both_ways():
               if i.get("type", "ZABBIX_PASSIVE") == "ZABBIX_PASSIVE"}
     conf = {ln.split("=", 1)[1].split(",", 1)[0] for ln in keys.agent_conf().splitlines()
             if ln.startswith("UserParameter=")}
-    assert polled == conf == {k.key for k in keys.KEYS}
+    base = {k.split("[")[0] for k in polled}
+    assert base == {k.split("[")[0] for k in conf} == {k.key for k in keys.KEYS}
+    for k in keys.KEYS:  # a key with parameters is flexible in the conf and passes them all
+        assert keys.conf_key(k) in conf
+        if k.params:
+            used = next(p for p in polled if p.startswith(k.key + "["))
+            assert used.count(",") == len(k.params) - 1
 
 
 def test_every_dependent_has_its_master():

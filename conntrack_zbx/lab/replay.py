@@ -52,6 +52,7 @@ INTERVAL = 5  # seconds: {$CONNTRACK.INTERVAL} of the replay host
 MACROS = {
     "{$CONNTRACK.INTERVAL}": "%ds" % INTERVAL,
     "{$CONNTRACK.TALKERS.INTERVAL}": "5s",
+    "{$CONNTRACK.TALKERS.MAX_AGE}": "4",  # under the interval: every poll reads the table
     "{$CONNTRACK.RECOVERY.WINDOW}": "15s",
     "{$CONNTRACK.NODATA.TIMEOUT}": "30s",
     "{$CONNTRACK.FULL.WINDOW}": "1m",
@@ -285,7 +286,7 @@ class Replay:
 
     def _baseline_ready(self) -> bool:
         items = self.api.items(self.hostid)
-        need = ["conntrack.count", "conntrack.usage", "conntrack.rate[drop]", model.WEB_TIME, "conntrack.talkers"]
+        need = ["conntrack.count", "conntrack.usage", "conntrack.rate[drop]", model.WEB_TIME, model.TALKERS_KEY]
         self._pending = [i["key_"] for i in items if i["key_"] in need and i["lastclock"] == "0"]
         return bool(items) and not self._pending
 

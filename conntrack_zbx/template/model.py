@@ -19,7 +19,10 @@ NODE = "Mirrorlist node by Zabbix agent and HTTP"
 SHORT = "Conntrack"
 
 STATS_KEY = next(k.key for k in KEYS if k.args == ("stats",))
-TALKERS_KEY = next(k.key for k in KEYS if k.args == ("talkers",))
+_TALKERS = next(k for k in KEYS if k.args == ("talkers",))
+# The master item passes every key parameter as a macro, so an admin tunes them per host.
+TALKERS_KEY = "%s[%s]" % (_TALKERS.key, ",".join("{$CONNTRACK.TALKERS.%s}" % p.name.upper()
+                                                  for p in _TALKERS.params))
 
 RUNBOOK = (
     "Find the culprit: run `conntrack-zbx top` on the host (top networks and sources by entries "
@@ -54,6 +57,9 @@ CONNTRACK_MACROS = [
     macro("CONNTRACK.TALKERS.INTERVAL", "5m",
           "How often the entry table is read for top talkers (conntrack.talkers); it walks the whole "
           "table, so it is polled less often than the counters."),
+    *[macro("CONNTRACK.TALKERS.%s" % p.name.upper(), str(p.default),
+            "conntrack.talkers parameter %d: %s (%d..%d; anything else makes the item not supported)."
+            % (i, p.help, p.lo, p.hi)) for i, p in enumerate(_TALKERS.params, 1)],
     macro("CONNTRACK.HISTORY", "7d", "History storage period of numeric conntrack items."),
     macro("CONNTRACK.TRENDS", "365d", "Trend storage period of numeric conntrack items."),
     macro("CONNTRACK.RAW.HISTORY", "1d", "History of the raw JSON master items (what on-call reads back)."),
@@ -394,7 +400,8 @@ def talkers_discovery() -> Dict[str, Any]:
             ],
         },
         "lifetime": "{$CONNTRACK.TALKER.LOST}",
-        "description": "The top sources and networks (/24, /64) by entries held, from conntrack.talkers.",
+        "description": "The top {$CONNTRACK.TALKERS.TOP} sources and networks (/{$CONNTRACK.TALKERS.PREFIX4}, "
+                       "/{$CONNTRACK.TALKERS.PREFIX6}) by entries held, from conntrack.talkers.",
         "item_prototypes": [count, est, share],
         "graph_prototypes": [{
             "uuid": uid(C, "graph_prototype", "talker"),

@@ -1,0 +1,185 @@
+"""The shared snapshot cache: one table read per interval, however many calls ask.
+
+The agent runs checks in parallel, and ``talkers``, ``discovery`` and ad-hoc calls all want the
+same pass over the table, which costs about a second at the incident's size. Results are cached
+as small JSON files; a lock makes concurrent callers that find the cache stale wait for the one
+that is already reading, then use its result.
+
+The cache is written by root (the talker keys run through sudo) and read by root, so it must not
+become a way in: it lives in a directory owned by the effective user with no access for anyone
+else (``/run/conntrack-zbx``, 0700, under root-only /run, so no other user can pre-create it);
+every open uses ``O_NOFOLLOW`` and is checked with ``fstat`` for owner, type and mode; writes
+go to an ``O_EXCL`` temporary file renamed into place. A file that fails a check or does not
+parse is ignored and rebuilt, never trusted; a directory that fails a check disables the cache
+for the call (the answer is read afresh and says why).
+"""
+
+import errno
+import json
+import os
+import stat
+import time
+from typing import Any, Dict, Optional
+
+DEFAULT_DIR = "/run/conntrack-zbx"
+FORMAT = 1
+MAX_BYTES = 64 << 20  # a counts file for a million distinct sources is ~40 MiB
+
+
+class CacheRefused(Exception):
+    """The cache directory is not safe (or not creatable) for this user; do without it."""
+
+
+def _check(st: os.stat_result, what: str, want_dir: bool) -> None:
+    euid = os.geteuid()
+    if want_dir and not stat.S_ISDIR(st.st_mode):
+        raise CacheRefused("%s is not a directory" % what)
+    if not want_dir and not stat.S_ISREG(st.st_mode):
+        raise CacheRefused("%s is not a regular file" % what)
+    if st.st_uid != euid:
+        raise CacheRefused("%s is owned by uid %d, not by uid %d (who runs this)" % (what, st.st_uid, euid))
+    if st.st_mode & 0o077:
+        raise CacheRefused("%s has mode %04o: group/other may access it (want 0%s00)"
+                           % (what, stat.S_IMODE(st.st_mode), "7" if want_dir else "6"))
+
+
+class Cache:
+    """A checked directory of JSON snapshots. Use as a context manager (holds a dir fd)."""
+
+    def __init__(self, directory: str = DEFAULT_DIR) -> None:
+        self.directory = directory
+        self.fd = -1
+
+    def __enter__(self) -> "Cache":
+        self.fd = self._open_dir()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _open_dir(self) -> int:
+        d = self.directory
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise CacheRefused("cannot create cache directory %s: %s" % (d, e.strerror or e)) from None
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise CacheRefused("cache directory %s is a symlink or not a directory" % d) from None
+            raise CacheRefused("cannot open cache directory %s: %s" % (d, e.strerror or e)) from None
+        try:
+            _check(os.fstat(fd), "cache directory %s" % d, True)
+        except CacheRefused:
+            os.close(fd)
+            raise
+        return fd
+
+    def read(self, name: str, max_age: float) -> Optional[Dict[str, Any]]:
+        """The document stored under ``name`` if it is ours, intact and at most ``max_age``
+        seconds old; None otherwise (the caller reads afresh and overwrites it)."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=self.fd)
+        except OSError:
+            return None  # missing, a symlink (ELOOP), a FIFO trap...: rebuilt by the caller
+        try:
+            try:
+                st = os.fstat(fd)
+                _check(st, name, False)
+            except CacheRefused:
+                return None
+            if st.st_size > MAX_BYTES:
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read(MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            return None
+        written = doc.get("written")
+        if not isinstance(written, (int, float)) or isinstance(written, bool):
+            return None
+        age = time.time() - written
+        if age < -1 or age > max_age:  # from the future (clock step) or too old: not trusted
+            return None
+        doc["age"] = max(age, 0.0)
+        return doc
+
+    def write(self, name: str, doc: Dict[str, Any]) -> None:
+        """Atomically replace ``name``: readers see the old file or the new one, never half."""
+        doc = dict(doc, format=FORMAT, written=time.time())
+        data = json.dumps(doc, separators=(",", ":")).encode()
+        tmp = ".%s.%d.tmp" % (name, os.getpid())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=self.fd)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                f.write(data)
+            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=self.fd)
+            except OSError:
+                pass
+            raise
+        finally:
+            os.close(fd)
+
+    def lock(self, timeout: float) -> "_Lock":
+        return _Lock(self, timeout)
+
+
+class LockTimeout(Exception):
+    """Another call held the lock past our patience (it may be stuck): read without it."""
+
+
+class _Lock:
+    """An exclusive flock on ``.lock`` in the cache directory: the one reader of the table.
+    Waiting is bounded, so a stuck holder cannot make every later call time out."""
+
+    def __init__(self, cache: Cache, timeout: float) -> None:
+        self.cache = cache
+        self.timeout = timeout
+        self.fd = -1
+
+    def __enter__(self) -> "_Lock":
+        import fcntl
+
+        name = ".lock"
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         0o600, dir_fd=self.cache.fd)
+        except OSError as e:
+            raise CacheRefused("cannot open the cache lock: %s" % (e.strerror or e)) from None
+        try:
+            _check(os.fstat(fd), "cache lock", False)
+        except CacheRefused:
+            os.close(fd)
+            raise
+        give_up = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > give_up:
+                    os.close(fd)
+                    raise LockTimeout("another conntrack-zbx call held the cache lock for %.1f s"
+                                      % self.timeout) from None
+                time.sleep(0.01)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = -1

@@ -1,0 +1,77 @@
+"""The allow-list for agent key parameters: the only caller-controlled input that reaches us.
+
+A flexible UserParameter (``conntrack.talkers[*]``) hands what a Zabbix user typed in an item
+key to the command line. The conf quotes each ``$N`` (and the agent's default
+``UnsafeUserParameters=0`` refuses quotes and shell metacharacters), so a parameter arrives as one
+argument; here it must then be a short run of ASCII digits inside a fixed range, or empty for
+the default. Nothing else is accepted: no sign, no spaces, no Unicode digits, no option-like
+text, never a path. The root side (``--params-stdin``) validates again, trusting nothing.
+"""
+
+import re
+from typing import Dict, NamedTuple, Optional, Tuple
+
+
+class Param(NamedTuple):
+    name: str  # also the CLI option, with dashes: --prefix4
+    lo: int
+    hi: int
+    default: int
+    help: str
+
+
+TALKERS_PARAMS = (
+    Param("prefix4", 8, 32, 24, "IPv4 network prefix length of the roll-up"),
+    Param("prefix6", 16, 128, 64, "IPv6 network prefix length of the roll-up"),
+    Param("top", 1, 100, 10, "how many sources and networks to report and discover"),
+    Param("max_age", 0, 3600, 20, "seconds a cached table read may be reused; 0 = always read afresh"),
+)
+
+_DIGITS = re.compile(r"[0-9]{1,5}\Z")
+
+
+class Refused(ValueError):
+    """A parameter outside the allow-list; the message says what is allowed."""
+
+
+def check(p: Param, raw: Optional[str]) -> int:
+    """Validate one parameter as typed ('' or None = the default)."""
+    if raw is None or raw == "":
+        return p.default
+    if not isinstance(raw, str) or not _DIGITS.match(raw):
+        raise Refused("parameter %s=%r is not allowed: use a whole number %d..%d (plain digits), "
+                      "or leave it empty for %d" % (p.name, str(raw)[:40], p.lo, p.hi, p.default))
+    value = int(raw)
+    if not p.lo <= value <= p.hi:
+        raise Refused("parameter %s=%d is outside %d..%d (empty means %d)"
+                      % (p.name, value, p.lo, p.hi, p.default))
+    return value
+
+
+def check_all(given: Dict[str, Optional[str]]) -> Dict[str, int]:
+    """Validate a mapping of parameter name -> text; unknown names are refused."""
+    known = {p.name: p for p in TALKERS_PARAMS}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise Refused("unknown parameter(s) %s: allowed are %s"
+                      % (", ".join(map(repr, unknown)), ", ".join(known)))
+    return {p.name: check(p, given.get(p.name)) for p in TALKERS_PARAMS}
+
+
+def from_json(data: bytes) -> Dict[str, int]:
+    """The root side of the sudo line: a small JSON object of parameters, validated again."""
+    import json
+
+    if len(data) > 4096:
+        raise Refused("parameter document on stdin is larger than 4096 bytes")
+    try:
+        doc = json.loads(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise Refused("parameters on stdin are not an ASCII JSON object") from None
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        raise Refused("parameters on stdin must be a JSON object of strings")
+    return check_all(doc)
+
+
+def as_tuple(values: Dict[str, int]) -> Tuple[int, ...]:
+    return tuple(values[p.name] for p in TALKERS_PARAMS)

@@ -1,0 +1,264 @@
+"""ctnetlink: the conntrack table and counters straight from the kernel, standard library only.
+
+Why it is the primary talkers source: the kernel's dump is cheaper than formatting
+``/proc/net/nf_conntrack`` text, binary rows are counted faster than text lines, and the kernel's
+share of the work runs in a reader process in parallel with the counting. It is also the only
+way to the entries on kernels built without ``CONFIG_NF_CONNTRACK_PROCFS``. It needs CAP_NET_ADMIN,
+as ``conntrack -L`` does, so the agent reaches it through the same fixed sudo line as /proc.
+
+This is the thin I/O layer: sockets and errors here, decoding in ``conntrack_zbx.parse.netlink``.
+"""
+
+import errno
+import os
+import socket
+import struct
+import time
+from collections import Counter
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+
+from conntrack_zbx.errors import Malformed, NotAvailable, NotPermitted
+from conntrack_zbx.parse import netlink as nl
+
+NETLINK_NETFILTER = 12
+RCVBUF = 1 << 21
+RECV_SIZE = 1 << 16  # the kernel fills at most ~32 KiB per dump step whatever is asked
+
+PERMISSION_HINT = (
+    "permission denied by ctnetlink (needs CAP_NET_ADMIN, like 'conntrack -L') as uid %d: run the "
+    "talker keys through the sudo grant (sudoers.d/conntrack-zbx, docs/permissions.md) or use "
+    "--source proc"
+)
+
+
+class Dump(NamedTuple):
+    """Counts of one dump by (packed source, protocol name, state label), as talkers ranks."""
+
+    counts: Counter
+    entries: int
+    skipped: int
+    truncated: bool
+
+
+def open_socket() -> socket.socket:
+    try:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    except OSError as e:
+        if e.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
+            raise NotAvailable("ctnetlink is not available (%s): the kernel has no nfnetlink; "
+                               "use --source proc" % (e.strerror or e)) from None
+        raise _translate(e) from None
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    except OSError:
+        pass
+    s.bind((0, 0))
+    return s
+
+
+def _translate(e: OSError) -> Exception:
+    if e.errno in (errno.EPERM, errno.EACCES):
+        return NotPermitted(PERMISSION_HINT % os.geteuid())
+    if e.errno in (errno.ENOENT, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT):
+        return NotAvailable("ctnetlink refused the request (%s): is the nf_conntrack_netlink module "
+                            "available? ('modprobe nf_conntrack_netlink'), or use --source proc"
+                            % (e.strerror or e))
+    return NotAvailable("ctnetlink failed: %s" % (e.strerror or e))
+
+
+def _answers(s: socket.socket, deadline: Optional[float],
+             done: List[bool]) -> Iterator[Tuple[bytes, int, int, int]]:
+    """Yield (buffer, type, offset, length) of the answers until DONE (then ``done[0]`` is
+    True). Stops early when the deadline passes; raises on NLMSG_ERROR."""
+    recv = s.recv
+    while True:
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        try:
+            buf = recv(RECV_SIZE)
+        except OSError as e:
+            raise _translate(e) from None
+        if not buf:
+            raise Malformed("ctnetlink closed the dump without NLMSG_DONE")
+        try:
+            for mtype, _flags, off, length in nl.messages(buf):
+                if mtype == nl.NLMSG_DONE:
+                    done[0] = True
+                    return
+                if mtype == nl.NLMSG_ERROR:
+                    code = nl.error_code(buf, off)
+                    if code == 0:
+                        done[0] = True
+                        return  # ACK
+                    raise _translate(OSError(code, os.strerror(code)))
+                yield buf, mtype, off, length
+        except nl.BadMessage as e:
+            raise Malformed("ctnetlink sent a malformed datagram: %s" % e) from None
+
+
+def dump(deadline: Optional[float] = None) -> Dump:
+    """One CT_GET dump, counted as raw Records; nothing holds the table.
+
+    The kernel does its part of a dump (walking the table, filling the next buffer) inside
+    recv(). A forked reader process does only the recv() calls and passes each buffer on
+    through a pipe, while this process counts the previous one: the kernel's work and ours
+    run on two CPUs at once, with no lock between them (threads would serialise on the GIL).
+    Each buffer is counted by the compiled row pattern and checked against its message count;
+    a buffer the pattern does not fully account for is decoded message by message instead.
+    """
+    s = open_socket()
+    s.send(nl.dump_request(1, 0))
+    r, w = os.pipe()
+    try:
+        import fcntl
+        fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: the reader never waits on us
+    except OSError:
+        pass
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        _reader(s, w)  # never returns
+    os.close(w)
+    s.close()
+    raw = Counter()  # type: Counter
+    slow = Counter()  # type: Counter
+    entries = skipped = 0
+    done = False
+    f = os.fdopen(r, "rb", buffering=1 << 20)
+    try:
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                break  # report what was counted, truncated
+            head = f.read(_FRAME.size)
+            if len(head) != _FRAME.size:
+                raise Malformed("the ctnetlink reader process stopped before the dump was complete")
+            size, end = _FRAME.unpack(head)
+            if end == _FAILED:
+                raise _failure(f.read(size))
+            buf = f.read(size)
+            try:
+                wk = nl.walk(buf)
+            except nl.BadMessage as e:
+                raise Malformed("ctnetlink sent a malformed datagram: %s" % e) from None
+            if wk.error:
+                raise _translate(OSError(wk.error, os.strerror(wk.error)))
+            skipped += wk.other
+            rows = wk.rows
+            if rows:
+                c = nl.count_rows(buf, rows)
+                if c is not None:
+                    raw.update(c)  # a list: counted in C
+                    entries += rows
+                else:
+                    e, k = _decode_slowly(buf, slow)
+                    entries += e
+                    skipped += k
+            if wk.done:
+                done = True
+                break
+    finally:
+        f.close()
+        if not done:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        os.waitpid(pid, 0)
+    counts = nl.labelled(raw)
+    if slow:
+        counts.update(nl.label_records(slow))
+    return Dump(counts, entries, skipped, not done)
+
+
+# Reader -> counter frames: buffer size and whether the reader carries on or failed.
+_FRAME = struct.Struct("=II")
+_MORE, _FAILED = 0, 2
+_DONE_TAIL = struct.pack("=IH", 20, nl.NLMSG_DONE)
+
+
+def _reader(s: socket.socket, w: int) -> None:
+    """The forked reader: recv() until the dump ends and frame each buffer onto ``w``. It does
+    nothing else: the kernel's share (inside recv) is the larger half of the work."""
+    code = 0
+    try:
+        out = os.fdopen(w, "wb", buffering=1 << 16)
+        while True:
+            buf = s.recv(RECV_SIZE)
+            if not buf:
+                raise Malformed("ctnetlink closed the dump without NLMSG_DONE")
+            out.write(_FRAME.pack(len(buf), _MORE) + buf)
+            # The dump ends with NLMSG_DONE, last in its buffer, or with an NLMSG_ERROR (the
+            # counting side reads either and stops).
+            if buf[-20:-14] == _DONE_TAIL or buf[4:6] == b"\x02\x00":
+                break
+        out.flush()
+    except BaseException as e:  # reported through the pipe, never raised into the caller's stack
+        code = 1
+        try:
+            msg = ("%d|%s" % (getattr(e, "errno", None) or 0, e)).encode("utf-8", "replace")[:4000]
+            os.write(w, _FRAME.pack(len(msg), _FAILED) + msg)
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _failure(payload: bytes) -> Exception:
+    code, _, text = payload.decode("utf-8", "replace").partition("|")
+    if code.isdigit() and int(code):
+        return _translate(OSError(int(code), text))
+    return Malformed("the ctnetlink reader process failed: %s" % text)
+
+
+def _decode_slowly(buf: bytes, into: Counter) -> Tuple[int, int]:
+    entries = skipped = 0
+    for mtype, _f, off, length in nl.messages(buf):
+        if mtype != nl.CT_NEW:
+            continue
+        try:
+            into[nl.decode_entry(buf, off, length)] += 1
+            entries += 1
+        except nl.BadMessage:
+            skipped += 1
+    return entries, skipped
+
+
+def _single(mtype: int, family: int = 0) -> List[Tuple[bytes, int, int]]:
+    s = open_socket()
+    try:
+        # A dump ends with NLMSG_DONE; a single answer needs an ACK to know it is complete.
+        flags = nl.NLM_F_REQUEST | (nl.NLM_F_DUMP if mtype == nl.CT_GET_STATS_CPU else nl.NLM_F_ACK)
+        s.send(nl.request(mtype, flags, 1, family))
+        done = [False]
+        rows = [(buf, off, length) for buf, _t, off, length in _answers(s, time.monotonic() + 5, done)]
+        if not done[0]:
+            raise NotAvailable("ctnetlink did not finish answering within 5 s")
+        return rows
+    finally:
+        s.close()
+
+
+def stats_cpu() -> Dict[str, int]:
+    """The per-CPU counters summed, under the same stable names as /proc/net/stat/nf_conntrack."""
+    total = {}  # type: Dict[str, int]
+    rows = _single(nl.CT_GET_STATS_CPU)
+    if not rows:
+        raise Malformed("ctnetlink answered the per-CPU stats dump with no CPU")
+    for buf, off, length in rows:
+        try:
+            for name, value in nl.decode_stats_cpu(buf, off, length).items():
+                total[name] = total.get(name, 0) + value
+        except nl.BadMessage as e:
+            raise Malformed("ctnetlink per-CPU stats: %s" % e) from None
+    return total
+
+
+def stats_global() -> Dict[str, int]:
+    """{"count", "max"} from IPCTNL_MSG_CT_GET_STATS."""
+    rows = _single(nl.CT_GET_STATS)
+    for buf, off, length in rows:
+        try:
+            return nl.decode_stats_global(buf, off, length)
+        except nl.BadMessage as e:
+            raise Malformed("ctnetlink global stats: %s" % e) from None
+    raise Malformed("ctnetlink answered the global stats request with nothing")
