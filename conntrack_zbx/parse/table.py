@@ -15,7 +15,7 @@ original direction (who opened the connection), a second ``src=`` starts the rep
 import ipaddress
 import re
 from collections import Counter
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 FAMILIES = (b"ipv4", b"ipv6")
 # A protocol state word as the kernel prints it: ESTABLISHED, SYN_SENT2, COOKIE_WAIT...
@@ -155,14 +155,13 @@ EMPTY_LINE = re.compile(rb"^\n", re.M)
 RawKey = Tuple[bytes, bytes, bytes, bytes, bytes]  # family, proto, state, src, first flag
 
 
-def count_block(block: bytes) -> Tuple[Counter, int]:
-    """Count the entries of a block of whole lines by (family, proto, state, src, flag), raw.
-
-    Returns the counts and the number of non-empty lines, so the caller knows how many were
-    skipped (lines - matches) without looking at a line in Python. Addresses are validated
-    later, once per distinct value (``labelled``).
+def count_block(block: bytes) -> Tuple[List[RawKey], int]:
+    """The entries of a block of whole lines as raw (family, proto, state, src, flag) tuples,
+    for ``Counter.update`` (which counts a list in C), and the number of non-empty lines, so
+    the caller knows how many were skipped (lines - matches) without looking at a line in
+    Python. Addresses are validated later, once per distinct value (``labelled``).
     """
-    counts = Counter(SRC_LINE.findall(block))
+    counts = SRC_LINE.findall(block)
     lines = block.count(b"\n") + (0 if not block or block.endswith(b"\n") else 1)
     if block.startswith(b"\n") or b"\n\n" in block:
         lines -= len(EMPTY_LINE.findall(block))
