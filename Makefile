@@ -4,7 +4,7 @@ VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo demo-stop run test deps venv lint generate clean
+.PHONY: demo demo-stop run test deps venv lint generate clean bench fuzz
 
 deps:
 	bash scripts/install-deps.sh
@@ -31,7 +31,15 @@ run: $(STAMP)
 	$(VENV)/bin/conntrack-zbx top
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check conntrack_zbx tests
+	$(VENV)/bin/ruff check conntrack_zbx tests bench
+
+# Speed and memory against the kernel's own floor, on real 262k/1M-entry tables (docs/performance.md).
+bench: $(STAMP)
+	$(VPY) bench/run.py --markdown docs/performance.md
+
+# The long fuzz run, outside the default suite (docs/fuzzing.md).
+fuzz: $(STAMP)
+	$(VPY) tests/fuzz.py --examples 200000
 
 # Regenerate every file derived from conntrack_zbx/keys.py (tests check they are current).
 generate: $(STAMP)

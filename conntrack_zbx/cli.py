@@ -34,7 +34,12 @@ def _positive(limit: int):
     return check
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = ("stats", "talkers", "discovery", "top", "tune", "template")
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole CLI, or (``only``) just one subcommand: the agent keys run every minute on every
+    host, and building every subparser costs more than the ``stats`` work itself."""
     p = argparse.ArgumentParser(
         prog="conntrack-zbx",
         description="Linux conntrack table monitoring for Zabbix: usage, drops, top talkers.",
@@ -71,12 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--params-stdin", action="store_true",
                         help="(the sudo line) read the parameters as a JSON object from stdin")
 
-    st = sub.add_parser("stats", help="counters: count, max, usage, drops (JSON, no root needed)")
-    common(st)
-    st.add_argument("--etc-root", default="/", metavar="DIR",
-                    help="read etc/sysctl.d, etc/modprobe.d, etc/modules-load.d below DIR (tests)")
-    table_opts(sub.add_parser("talkers", help="top sources and networks by entries held (JSON)"))
-    table_opts(sub.add_parser("discovery", help="Zabbix LLD array of the top talkers"))
+    def wanted(name: str) -> bool:
+        return only is None or only == name
+
+    if wanted("stats"):
+        st = sub.add_parser("stats", help="counters: count, max, usage, drops (JSON, no root needed)")
+        common(st)
+        st.add_argument("--etc-root", default="/", metavar="DIR",
+                        help="read etc/sysctl.d, etc/modprobe.d, etc/modules-load.d below DIR (tests)")
+        st.add_argument("--source", choices=("auto", "proc", "netlink"), default="auto",
+                        help="kernel counters from /proc/net/stat (auto falls back to ctnetlink when "
+                             "the kernel has no conntrack procfs) or from ctnetlink only")
+    if wanted("talkers"):
+        table_opts(sub.add_parser("talkers", help="top sources and networks by entries held (JSON)"))
+    if wanted("discovery"):
+        table_opts(sub.add_parser("discovery", help="Zabbix LLD array of the top talkers"))
+    if only in ("stats", "talkers", "discovery"):
+        return p
 
     top = sub.add_parser("top", help="on-call view: who fills the table (terminal table)")
     common(top)
@@ -117,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     if args.command == "template":
         return _template(args)
     if args.command in ("top", "tune"):
@@ -166,12 +183,26 @@ def _stats(args: argparse.Namespace) -> Dict[str, Any]:
         "free": maximum - count if maximum else None,
         "stat": None,
     }  # type: Dict[str, Any]
-    try:
-        doc["stat"] = root.stat().counters
-    except NotAvailable as e:
-        # Kernels without CONFIG_NF_CONNTRACK_PROCFS: the counters above still hold; the
-        # per-counter items are discarded, and this says why.
-        doc["stat_error"] = str(e)
+    problem = None
+    if args.source != "netlink":
+        try:
+            doc["stat"] = root.stat().counters
+            doc["stat_source"] = "proc"
+        except NotAvailable as e:
+            problem = str(e)
+    # Kernels without CONFIG_NF_CONNTRACK_PROCFS: the same per-CPU counters through ctnetlink
+    # (needs CAP_NET_ADMIN). Only for the live kernel, never mixed into a fixture tree.
+    if doc["stat"] is None and (args.source == "netlink" or (args.source == "auto" and args.proc_root == "/")):
+        from conntrack_zbx.sources import netlink
+
+        try:
+            doc["stat"] = netlink.stats_cpu()
+            doc["stat_source"] = "netlink"
+        except ConntrackError as e:
+            problem = "%s%s" % (problem + "; " if problem else "", e)
+    if doc["stat"] is None:
+        # The counters above still hold; the per-counter items are discarded, and this says why.
+        doc["stat_error"] = problem
     doc.update(_boot(root, maximum, buckets, args.etc_root))
     return doc
 
@@ -282,9 +313,10 @@ def _render(t, source: str, note: Optional[str], maximum: Optional[int], p: Dict
 def _talkers_doc(args: argparse.Namespace) -> Dict[str, Any]:
     """The talkers document, through the snapshot cache for the live table (docs/performance.md).
 
-    Fresh enough cached answer for these parameters: served as is. Else, under the cache lock
-    (so concurrent calls make one table read): the cached counts re-ranked, or one table read
-    that refreshes both. A cache that fails its safety checks is not used, and the answer says why.
+    A fresh enough cached answer for these parameters is served as is. Else, under the cache
+    lock (so concurrent calls make one table read, the others wait and take its answer), one
+    table read refreshes it. A cache that fails its safety checks is not used, and the answer
+    says why in ``cache_error``.
     """
     from conntrack_zbx import cache as cachemod
     from conntrack_zbx.sources.proc import ProcRoot
@@ -311,19 +343,12 @@ def _talkers_doc(args: argparse.Namespace) -> Dict[str, Any]:
                 doc = _cached(c, name, key, max_age)
                 if doc is not None:
                     return doc
-                counts = c.read("counts.json", max_age) if max_age > 0 else None
-                t = _tally_from_json(counts) if counts is not None and counts.get("key") == key else None
-                if t is not None:
-                    doc = _render(t, counts["source"], counts.get("source_note"), _live_max(root, True), p)
-                    c.write(name, dict(doc, key=key))
-                    doc.update(cached=True, age=round(counts["age"], 3))
-                    return doc
                 t, source, note = _read_table(args)
                 doc = _render(t, source, note, _live_max(root, True), p)
-                c.write("counts.json", {"key": key, "source": source, "source_note": note,
-                                        "entries": t.entries, "skipped": t.skipped, "truncated": t.truncated,
-                                        "rows": [[k[0].hex(), k[1], k[2], n] for k, n in t.counts.items()]})
-                c.write(name, dict(doc, key=key))
+                try:
+                    c.write(name, dict(doc, key=key))
+                except OSError as e:  # the answer stands; the next call reads afresh
+                    doc["cache_error"] = "cache not written: %s" % (e.strerror or e)
                 doc.update(cached=False, age=0.0)
                 return doc
     except (cachemod.CacheRefused, cachemod.LockTimeout) as e:
@@ -354,28 +379,6 @@ def _cached(c, name: str, key: Dict[str, str], max_age: int) -> Optional[Dict[st
     doc["cached"] = True
     doc["age"] = round(doc["age"], 3)
     return doc
-
-
-def _tally_from_json(doc: Dict[str, Any]):
-    """Cached counts back into a Tally; None if anything is not the shape we write."""
-    from collections import Counter
-
-    from conntrack_zbx.talkers import Tally
-
-    counts = Counter()  # type: Counter
-    try:
-        for src, proto, label, n in doc["rows"]:
-            if not (isinstance(src, str) and len(src) in (8, 32) and isinstance(proto, str)
-                    and isinstance(label, str) and type(n) is int and n > 0):
-                return None
-            counts[(bytes.fromhex(src), proto, label)] = n
-        entries, skipped, truncated = doc["entries"], doc["skipped"], doc["truncated"]
-        if type(entries) is not int or type(skipped) is not int or type(truncated) is not bool \
-                or not isinstance(doc["source"], str):
-            return None
-    except (KeyError, TypeError, ValueError):
-        return None
-    return Tally(entries, skipped, counts, truncated)
 
 
 def _live_max(root, required: bool) -> Optional[int]:
@@ -413,7 +416,7 @@ def _via_sudo(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
     if key is None:
         raise NotPermitted("--sudo is only for the agent keys' fixed command lines, "
                            "not for '%s'" % args.command)
-    defaults = build_parser().parse_args([args.command])
+    defaults = build_parser(args.command).parse_args([args.command])
     changed = [o for o in ("file", "source", "cache_dir", "budget", "proc_root", "params_stdin")
                if getattr(args, o) != getattr(defaults, o)]
     if changed:
