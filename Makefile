@@ -46,7 +46,7 @@ generate: $(STAMP)
 	$(VPY) -m conntrack_zbx.generate
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check conntrack_zbx tests
+	$(VENV)/bin/ruff check conntrack_zbx tests bench
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 clean:
