@@ -69,7 +69,7 @@ def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = N
         try:
             e = parse_line(line, addresses)
         except BadLine:
-            if line.strip():
+            if line.rstrip(b"\n"):  # an empty line is not a bad entry (same rule as count_block)
                 skipped += 1
             continue
         entries += 1

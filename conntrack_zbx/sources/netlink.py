@@ -238,6 +238,21 @@ def _single(mtype: int, family: int = 0) -> List[Tuple[bytes, int, int]]:
         s.close()
 
 
+def raw_answers(mtype: int, dump: bool = True) -> bytes:
+    """Every buffer the kernel sends for one request, concatenated (fixture capture)."""
+    s = open_socket()
+    try:
+        s.send(nl.request(mtype, nl.NLM_F_REQUEST | (nl.NLM_F_DUMP if dump else nl.NLM_F_ACK), 1))
+        out = []
+        while True:
+            buf = s.recv(RECV_SIZE)
+            out.append(buf)
+            if nl.walk(buf).done:
+                return b"".join(out)
+    finally:
+        s.close()
+
+
 def stats_cpu() -> Dict[str, int]:
     """The per-CPU counters summed, under the same stable names as /proc/net/stat/nf_conntrack."""
     total = {}  # type: Dict[str, int]
