@@ -360,9 +360,19 @@ def _talkers_doc(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _netns_id() -> str:
+    """This network namespace's cookie (unique for the boot, never reused: Linux >= 5.14), else
+    its nsfs inode (which a new namespace may reuse after the old one is gone)."""
+    import socket
+    import struct
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            return "cookie:%d" % struct.unpack("=Q", s.getsockopt(socket.SOL_SOCKET, 71, 8))[0]
+    except OSError:
+        pass
     try:
         st = os.stat("/proc/self/ns/net")
-        return "%d:%d" % (st.st_dev, st.st_ino)
+        return "inode:%d:%d" % (st.st_dev, st.st_ino)
     except OSError:
         return "unknown"
 

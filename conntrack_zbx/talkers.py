@@ -72,6 +72,9 @@ def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = N
             if line.rstrip(b"\n"):  # an empty line is not a bad entry (same rule as count_block)
                 skipped += 1
             continue
+        if by == "dst" and e.dst is None:
+            skipped += 1  # a garbled destination cannot be placed in a by-destination view
+            continue
         entries += 1
         counts[(keyfunc(e), e.proto, state_label(e))] += 1
     return Tally(entries, skipped, counts)

@@ -113,8 +113,26 @@ def test_sudo_grant_is_exactly_the_fixed_lines(grant):
     # zabbix-server package ships its own /etc/sudoers.d/zabbix for nmap; that one is not ours).
     binary, before = grant
     added = [r for r in sudo_rules() if r not in before]
-    assert added == ["(root) NOPASSWD: %s talkers" % binary]
-    # an argument the rule does not list is refused by sudo itself
-    p = subprocess.run(["setpriv", "--reuid=zabbix", "--regid=zabbix", "--init-groups",
-                        "sudo", "-n", binary, "talkers", "--proc-root", "/tmp"], capture_output=True)
-    assert p.returncode != 0 and b"password is required" in p.stderr
+    assert added == ["(root) NOPASSWD: %s talkers --params-stdin" % binary]
+    # any other argument list is refused by sudo itself: more, fewer or other arguments
+    for argv in (["talkers", "--params-stdin", "--proc-root", "/tmp"], ["talkers"], ["stats"],
+                 ["talkers", "--file", "/etc/shadow"]):
+        p = subprocess.run(["setpriv", "--reuid=zabbix", "--regid=zabbix", "--init-groups",
+                            "sudo", "-n", binary] + argv, capture_output=True, stdin=subprocess.DEVNULL)
+        assert p.returncode != 0 and b"password is required" in p.stderr, argv
+
+
+def test_key_parameters_reach_root_only_through_the_allow_list(agent, grant):
+    doc = get_json(agent, "conntrack.talkers[16,64,1,0]")
+    assert doc["prefix4"] == 16 and len(doc["sources"]) == 1 and doc["cached"] is False
+    assert doc["networks"][0]["network"] == "127.0.0.0/16"
+    for key, says in (("conntrack.talkers[33]", "prefix4=33 is outside 8..32"),
+                      ("conntrack.talkers[24x]", "prefix4='24x' is not allowed"),
+                      ("conntrack.talkers[--file]", "prefix4='--file' is not allowed"),
+                      ("conntrack.talkers[24 --file /etc/shadow]", "is not allowed"),
+                      ("conntrack.talkers[,,,99999]", "max_age=99999 is outside")):
+        err = get_json(agent, key)
+        assert list(err) == ["error"] and says in err["error"], (key, err)
+    # What the agent itself refuses never reaches us (UnsafeUserParameters=0): not supported.
+    raw = agent.get("conntrack.talkers[$(id)]")
+    assert raw.startswith("ZBX_NOTSUPPORTED") and "not allowed" in raw.lower(), raw

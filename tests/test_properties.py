@@ -25,7 +25,9 @@ for _tree in ("netlink-6.18.44-mixed", "netlink-6.18.44-acct-timestamp"):
     with open(os.path.join(fixture_tree(_tree), "ctnetlink-dump.bin"), "rb") as f:
         NETLINK_DUMPS.append(f.read())
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# tests/fuzz.py runs these same properties with a far bigger budget (CTZBX_FUZZ_EXAMPLES).
+SETTINGS = settings(max_examples=int(os.environ.get("CTZBX_FUZZ_EXAMPLES", "300")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def mutate(data: bytes, cuts):

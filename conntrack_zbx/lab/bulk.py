@@ -63,7 +63,7 @@ def known_answer(flows: List[Flow]) -> Counter:
     return out
 
 
-def messages(flows: List[Flow]) -> Iterator[bytes]:
+def messages(flows: List[Flow], timeout: int = TIMEOUT, first_port: int = 1024) -> Iterator[bytes]:
     seq = 0
     for f in flows:
         family = socket.AF_INET6 if ":" in f.src else socket.AF_INET
@@ -77,7 +77,7 @@ def messages(flows: List[Flow]) -> Iterator[bytes]:
             seq += 1
             # Distinct tuples: one source port per entry, another destination every 64,000.
             yield nl.entry_request(seq, family, src, dst if i < 64000 else _dst_variant(family, i),
-                                   proto, 1024 + i % 64000, dport, status, TIMEOUT, state)
+                                   proto, first_port + i % 64000, dport, status, timeout, state)
 
 
 def _dst_variant(family: int, i: int) -> bytes:
@@ -89,8 +89,9 @@ def _dst_variant(family: int, i: int) -> bytes:
     return (ipaddress.IPv6Address("2001:db8:ffff::") + k).packed
 
 
-def insert(flows: List[Flow]) -> Dict[str, int]:
-    """Insert every flow's entries in the current network namespace; returns counts and errors."""
+def insert(flows: List[Flow], timeout: int = TIMEOUT, first_port: int = 1024) -> Dict[str, int]:
+    """Insert every flow's entries in the current network namespace; returns counts and errors
+    (an entry that already exists is an EEXIST error, not a second entry)."""
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
     s.bind((0, 0))
@@ -110,7 +111,7 @@ def insert(flows: List[Flow]) -> Dict[str, int]:
                     errors += 1
                     errnos[os.strerror(nl.error_code(buf, off))] += 1
 
-    for m in messages(flows):
+    for m in messages(flows, timeout, first_port):
         batch.append(m)
         if len(batch) == BATCH:
             s.send(b"".join(batch))

@@ -29,7 +29,7 @@ class Entry(NamedTuple):
     proto: str  # "tcp", "udp", "icmp", "icmpv6", "sctp", "gre", "unknown", ...
     state: Optional[str]  # TCP/SCTP/DCCP state word, None for stateless protocols
     src: str  # normalised with ipaddress (IPv6 compressed)
-    dst: str
+    dst: Optional[str]  # None if garbled (the line's acceptance depends on the source only)
     sport: Optional[int]  # None when the protocol has no ports (ICMP, GRE, ...)
     dport: Optional[int]
     assured: bool
@@ -114,10 +114,12 @@ def parse_line(line: bytes, addresses: Optional[AddressCache] = None) -> Entry:
         elif key == b"dport":
             if dport is None:
                 dport = _int(value)
-    if dst is None:
-        raise BadLine("no original-direction destination")
+    try:
+        dst_text = addresses.get(dst) if dst is not None else None
+    except BadLine:
+        dst_text = None  # secondary field: the entry counts; a by-destination view skips it
     return Entry(family, proto_b.decode("ascii"), state_b.decode("ascii") if state_b else None, src_text,
-                 addresses.get(dst), sport, dport, flag in ASSURED_FLAGS, flag == b"[UNREPLIED]", zone, mark)
+                 dst_text, sport, dport, flag in ASSURED_FLAGS, flag == b"[UNREPLIED]", zone, mark)
 
 
 def _int(value: bytes) -> Optional[int]:
