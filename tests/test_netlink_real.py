@@ -4,8 +4,6 @@ under the reader never breaks the output, and the counters come without procfs."
 
 import ipaddress
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
