@@ -306,8 +306,11 @@ def conntrack_template() -> Dict[str, Any]:
     items.append(_master(
         TALKERS_KEY, "%s: Get top talkers" % SHORT, "{$CONNTRACK.TALKERS.INTERVAL}",
         "Master item: `conntrack-zbx talkers` as JSON: top sources and networks by "
-        "entries held. Reads the root-only entry table through the sudo drop-in; "
-        "without it the item is not supported with a message naming the grant.",
+        "entries held. Reads the root-only entry table (ctnetlink, else /proc) through the sudo "
+        "drop-in; without it the item is not supported with a message naming the grant. "
+        "Parameters: IPv4 and IPv6 roll-up prefix, how many talkers, and how many seconds a cached "
+        "table read may be reused (keep it below the interval); values outside the allow-list make "
+        "the item not supported with a message saying what is allowed.",
         _trigger(
             C, "%s: Top talkers not collected" % SHORT,
             "nodata(%s,{$CONNTRACK.TALKERS.NODATA.TIMEOUT})=1" % T(C, TALKERS_KEY), "WARNING",
