@@ -10,19 +10,71 @@ printed as 0 or as an empty list.
 Imports are kept lazy: ``stats`` runs every minute on every host and must start fast.
 """
 
-import argparse
-import json
+from __future__ import annotations
+
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
 
 from conntrack_zbx import __version__
 from conntrack_zbx.errors import ConntrackError, NotPermitted
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
+    import argparse
+    from typing import Any, Dict, List, Optional, Sequence
+
 INTERNAL_ERROR = 70
 
 
+# The agent commands' options as data: the full parser and the fast path below share them.
+STATS_DEFAULTS = {"proc_root": "/", "etc_root": "/", "source": "auto"}
+TABLE_DEFAULTS = {"proc_root": "/", "file": None, "source": "auto", "cache_dir": None, "budget": 2.5,
+                  "prefix4": "", "prefix6": "", "top": "", "max_age": ""}
+TABLE_FLAGS = ("sudo", "params_stdin")
+SOURCES = ("auto", "netlink", "proc")
+
+
+def fast_args(argv: Sequence[str]):
+    """The agent's own command lines (``stats``, ``talkers``/``discovery`` with ``--opt=value``
+    options and flags) parsed without argparse: importing and building it costs more than the
+    ``stats`` work, on every host, every minute. Anything else (help, an abbreviation, an
+    unknown or malformed option) returns None and goes through argparse, which explains itself."""
+    from types import SimpleNamespace
+
+    if not argv or argv[0] not in ("stats", "talkers", "discovery"):
+        return None
+    values = dict(STATS_DEFAULTS if argv[0] == "stats" else TABLE_DEFAULTS)
+    flags = {} if argv[0] == "stats" else dict.fromkeys(TABLE_FLAGS, False)
+    i = 1
+    while i < len(argv):
+        name, eq, value = argv[i][2:].partition("=") if argv[i].startswith("--") else ("", "", "")
+        dest = name.replace("-", "_")
+        if dest in flags and not eq:
+            flags[dest] = True
+            i += 1
+            continue
+        if dest not in values:
+            return None
+        if not eq:
+            if i + 1 >= len(argv):
+                return None
+            value = argv[i + 1]
+            i += 1
+        values[dest] = value
+        i += 1
+    if values["source"] not in SOURCES:
+        return None
+    if "budget" in values and not isinstance(values["budget"], float):
+        try:
+            values["budget"] = float(values["budget"])
+        except ValueError:
+            return None
+    return SimpleNamespace(command=argv[0], **values, **flags)
+
+
 def _positive(limit: int):
+    import argparse
+
     def check(text: str) -> int:
         try:
             value = int(text)
@@ -38,8 +90,9 @@ COMMANDS = ("stats", "talkers", "discovery", "top", "tune", "template")
 
 
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
-    """The whole CLI, or (``only``) just one subcommand: the agent keys run every minute on every
-    host, and building every subparser costs more than the ``stats`` work itself."""
+    """The whole CLI, or (``only``) just one subcommand."""
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="conntrack-zbx",
         description="Linux conntrack table monitoring for Zabbix: usage, drops, top talkers.",
@@ -134,7 +187,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
+    args = fast_args(argv) or build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     if args.command == "template":
         return _template(args)
     if args.command in ("top", "tune"):
@@ -164,7 +217,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _emit(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+    from conntrack_zbx.jsonout import dumps
+
+    sys.stdout.write((doc if isinstance(doc, Raw) else dumps(doc)) + "\n")
 
 
 # -- stats ----------------------------------------------------------------------------------
@@ -233,7 +288,7 @@ def _params(args: argparse.Namespace) -> Dict[str, int]:
             given = [o for o in ("file", "cache_dir") if getattr(args, o)]
             if given or any(getattr(args, p.name) for p in params.TALKERS_PARAMS):
                 raise params.Refused("--params-stdin takes every parameter from stdin, no options")
-            return params.from_json(sys.stdin.buffer.read(4097))
+            return params.from_wire(sys.stdin.buffer.read(4097))
         return params.check_all({p.name: getattr(args, p.name) for p in params.TALKERS_PARAMS})
     except params.Refused as e:
         raise NotPermitted(str(e)) from None
@@ -310,64 +365,73 @@ def _render(t, source: str, note: Optional[str], maximum: Optional[int], p: Dict
     return doc
 
 
-def _talkers_doc(args: argparse.Namespace) -> Dict[str, Any]:
+class Raw(str):
+    """A JSON document already written out (a cached answer): emitted as it is."""
+
+
+def _with(text: str, **fields: Any) -> Raw:
+    """Append fields to a written JSON object (the cache stores answers as written text)."""
+    from conntrack_zbx.jsonout import dumps
+
+    return Raw(text[:-1] + "".join(",%s:%s" % (dumps(k), dumps(v)) for k, v in fields.items()) + "}")
+
+
+def _talkers_doc(args: argparse.Namespace) -> Raw:
     """The talkers document, through the snapshot cache for the live table (docs/performance.md).
 
-    A fresh enough cached answer for these parameters is served as is. Else, under the cache
-    lock (so concurrent calls make one table read, the others wait and take its answer), one
-    table read refreshes it. A cache that fails its safety checks is not used, and the answer
-    says why in ``cache_error``.
+    A fresh enough cached answer for these parameters is served as it was written. Else, under
+    the cache lock (so concurrent calls make one table read, the others wait and take its
+    answer), one table read refreshes it. A cache that fails its safety checks is not used, and
+    the answer says why in ``cache_error``.
     """
     from conntrack_zbx import cache as cachemod
-    from conntrack_zbx.sources.proc import ProcRoot
+    from conntrack_zbx.jsonout import dumps
 
     p = _params(args)
-    root = ProcRoot(args.proc_root)
     if args.file:
         t, source, note = _read_table(args)
-        doc = _render(t, source, note, _live_max(root, required=False), p)
-        doc.update(cached=False, age=0.0)
-        return doc
+        return _with(dumps(_render(t, source, note, _live_max(args, required=False), p)), cached=False, age=0.0)
     name = "talkers-%d-%d-%d.json" % (p["prefix4"], p["prefix6"], p["top"])
     # Same answer only for the same table: network namespace (one cache serves every netns of
     # the host's mount namespace), root directory and source choice.
-    key = {"proc_root": os.path.abspath(args.proc_root), "source": args.source, "netns": _netns_id()}
+    key = "netns=%s proc_root=%s source=%s" % (_netns_id(), os.path.abspath(args.proc_root), args.source)
     max_age = p["max_age"]
     problem = None
     try:
         with cachemod.Cache(args.cache_dir or cachemod.DEFAULT_DIR) as c:
-            doc = _cached(c, name, key, max_age)
-            if doc is not None:
-                return doc
+            hit = c.read(name, max_age, key) if max_age > 0 else None
+            if hit is not None:
+                return _with(hit[0], cached=True, age=round(hit[1], 3))
             with c.lock(timeout=args.budget):
-                doc = _cached(c, name, key, max_age)
-                if doc is not None:
-                    return doc
+                hit = c.read(name, max_age, key) if max_age > 0 else None
+                if hit is not None:  # another call read the table while we waited
+                    return _with(hit[0], cached=True, age=round(hit[1], 3))
                 t, source, note = _read_table(args)
-                doc = _render(t, source, note, _live_max(root, True), p)
+                text = dumps(_render(t, source, note, _live_max(args, True), p))
                 try:
-                    c.write(name, dict(doc, key=key))
+                    c.write(name, key, text)
                 except OSError as e:  # the answer stands; the next call reads afresh
-                    doc["cache_error"] = "cache not written: %s" % (e.strerror or e)
-                doc.update(cached=False, age=0.0)
-                return doc
+                    return _with(text, cache_error="cache not written: %s" % (e.strerror or e),
+                                 cached=False, age=0.0)
+                return _with(text, cached=False, age=0.0)
     except (cachemod.CacheRefused, cachemod.LockTimeout) as e:
         problem = "cache not used: %s" % e
     t, source, note = _read_table(args)
-    doc = _render(t, source, note, _live_max(root, True), p)
-    doc.update(cached=False, age=0.0, cache_error=problem)
-    return doc
+    text = dumps(_render(t, source, note, _live_max(args, True), p))
+    return _with(text, cached=False, age=0.0, cache_error=problem)
 
 
 def _netns_id() -> str:
     """This network namespace's cookie (unique for the boot, never reused: Linux >= 5.14), else
     its nsfs inode (which a new namespace may reuse after the old one is gone)."""
-    import socket
-    import struct
+    import _socket  # the C module: ``socket`` would import enum, selectors... for one getsockopt
 
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            return "cookie:%d" % struct.unpack("=Q", s.getsockopt(socket.SOL_SOCKET, 71, 8))[0]
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        try:
+            return "cookie:%d" % int.from_bytes(s.getsockopt(_socket.SOL_SOCKET, 71, 8), sys.byteorder)
+        finally:
+            s.close()
     except OSError:
         pass
     try:
@@ -377,21 +441,10 @@ def _netns_id() -> str:
         return "unknown"
 
 
-def _cached(c, name: str, key: Dict[str, str], max_age: int) -> Optional[Dict[str, Any]]:
-    if max_age <= 0:
-        return None
-    doc = c.read(name, max_age)
-    if doc is None or doc.get("key") != key or not isinstance(doc.get("discovery"), list) \
-            or not isinstance(doc.get("sources"), list) or not isinstance(doc.get("entries"), int):
-        return None
-    for k in ("format", "written", "key"):
-        doc.pop(k, None)
-    doc["cached"] = True
-    doc["age"] = round(doc["age"], 3)
-    return doc
+def _live_max(args: argparse.Namespace, required: bool) -> Optional[int]:
+    from conntrack_zbx.sources.proc import ProcRoot
 
-
-def _live_max(root, required: bool) -> Optional[int]:
+    root = ProcRoot(args.proc_root)
     if required:
         return root.max()
     try:
@@ -400,13 +453,15 @@ def _live_max(root, required: bool) -> Optional[int]:
         return None
 
 
-def _talkers(args: argparse.Namespace) -> Dict[str, Any]:
+def _talkers(args: argparse.Namespace) -> Raw:
     return _talkers_doc(args)
 
 
 def _discovery(args: argparse.Namespace) -> List[Dict[str, str]]:
     """The same LLD rows standalone, for setups that poll discovery as its own item."""
-    return _talkers_doc(args)["discovery"]
+    import json
+
+    return json.loads(_talkers_doc(args))["discovery"]
 
 
 # -- privilege: the fixed sudo line ---------------------------------------------------------
@@ -419,27 +474,25 @@ def _via_sudo(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
     """
     import subprocess
 
+    from conntrack_zbx import params
     from conntrack_zbx.keys import KEYS, SUDO, sudo_command
-    from conntrack_zbx.params import TALKERS_PARAMS
 
     key = next((k for k in KEYS if k.privileged and k.args[0] == args.command), None)
     if key is None:
         raise NotPermitted("--sudo is only for the agent keys' fixed command lines, "
                            "not for '%s'" % args.command)
-    defaults = build_parser(args.command).parse_args([args.command])
-    changed = [o for o in ("file", "source", "cache_dir", "budget", "proc_root", "params_stdin")
-               if getattr(args, o) != getattr(defaults, o)]
+    changed = [o for o in ("file", "source", "cache_dir", "budget", "proc_root")
+               if getattr(args, o) != TABLE_DEFAULTS[o]] + (["params_stdin"] if args.params_stdin else [])
     if changed:
         raise NotPermitted("--sudo runs only the fixed line '%s' with the key parameters (%s): drop "
-                           "--%s" % (" ".join(sudo_command(key)), ", ".join(p.name for p in TALKERS_PARAMS),
+                           "--%s" % (" ".join(sudo_command(key)), ", ".join(prm.name for prm in params.TALKERS_PARAMS),
                                      ", --".join(o.replace("_", "-") for o in changed)))
     values = _params(args)  # refused here, before anything runs as root
-    given = {name: str(v) for name, v in values.items()}
     if os.geteuid() == 0:  # already root (e.g. run by hand): nothing to elevate
-        return main([args.command] + ["--%s=%s" % (n.replace("_", "-"), v) for n, v in given.items()])
+        return main([args.command] + ["--%s=%d" % (n.replace("_", "-"), v) for n, v in values.items()])
     cmd = [SUDO, "-n"] + list(sudo_command(key, os.path.abspath(sys.argv[0])))
     try:
-        p = subprocess.run(cmd, input=json.dumps(given).encode(), capture_output=True)
+        p = subprocess.run(cmd, input=params.to_wire(values), capture_output=True)
     except FileNotFoundError:
         raise NotPermitted("%s is not installed: the talker keys read the root-only entry table "
                            "through sudo; install sudo and sudoers.d/conntrack-zbx "
@@ -447,6 +500,8 @@ def _via_sudo(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
     out = p.stdout.decode("utf-8", "replace")
     if out.lstrip().startswith(("{", "[")):
         if args.command == "discovery" and out.lstrip().startswith("{") and p.returncode == 0:
+            import json
+
             out = json.dumps(json.loads(out)["discovery"], separators=(",", ":")) + "\n"
         sys.stdout.write(out)
         return p.returncode
@@ -473,6 +528,8 @@ def _template(args: argparse.Namespace) -> int:
     except OSError as e:
         sys.stderr.write("conntrack-zbx: %s\n" % e)
         return 1
+    import json
+
     sys.stdout.write(json.dumps(result, indent=1) + "\n")
     return 0
 
@@ -489,7 +546,7 @@ def _top(args: argparse.Namespace) -> str:
         f, what = root.open_table(), root.path("proc/net/nf_conntrack")
     with f:
         t = tally(iter_lines(f), args.by)
-    maximum = args.max if args.max is not None else _live_max(root, required=False)
+    maximum = args.max if args.max is not None else _live_max(args, required=False)
     out = []
     share = " (%s%% of nf_conntrack_max %d)" % (pct(t.entries, maximum), maximum) if maximum else ""
     out.append("%d entries%s in %s; %d lines skipped\n" % (t.entries, share, what, t.skipped))

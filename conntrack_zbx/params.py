@@ -8,16 +8,19 @@ the default. Nothing else is accepted: no sign, no spaces, no Unicode digits, no
 text, never a path. The root side (``--params-stdin``) validates again, trusting nothing.
 """
 
-import re
-from typing import Dict, NamedTuple, Optional, Tuple
+from __future__ import annotations
+
+from conntrack_zbx.record import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
+    from typing import Dict, Optional, Tuple
 
 
-class Param(NamedTuple):
-    name: str  # also the CLI option, with dashes: --prefix4
-    lo: int
-    hi: int
-    default: int
-    help: str
+Param = record(
+    "Param", "name lo hi default help",
+    """One key parameter: ``name`` (also the CLI option, with dashes: --prefix4), the allowed
+range ``lo``..``hi``, the ``default`` for an empty value, and ``help``.""")
 
 
 TALKERS_PARAMS = (
@@ -27,7 +30,6 @@ TALKERS_PARAMS = (
     Param("max_age", 0, 3600, 20, "seconds a cached table read may be reused; 0 = always read afresh"),
 )
 
-_DIGITS = re.compile(r"[0-9]{1,5}\Z")
 
 
 class Refused(ValueError):
@@ -38,7 +40,7 @@ def check(p: Param, raw: Optional[str]) -> int:
     """Validate one parameter as typed ('' or None = the default)."""
     if raw is None or raw == "":
         return p.default
-    if not isinstance(raw, str) or not _DIGITS.match(raw):
+    if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit() and len(raw) <= 5):
         raise Refused("parameter %s=%r is not allowed: use a whole number %d..%d (plain digits), "
                       "or leave it empty for %d" % (p.name, str(raw)[:40], p.lo, p.hi, p.default))
     value = int(raw)
@@ -58,19 +60,29 @@ def check_all(given: Dict[str, Optional[str]]) -> Dict[str, int]:
     return {p.name: check(p, given.get(p.name)) for p in TALKERS_PARAMS}
 
 
-def from_json(data: bytes) -> Dict[str, int]:
-    """The root side of the sudo line: a small JSON object of parameters, validated again."""
-    import json
+def to_wire(values: Dict[str, int]) -> bytes:
+    """What the agent side writes to the sudo line's stdin: ``name=value`` words, one line."""
+    return (" ".join("%s=%d" % (p.name, values[p.name]) for p in TALKERS_PARAMS) + "\n").encode("ascii")
 
+
+def from_wire(data: bytes) -> Dict[str, int]:
+    """The root side of the sudo line: ``name=value`` words on one line, validated again,
+    trusting nothing (size, encoding, names, duplicates, values)."""
     if len(data) > 4096:
-        raise Refused("parameter document on stdin is larger than 4096 bytes")
+        raise Refused("parameters on stdin are longer than 4096 bytes")
     try:
-        doc = json.loads(data.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        raise Refused("parameters on stdin are not an ASCII JSON object") from None
-    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
-        raise Refused("parameters on stdin must be a JSON object of strings")
-    return check_all(doc)
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise Refused("parameters on stdin are not ASCII") from None
+    if text.count("\n") > 1 or (text and not text.endswith("\n") and "\n" in text):
+        raise Refused("parameters on stdin must be one line")
+    given = {}  # type: Dict[str, Optional[str]]
+    for word in text.split():
+        name, eq, value = word.partition("=")
+        if not eq or name in given:
+            raise Refused("parameters on stdin must be distinct name=value words, got %r" % word[:40])
+        given[name] = value
+    return check_all(given)
 
 
 def as_tuple(values: Dict[str, int]) -> Tuple[int, ...]:

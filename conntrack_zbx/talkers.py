@@ -316,12 +316,18 @@ def address_text(packed: bytes) -> str:
 
 
 def network_of(prefix4: int, prefix6: int) -> Callable[[bytes], Tuple[bytes, int]]:
-    """Packed address -> (packed network address, prefix length); called once per distinct key."""
-    masks = {4: (prefix4, ((1 << 32) - 1) ^ ((1 << (32 - prefix4)) - 1)),
-             16: (prefix6, ((1 << 128) - 1) ^ ((1 << (128 - prefix6)) - 1))}
+    """Packed address -> (packed network address, prefix length); called once per distinct key.
+    Whole-byte prefixes (the /24 and /64 defaults) are a slice, others a mask."""
+    shapes = {}  # type: Dict[int, Tuple[int, int, int, bytes]]
+    for size, prefix in ((4, prefix4), (16, prefix6)):
+        bits = size * 8
+        shapes[size] = (prefix, prefix // 8 if prefix % 8 == 0 else -1,
+                        ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1), bytes(size - prefix // 8))
 
     def keyer(packed: bytes) -> Tuple[bytes, int]:
-        prefix, mask = masks[len(packed)]
+        prefix, whole, mask, pad = shapes[len(packed)]
+        if whole >= 0:
+            return packed[:whole] + pad, prefix
         return (int.from_bytes(packed, "big") & mask).to_bytes(len(packed), "big"), prefix
 
     return keyer

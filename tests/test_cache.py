@@ -91,21 +91,31 @@ def test_directory_others_may_write_is_refused(capsys, cache_dir, mode):
     assert real_answer(doc) and "group/other may access it" in doc["cache_error"]
 
 
-def forged(age=0.0):
-    """A plausible answer that names the wrong culprit."""
+def forge(path, body_change=None, age=0.0):
+    """Rewrite a cache file as a forger could: a plausible answer naming the wrong culprit,
+    with a correct header (time, CRC, key) so only the ownership and mode checks stand."""
     import time
-    return {"format": 1, "written": time.time() - age, "entries": 999, "sources": [{"address": "6.6.6.6"}],
-            "discovery": [], "networks": [], "key": None}
+    import zlib
+
+    with open(path, "rb") as f:
+        header, _, body = f.read().partition(b"\n")
+    if body_change:
+        body = body.replace(*body_change)
+    words = header.split(b" ")
+    words[2] = b"%r" % (time.time() - age)
+    words[3] = b"%d" % zlib.crc32(body)
+    with open(path, "wb") as f:
+        f.write(b" ".join(words) + b"\n" + body)
 
 
 def test_foreign_file_in_the_directory_is_not_trusted(capsys, cache_dir):
     require_root()
     first = talkers(capsys, cache_dir)
-    planted = dict(forged(), key=json.load(open(os.path.join(cache_dir, NAME)))["key"])
     path = os.path.join(cache_dir, NAME)
-    with open(path, "w") as f:
-        json.dump(planted, f)
-    os.chown(path, 65534, 65534)
+    forge(path, (b"127.0.1.10", b"6.6.6.6"))
+    assert talkers(capsys, cache_dir)["sources"][0]["address"] == "6.6.6.6"  # a valid forgery...
+    forge(path, (b"127.0.1.10", b"6.6.6.6"))
+    os.chown(path, 65534, 65534)  # ...owned by someone else is never served
     doc = talkers(capsys, cache_dir)
     assert doc["cached"] is False and real_answer(doc) and doc["sources"] == first["sources"]
     assert os.stat(path).st_uid == os.geteuid()  # replaced by our own answer
@@ -113,7 +123,8 @@ def test_foreign_file_in_the_directory_is_not_trusted(capsys, cache_dir):
 
 def test_symlinked_answer_is_not_followed_and_its_target_untouched(capsys, cache_dir, tmp_path):
     target = tmp_path / "precious"
-    target.write_text(json.dumps(forged()))
+    talkers(capsys, cache_dir)
+    os.rename(os.path.join(cache_dir, NAME), str(target))  # a valid answer, but behind a link
     os.chmod(str(target), 0o600)
     before = target.read_bytes()
     os.symlink(str(target), os.path.join(cache_dir, NAME))
@@ -129,14 +140,21 @@ def test_fifo_in_place_of_an_answer_does_not_hang(capsys, cache_dir):
     assert doc["cached"] is False and real_answer(doc)
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b"\xff\xfe", b"[]", b'{"format": 1}',
-                                     b'{"format": 1, "written": "yesterday"}',
-                                     b'{"format": 99, "written": 0}'])
-def test_corrupt_answer_is_ignored_and_rebuilt(capsys, cache_dir, content):
+@pytest.mark.parametrize("damage", [
+    lambda d: b"", lambda d: b"{not json", lambda d: b"\xff\xfe" * 40, lambda d: d[: len(d) // 2],
+    lambda d: d.replace(b"127.0.1.10", b"127.0.1.99", 1),  # body changed, CRC not
+    lambda d: d.replace(b"conntrack-zbx-cache 2 ", b"conntrack-zbx-cache 9 ", 1),
+    lambda d: d.replace(b" ", b"  ", 1), lambda d: d.split(b"\n", 1)[1],
+    lambda d: d.replace(b"\n", b" nan\n", 1),
+], ids=["empty", "garbage", "binary", "cut", "body-changed", "format", "header-spaces", "no-header",
+        "extra-word"])
+def test_corrupt_answer_is_ignored_and_rebuilt(capsys, cache_dir, damage):
+    talkers(capsys, cache_dir)
     path = os.path.join(cache_dir, NAME)
+    with open(path, "rb") as f:
+        data = f.read()
     with open(path, "wb") as f:
-        f.write(content)
-    os.chmod(path, 0o600)
+        f.write(damage(data))
     doc = talkers(capsys, cache_dir)
     assert doc["cached"] is False and real_answer(doc)
     assert talkers(capsys, cache_dir)["cached"] is True  # rebuilt: the next call uses it
@@ -145,10 +163,7 @@ def test_corrupt_answer_is_ignored_and_rebuilt(capsys, cache_dir, content):
 def test_future_dated_or_group_readable_answers_are_ignored(capsys, cache_dir):
     talkers(capsys, cache_dir)
     path = os.path.join(cache_dir, NAME)
-    doc = json.load(open(path))
-    doc["written"] += 3600
-    with open(path, "w") as f:
-        json.dump(doc, f)
+    forge(path, age=-3600)
     assert talkers(capsys, cache_dir)["cached"] is False
     os.chmod(path, 0o640)
     assert talkers(capsys, cache_dir)["cached"] is False

@@ -279,3 +279,27 @@ def test_fixture_table_is_root_only_like_the_kernel():
     # documents the real mode the privilege model is built around
     mode = stat.S_IMODE(os.stat("/proc/net/nf_conntrack").st_mode)
     assert mode == 0o440
+
+
+@pytest.mark.parametrize("argv", [
+    ["stats"], ["stats", "--proc-root", "/x", "--etc-root=/y", "--source=netlink"],
+    ["talkers"], ["talkers", "--sudo", "--prefix4=16", "--prefix6=", "--top=3", "--max-age=0"],
+    ["talkers", "--params-stdin"], ["discovery", "--file", "/tmp/f", "--budget", "1.5", "--cache-dir=/c"],
+    ["talkers", "--source", "proc", "--top", "5", "--top=7"],
+])
+def test_fast_argv_path_equals_argparse(argv):
+    """The agent command lines skip argparse; they must mean exactly what argparse makes of them."""
+    from conntrack_zbx.cli import build_parser, fast_args
+
+    fast = fast_args(argv)
+    assert fast is not None
+    assert vars(fast) == vars(build_parser(argv[0]).parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [["talkers", "--help"], ["talkers", "--top"], ["talkers", "--pre=1"],
+                                  ["talkers", "--source=x"], ["stats", "--sudo"], ["talkers", "x"],
+                                  ["talkers", "--budget=soon"], ["tune", "--max", "5"]])
+def test_anything_unusual_goes_through_argparse(argv):
+    from conntrack_zbx.cli import fast_args
+
+    assert fast_args(argv) is None

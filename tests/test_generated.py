@@ -62,11 +62,36 @@ def test_agent_keys_import_nothing_heavy():
     assert p.stderr.decode() == "[]"
 
 
+def imported_by(argv, env=None):
+    """Every module a run of the launcher imports (from -X importtime, so nothing is missed)."""
+    # -S: no site (a dev venv's editable-install hook imports re itself); PYTHONPATH finds the code
+    p = subprocess.run([sys.executable, "-S", "-X", "importtime", os.path.join(REPO, "bin/conntrack-zbx")] + argv,
+                       capture_output=True, cwd="/", env=env)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    return {ln.rsplit("|", 1)[1].strip() for ln in p.stderr.decode().splitlines() if ln.startswith("import time:")}
+
+
+LEAN_FORBIDDEN = {"re", "json", "argparse", "typing", "collections", "socket", "enum", "subprocess"}
+
+
+def test_counters_and_cached_talkers_import_only_what_they_need(tmp_path):
+    """The agent's every-minute calls stay near the interpreter's own start-up (the bench's
+    target: <= 2x `python3 -c pass`): no re, json, argparse, typing, collections, socket."""
+    mixed = os.path.join(REPO, "tests/fixtures/kernel-6.18.44-mixed")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    assert imported_by(["stats", "--proc-root", mixed], env) & LEAN_FORBIDDEN == set()
+    cache = str(tmp_path / "cache")
+    argv = ["talkers", "--proc-root", mixed, "--cache-dir", cache, "--max-age=600"]
+    assert "re" in imported_by(argv, env)  # the first call reads the table
+    assert imported_by(argv, env) & LEAN_FORBIDDEN == set()  # the second is served from the cache
+
+
 def test_agent_code_is_python38_compatible():
     """The agent runs on the host's system python3; vermin checks syntax *and* stdlib APIs."""
     agent_side = [os.path.join(REPO, "conntrack_zbx", p) for p in (
         "__init__.py", "__main__.py", "cli.py", "errors.py", "keys.py", "lld.py", "talkers.py",
-        "parse", "sources")]
+        "boot.py", "cache.py", "jsonout.py", "params.py", "record.py", "tune.py", "parse", "sources")] + [
+        os.path.join(REPO, "bin/conntrack-zbx")]
     vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
     p = subprocess.run([vermin, "--no-tips", "--violations",
                         "--eval-annotations", "-t=3.8-"] + agent_side, capture_output=True)

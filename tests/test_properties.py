@@ -153,3 +153,33 @@ def test_real_dumps_mutated(dump, cuts):
     if found is not None and sum(slow.values()) == len(found):
         labelled = nl.labelled(Counter(found))
         assert sum(labelled.values()) == len(found)
+
+
+@SETTINGS
+@given(st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16)),
+       st.integers(8, 32), st.integers(16, 128))
+def test_network_roll_up_equals_ipaddress(packed, prefix4, prefix6):
+    import ipaddress
+
+    from conntrack_zbx.talkers import network_of, network_text
+
+    ip = ipaddress.ip_address(packed)
+    prefix = prefix4 if ip.version == 4 else prefix6
+    assert network_text(network_of(prefix4, prefix6)(packed)) == \
+        str(ipaddress.ip_network("%s/%d" % (ip, prefix), strict=False))
+
+
+JSON_DOCS = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30)
+
+
+@SETTINGS
+@given(JSON_DOCS)
+def test_json_output_equals_the_json_module(doc):
+    import json
+
+    from conntrack_zbx.jsonout import dumps
+
+    assert dumps(doc) == json.dumps(doc, separators=(",", ":"))
