@@ -100,31 +100,34 @@ def dump(deadline: Optional[float] = None) -> Dump:
     """One CT_GET dump, counted as raw Records; nothing holds the table.
 
     The kernel does its part of a dump (walking the table, filling the next buffer) inside
-    recv(). A forked reader process does only the recv() calls and passes each buffer on
-    through a pipe, while this process counts the previous one: the kernel's work and ours
-    run on two CPUs at once, with no lock between them (threads would serialise on the GIL).
+    recv(). A forked reader process does only the recv() calls, straight into a ring of shared
+    memory slots, and says which slot it filled through a pipe, while this process counts the
+    previous slot and hands it back: the kernel's work and ours run on two CPUs at once, nothing
+    is copied between them, and there is no lock (threads would serialise on the GIL).
     Each buffer is counted by the compiled row pattern and checked against its message count;
     a buffer the pattern does not fully account for is decoded message by message instead.
     """
+    import mmap
+
     s = open_socket()
     s.send(nl.dump_request(1, 0))
-    r, w = os.pipe()
-    try:
-        import fcntl
-        fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: the reader never waits on us
-    except OSError:
-        pass
+    ring = mmap.mmap(-1, SLOTS * RECV_SIZE)  # anonymous and shared with the forked reader
+    filled_r, filled_w = os.pipe()
+    free_r, free_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(r)
-        _reader(s, w)  # never returns
-    os.close(w)
+        os.close(filled_r)
+        os.close(free_w)
+        _reader(s, ring, filled_w, free_r)  # never returns
+    os.close(filled_w)
+    os.close(free_r)
     s.close()
+    view = memoryview(ring)
     raw = Counter()  # type: Counter
     slow = Counter()  # type: Counter
     entries = skipped = 0
     done = False
-    f = os.fdopen(r, "rb", buffering=1 << 20)
+    f = os.fdopen(filled_r, "rb", buffering=1 << 16)
     try:
         while True:
             if deadline is not None and time.monotonic() > deadline:
@@ -132,10 +135,10 @@ def dump(deadline: Optional[float] = None) -> Dump:
             head = f.read(_FRAME.size)
             if len(head) != _FRAME.size:
                 raise Malformed("the ctnetlink reader process stopped before the dump was complete")
-            size, end = _FRAME.unpack(head)
-            if end == _FAILED:
+            slot, size, state = _FRAME.unpack(head)
+            if state == _FAILED:
                 raise _failure(f.read(size))
-            buf = f.read(size)
+            buf = view[slot * RECV_SIZE:slot * RECV_SIZE + size]
             try:
                 wk = nl.walk(buf)
             except nl.BadMessage as e:
@@ -150,53 +153,72 @@ def dump(deadline: Optional[float] = None) -> Dump:
                     raw.update(c)  # a list: counted in C
                     entries += rows
                 else:
-                    e, k = _decode_slowly(buf, slow)
+                    e, k = _decode_slowly(bytes(buf), slow)
                     entries += e
                     skipped += k
+            buf.release()
             if wk.done:
                 done = True
                 break
+            try:
+                os.write(free_w, b".")  # the slot is the reader's again
+            except BrokenPipeError:  # the reader has stopped: its frame (or EOF) says why
+                pass
     finally:
         f.close()
+        os.close(free_w)
         if not done:
             try:
                 os.kill(pid, 9)
             except OSError:
                 pass
         os.waitpid(pid, 0)
+        view.release()
+        ring.close()
     counts = nl.labelled(raw)
     if slow:
         counts.update(nl.label_records(slow))
     return Dump(counts, entries, skipped, not done)
 
 
-# Reader -> counter frames: buffer size and whether the reader carries on or failed.
-_FRAME = struct.Struct("=II")
+# Reader -> counter frames: slot, bytes in it, and whether the reader carries on or failed (then
+# the error text of that many bytes follows the frame).
+_FRAME = struct.Struct("=III")
 _MORE, _FAILED = 0, 2
+SLOTS = 32
 _DONE_TAIL = struct.pack("=IH", 20, nl.NLMSG_DONE)
 
 
-def _reader(s: socket.socket, w: int) -> None:
-    """The forked reader: recv() until the dump ends and frame each buffer onto ``w``. It does
-    nothing else: the kernel's share (inside recv) is the larger half of the work."""
+def _reader(s: socket.socket, ring, filled: int, free: int) -> None:
+    """The forked reader: recv() into the ring's slots, in order, until the dump ends, and
+    say which slot holds how much. It does nothing else: the kernel's share (inside recv) is
+    the larger half of the work."""
     code = 0
     try:
-        out = os.fdopen(w, "wb", buffering=1 << 16)
+        view = memoryview(ring)
+        tokens, slot = SLOTS, 0
         while True:
-            buf = s.recv(RECV_SIZE)
-            if not buf:
+            if tokens == 0:
+                got = os.read(free, 4096)
+                if not got:
+                    break  # the counting side is gone (deadline)
+                tokens = len(got)
+            tokens -= 1
+            n = s.recv_into(view[slot * RECV_SIZE:(slot + 1) * RECV_SIZE])
+            if n == 0:
                 raise Malformed("ctnetlink closed the dump without NLMSG_DONE")
-            out.write(_FRAME.pack(len(buf), _MORE) + buf)
+            os.write(filled, _FRAME.pack(slot, n, _MORE))
             # The dump ends with NLMSG_DONE, last in its buffer, or with an NLMSG_ERROR (the
             # counting side reads either and stops).
-            if buf[-20:-14] == _DONE_TAIL or buf[4:6] == b"\x02\x00":
+            start = slot * RECV_SIZE
+            if view[start + n - 20:start + n - 14] == _DONE_TAIL or view[start + 4:start + 6] == b"\x02\x00":
                 break
-        out.flush()
+            slot = (slot + 1) % SLOTS
     except BaseException as e:  # reported through the pipe, never raised into the caller's stack
         code = 1
         try:
             msg = ("%d|%s" % (getattr(e, "errno", None) or 0, e)).encode("utf-8", "replace")[:4000]
-            os.write(w, _FRAME.pack(len(msg), _FAILED) + msg)
+            os.write(filled, _FRAME.pack(0, len(msg), _FAILED) + msg)
         except BaseException:
             pass
     finally:
