@@ -330,12 +330,11 @@ def _read_netlink(deadline: float):
 
 def _render(t, source: str, note: Optional[str], maximum: Optional[int], p: Dict[str, int]) -> Dict[str, Any]:
     from conntrack_zbx.lld import discovery_rows
-    from conntrack_zbx.talkers import address_text, family_of, network_of, network_text, pct, rank
+    from conntrack_zbx.talkers import family_of, pct, rank_sources_and_networks
 
     top = p["top"]
-    ranked = rank(t.counts, top, text=address_text)
-    sources = ranked.groups
-    networks = rank(t.counts, top, network_of(p["prefix4"], p["prefix6"]), network_text).groups
+    ranked, by_net = rank_sources_and_networks(t.counts, top, p["prefix4"], p["prefix6"])
+    sources, networks = ranked.groups, by_net.groups
     doc = {
         "source": source,
         "entries": t.entries,

@@ -268,33 +268,74 @@ def rank(counts: Counter, top: Optional[int] = None, keyer: Optional[Callable] =
     Totals are summed per distinct key in one pass; the protocol/state breakdown is built for
     the top rows only, so a table with many thousand distinct sources ranks in milliseconds.
     """
+    totals = _totals(counts)
+    members = None  # type: Optional[Dict[Hashable, int]]
+    mapped = None  # type: Optional[Dict[Hashable, Hashable]]
+    if keyer is not None:
+        totals, members, mapped = _roll_up(totals, keyer)
+    chosen = _top(totals, top)
+    wanted = {g: (Counter(), Counter()) for g, _ in chosen}  # type: Dict[Hashable, Tuple[Counter, Counter]]
+    for (key, proto, state), n in counts.items():
+        row = wanted.get(mapped[key] if mapped is not None else key)
+        if row is not None:
+            row[0][proto] += n
+            row[1][state] += n
+    return Ranking(_groups(chosen, wanted, members, text), len(totals))
+
+
+def rank_sources_and_networks(counts: Counter, top: int, prefix4: int, prefix6: int) -> Tuple[Ranking, Ranking]:
+    """``rank`` by source and by network at once (what talkers reports): the per-source totals
+    are summed once and rolled up into networks, and one more pass over the counts builds the
+    breakdown of the top rows of both."""
+    by_src = _totals(counts)
+    by_net, members, net_of = _roll_up(by_src, network_of(prefix4, prefix6))
+    top_src, top_net = _top(by_src, top), _top(by_net, top)
+    want_src = {g: (Counter(), Counter()) for g, _ in top_src}  # type: Dict[Hashable, Tuple[Counter, Counter]]
+    want_net = {g: (Counter(), Counter()) for g, _ in top_net}  # type: Dict[Hashable, Tuple[Counter, Counter]]
+    for (key, proto, state), n in counts.items():
+        row = want_src.get(key)
+        if row is not None:
+            row[0][proto] += n
+            row[1][state] += n
+        row = want_net.get(net_of[key])
+        if row is not None:
+            row[0][proto] += n
+            row[1][state] += n
+    return (Ranking(_groups(top_src, want_src, None, address_text), len(by_src)),
+            Ranking(_groups(top_net, want_net, members, network_text), len(by_net)))
+
+
+def _totals(counts: Counter) -> Dict[Hashable, int]:
     totals = {}  # type: Dict[Hashable, int]
-    members = {}  # type: Dict[Hashable, set]
-    mapped = {}  # type: Dict[Hashable, Hashable]
     get = totals.get
-    if keyer is None:
-        for (key, _proto, _state), n in counts.items():
-            totals[key] = get(key, 0) + n
-    else:
-        for (key, _proto, _state), n in counts.items():
-            g = mapped.get(key)
-            if g is None:
-                g = mapped[key] = keyer(key)
-                members.setdefault(g, set()).add(key)
-            totals[g] = get(g, 0) + n
+    for (key, _proto, _state), n in counts.items():
+        totals[key] = get(key, 0) + n
+    return totals
+
+
+def _roll_up(totals: Dict[Hashable, int], keyer: Callable):
+    """Per-key totals -> (per-group totals, distinct keys per group, key -> group)."""
+    mapped = {}  # type: Dict[Hashable, Hashable]
+    grouped = {}  # type: Dict[Hashable, int]
+    members = {}  # type: Dict[Hashable, int]
+    for key, n in totals.items():
+        g = mapped[key] = keyer(key)
+        grouped[g] = grouped.get(g, 0) + n
+        members[g] = members.get(g, 0) + 1
+    return grouped, members, mapped
+
+
+def _top(totals: Dict[Hashable, int], top: Optional[int]) -> List[Tuple[Hashable, int]]:
     items = totals.items()
     if top is not None and len(totals) > top:
         # Only rows that can make the top need the full sort key (ties broken by key).
         floor = heapq.nlargest(top, totals.values())[-1]
         items = [kv for kv in items if kv[1] >= floor]
     order = sorted(items, key=lambda kv: (-kv[1],) + _order(kv[0]))
-    chosen = order if top is None else order[:top]
-    wanted = {g: (Counter(), Counter()) for g, _ in chosen}  # type: Dict[Hashable, Tuple[Counter, Counter]]
-    for (key, proto, state), n in counts.items():
-        row = wanted.get(mapped[key] if keyer is not None else key)
-        if row is not None:
-            row[0][proto] += n
-            row[1][state] += n
+    return order if top is None else order[:top]
+
+
+def _groups(chosen, wanted, members: Optional[Dict[Hashable, int]], text: Optional[Callable]) -> List[Group]:
     show = text or (lambda k: k)
     groups = []
     for g, count in chosen:
@@ -305,9 +346,9 @@ def rank(counts: Counter, top: Optional[int] = None, keyer: Optional[Callable] =
             established=states.get("ESTABLISHED", 0),
             protocols=dict(sorted(protos.items())),
             states=dict(sorted(states.items(), key=lambda kv: (-kv[1], kv[0]))),
-            members=len(members[g]) if keyer is not None else 1,
+            members=members[g] if members is not None else 1,
         ))
-    return Ranking(groups, len(totals))
+    return groups
 
 
 def address_text(packed: bytes) -> str:

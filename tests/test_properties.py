@@ -183,3 +183,20 @@ def test_json_output_equals_the_json_module(doc):
     from conntrack_zbx.jsonout import dumps
 
     assert dumps(doc) == json.dumps(doc, separators=(",", ":"))
+
+
+@SETTINGS
+@given(st.dictionaries(st.tuples(st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16)),
+                                 st.sampled_from(["tcp", "udp"]), st.sampled_from(["ESTABLISHED", "UNREPLIED"])),
+                       st.integers(1, 50), max_size=40),
+       st.integers(1, 5), st.integers(8, 32), st.integers(16, 128))
+def test_talkers_ranking_equals_the_general_ranking(counts, top, prefix4, prefix6):
+    """The fused source+network ranking talkers uses gives what `rank` gives for each view."""
+    from collections import Counter
+
+    from conntrack_zbx.talkers import address_text, network_of, network_text, rank, rank_sources_and_networks
+
+    counts = Counter(counts)
+    src, net = rank_sources_and_networks(counts, top, prefix4, prefix6)
+    assert src == rank(counts, top, text=address_text)
+    assert net == rank(counts, top, network_of(prefix4, prefix6), network_text)
