@@ -31,7 +31,7 @@ run: $(STAMP)
 	$(VENV)/bin/conntrack-zbx top
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check conntrack_zbx tests bench
+	$(VENV)/bin/ruff check conntrack_zbx tests bench bin/conntrack-zbx
 
 # Speed and memory against the kernel's own floor, on real 262k/1M-entry tables (docs/performance.md).
 bench: $(STAMP)
@@ -39,14 +39,14 @@ bench: $(STAMP)
 
 # The long fuzz run, outside the default suite (docs/fuzzing.md).
 fuzz: $(STAMP)
-	$(VPY) tests/fuzz.py --examples 200000
+	$(VPY) tests/fuzz.py --examples 20000 --record docs/fuzzing.md
 
 # Regenerate every file derived from conntrack_zbx/keys.py (tests check they are current).
 generate: $(STAMP)
 	$(VPY) -m conntrack_zbx.generate
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check conntrack_zbx tests bench
+	$(VENV)/bin/ruff check conntrack_zbx tests bench bin/conntrack-zbx
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 clean:
