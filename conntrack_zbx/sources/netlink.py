@@ -139,24 +139,26 @@ def dump(deadline: Optional[float] = None) -> Dump:
             if state == _FAILED:
                 raise _failure(f.read(size))
             buf = view[slot * RECV_SIZE:slot * RECV_SIZE + size]
-            try:
-                wk = nl.walk(buf)
-            except nl.BadMessage as e:
-                raise Malformed("ctnetlink sent a malformed datagram: %s" % e) from None
-            if wk.error:
-                raise _translate(OSError(wk.error, os.strerror(wk.error)))
-            skipped += wk.other
-            rows = wk.rows
-            if rows:
-                c = nl.count_rows(buf, rows)
-                if c is not None:
-                    raw.update(c)  # a list: counted in C
-                    entries += rows
-                else:
-                    e, k = _decode_slowly(bytes(buf), slow)
-                    entries += e
-                    skipped += k
-            buf.release()
+            try:  # the slice must be released before the ring can be closed, whatever happens
+                try:
+                    wk = nl.walk(buf)
+                except nl.BadMessage as e:
+                    raise Malformed("ctnetlink sent a malformed datagram: %s" % e) from None
+                if wk.error:
+                    raise _translate(OSError(wk.error, os.strerror(wk.error)))
+                skipped += wk.other
+                rows = wk.rows
+                if rows:
+                    c = nl.count_rows(buf, rows)
+                    if c is not None:
+                        raw.update(c)  # a list: counted in C
+                        entries += rows
+                    else:
+                        e, k = _decode_slowly(bytes(buf), slow)
+                        entries += e
+                        skipped += k
+            finally:
+                buf.release()
             if wk.done:
                 done = True
                 break
