@@ -85,8 +85,6 @@ STATE_TABLES = {6: TCP_STATES, 132: SCTP_STATES, 33: DCCP_STATES}
 STATS_CPU_NAMES = {2: "found", 4: "invalid", 8: "insert", 9: "insert_failed", 10: "drop",
                    11: "early_drop", 12: "error", 13: "search_restart", 14: "clash_resolve",
                    15: "chaintoolong"}
-CTA_STATS_GLOBAL_ENTRIES = 1
-CTA_STATS_GLOBAL_MAX_ENTRIES = 2
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _NLA = struct.Struct("=HH")
@@ -253,15 +251,6 @@ def decode_stats_cpu(buf: bytes, off: int, length: int) -> Dict[str, int]:
     return out
 
 
-def decode_stats_global(buf: bytes, off: int, length: int) -> Dict[str, int]:
-    """IPCTNL_MSG_CT_GET_STATS answer -> {"count": .., "max": ..}."""
-    out = {}  # type: Dict[str, int]
-    for atype, voff, vlen in attrs(buf, off + _PAYLOAD, off + length):
-        if atype in (CTA_STATS_GLOBAL_ENTRIES, CTA_STATS_GLOBAL_MAX_ENTRIES) and vlen == 4:
-            out["count" if atype == CTA_STATS_GLOBAL_ENTRIES else "max"] = _U32.unpack_from(buf, voff)[0]
-    return out
-
-
 # -- the fast path: a whole recv() buffer counted in C ---------------------------------------
 # The kernel writes every dump row in the same order (ctnetlink_fill_info): original tuple,
 # reply tuple, [zone], status, a run of u32 attributes (mark, id, use, timeout...), then the
@@ -393,8 +382,3 @@ def entry_request(seq: int, family: int, src: bytes, dst: bytes, proto: int, spo
         payload += nla(CTA_PROTOINFO, nla(CTA_PROTOINFO_TCP, nla(CTA_PROTOINFO_TCP_STATE,
                                                                  bytes([tcp_state])), True), True)
     return request(CT_NEW, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq, family, payload)
-
-
-def split_messages(buf: bytes) -> List[bytes]:
-    """Each message of a buffer as its own bytes (fixture capture and tests)."""
-    return [bytes(buf[off:off + length]) for _, _, off, length in messages(buf)]

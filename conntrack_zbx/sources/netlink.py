@@ -290,14 +290,3 @@ def stats_cpu() -> Dict[str, int]:
         except nl.BadMessage as e:
             raise Malformed("ctnetlink per-CPU stats: %s" % e) from None
     return total
-
-
-def stats_global() -> Dict[str, int]:
-    """{"count", "max"} from IPCTNL_MSG_CT_GET_STATS."""
-    rows = _single(nl.CT_GET_STATS)
-    for buf, off, length in rows:
-        try:
-            return nl.decode_stats_global(buf, off, length)
-        except nl.BadMessage as e:
-            raise Malformed("ctnetlink global stats: %s" % e) from None
-    raise Malformed("ctnetlink answered the global stats request with nothing")
