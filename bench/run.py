@@ -188,6 +188,7 @@ def main() -> int:
                     methods = {
                         "cat (floor)": (["cat", "/proc/net/nf_conntrack"], False, ""),
                         "incident awk pipeline": ([INCIDENT % "/proc/net/nf_conntrack"], True, "uniq"),
+                        "conntrack -L (no parsing)": (["conntrack", "-L"], False, ""),
                         "conntrack -L + awk": ([CONNTRACK_L], True, "uniq"),
                         "talkers netlink": ([binary, "talkers", "--source=netlink", "--max-age=0",
                                              "--cache-dir", cache, "--budget", "60"], False, "talkers"),
