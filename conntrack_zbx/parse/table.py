@@ -165,20 +165,31 @@ def label_of(state: bytes, flag: bytes) -> str:
     return "ASSURED" if flag in ASSURED_FLAGS else "REPLIED"
 
 
-def labelled(raw: Dict[RawKey, int], addresses: Optional[AddressCache] = None) -> Tuple[Counter, int]:
-    """Raw block counts -> ((packed src, proto, label) -> entries, entries with bad addresses)."""
-    if addresses is None:
-        addresses = AddressCache()
+def labelled(raw: Dict[RawKey, int]) -> Tuple[Counter, int]:
+    """Raw block counts -> ((packed src, proto, label) -> entries, entries with bad addresses).
+
+    Each distinct address is validated and packed once; the text form is not kept (a table can
+    hold a hundred thousand distinct sources, and only the top rows are ever printed). Protocol
+    and label strings are shared between keys."""
+    import ipaddress
+
     out = Counter()  # type: Counter
     bad = 0
+    packed = {}  # type: Dict[bytes, Optional[bytes]]
+    names = {}  # type: Dict[Tuple[bytes, bytes, bytes], Tuple[str, str]]
     for (family, proto, state, src, flag), n in raw.items():
-        try:
-            text = addresses.get(src)
-        except BadLine:
+        p = packed.get(src, b"")
+        if p == b"":
+            try:
+                p = ipaddress.ip_address(src.decode("ascii")).packed
+            except (UnicodeDecodeError, ValueError):
+                p = None
+            packed[src] = p
+        if p is None or (len(p) == 16) != (family == b"ipv6"):
             bad += n
             continue
-        if (":" in text) != (family == b"ipv6"):
-            bad += n
-            continue
-        out[(addresses.packed(text), proto.decode("ascii"), label_of(state, flag))] += n
+        pl = names.get((proto, state, flag))
+        if pl is None:
+            pl = names[(proto, state, flag)] = (proto.decode("ascii"), label_of(state, flag))
+        out[(p, pl[0], pl[1])] += n
     return out, bad
