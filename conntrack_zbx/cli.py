@@ -26,10 +26,10 @@ if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~
 INTERNAL_ERROR = 70
 
 
-# The agent commands' options as data: the full parser and the fast path below share them.
+# The agent commands' options as data: the full parser and the fast path below share them
+# (talkers/discovery also take the key parameters of params.TALKERS_PARAMS, default "").
 STATS_DEFAULTS = {"proc_root": "/", "etc_root": "/", "source": "auto"}
-TABLE_DEFAULTS = {"proc_root": "/", "file": None, "source": "auto", "cache_dir": None, "budget": 2.5,
-                  "prefix4": "", "prefix6": "", "top": "", "max_age": ""}
+TABLE_DEFAULTS = {"proc_root": "/", "file": None, "source": "auto", "cache_dir": None, "budget": 2.5}
 TABLE_FLAGS = ("sudo", "params_stdin")
 SOURCES = ("auto", "netlink", "proc")
 
@@ -43,8 +43,13 @@ def fast_args(argv: Sequence[str]):
 
     if not argv or argv[0] not in ("stats", "talkers", "discovery"):
         return None
-    values = dict(STATS_DEFAULTS if argv[0] == "stats" else TABLE_DEFAULTS)
-    flags = {} if argv[0] == "stats" else dict.fromkeys(TABLE_FLAGS, False)
+    if argv[0] == "stats":
+        values, flags = dict(STATS_DEFAULTS), {}
+    else:
+        from conntrack_zbx.params import TALKERS_PARAMS
+
+        values = dict(TABLE_DEFAULTS, **dict.fromkeys((p.name for p in TALKERS_PARAMS), ""))
+        flags = dict.fromkeys(TABLE_FLAGS, False)
     i = 1
     while i < len(argv):
         name, eq, value = argv[i][2:].partition("=") if argv[i].startswith("--") else ("", "", "")
@@ -102,7 +107,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     sub.required = True
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--proc-root", default="/", metavar="DIR",
+        sp.add_argument("--proc-root", default=TABLE_DEFAULTS["proc_root"], metavar="DIR",
                         help="read proc/ and sys/ below DIR instead of / (fixture trees)")
 
     def table_opts(sp: argparse.ArgumentParser) -> None:
@@ -111,23 +116,23 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         common(sp)
         sp.add_argument("--file", metavar="PATH",
                         help="read a saved copy of /proc/net/nf_conntrack instead of the live table")
-        sp.add_argument("--source", choices=("auto", "netlink", "proc"), default="auto",
+        sp.add_argument("--source", choices=SOURCES, default=TABLE_DEFAULTS["source"],
                         help="where the live table is read: ctnetlink (needs CAP_NET_ADMIN, fastest), "
                              "/proc/net/nf_conntrack, or auto = netlink, falling back to proc (default)")
         for prm in TALKERS_PARAMS:  # strings: validated by the allow-list, errors as JSON
             sp.add_argument("--" + prm.name.replace("_", "-"), dest=prm.name, default="", metavar="N",
                             help="%s, %d..%d (default %d)" % (prm.help, prm.lo, prm.hi, prm.default))
-        sp.add_argument("--cache-dir", default=None, metavar="DIR",
+        sp.add_argument("--cache-dir", default=TABLE_DEFAULTS["cache_dir"], metavar="DIR",
                         help="snapshot cache directory (default /run/conntrack-zbx; must be owned by "
                              "this user, mode 0700)")
-        sp.add_argument("--budget", type=float, default=2.5, metavar="SECONDS",
+        sp.add_argument("--budget", type=float, default=TABLE_DEFAULTS["budget"], metavar="SECONDS",
                         help="stop reading after this long and report truncated (default 2.5: inside the "
                              "agent's default 3 s Timeout)")
         sp.add_argument("--sudo", action="store_true",
                         help="agent keys: validate the parameters, then run the fixed line "
                              "'sudo -n conntrack-zbx talkers --params-stdin' and hand them over on stdin")
         sp.add_argument("--params-stdin", action="store_true",
-                        help="(the sudo line) read the parameters as a JSON object from stdin")
+                        help="(the sudo line) read the parameters as name=value words from stdin")
 
     def wanted(name: str) -> bool:
         return only is None or only == name
@@ -135,9 +140,9 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     if wanted("stats"):
         st = sub.add_parser("stats", help="counters: count, max, usage, drops (JSON, no root needed)")
         common(st)
-        st.add_argument("--etc-root", default="/", metavar="DIR",
+        st.add_argument("--etc-root", default=STATS_DEFAULTS["etc_root"], metavar="DIR",
                         help="read etc/sysctl.d, etc/modprobe.d, etc/modules-load.d below DIR (tests)")
-        st.add_argument("--source", choices=("auto", "proc", "netlink"), default="auto",
+        st.add_argument("--source", choices=SOURCES, default=STATS_DEFAULTS["source"],
                         help="kernel counters from /proc/net/stat (auto falls back to ctnetlink when "
                              "the kernel has no conntrack procfs) or from ctnetlink only")
     if wanted("talkers"):
@@ -151,7 +156,9 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     common(top)
     top.add_argument("--file", metavar="PATH",
                      help="read a saved copy of /proc/net/nf_conntrack instead of the live table")
-    top.add_argument("--by", choices=("src", "dst", "dport", "state", "proto"), default="src")
+    from conntrack_zbx.talkers import GROUP_BY
+
+    top.add_argument("--by", choices=GROUP_BY, default="src")
     top.add_argument("-n", type=_positive(100000), default=10, metavar="N", help="rows (default 10)")
     top.add_argument("--prefix4", type=_positive(32), default=24, metavar="N")
     top.add_argument("--prefix6", type=_positive(128), default=64, metavar="N")
@@ -203,7 +210,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         if getattr(args, "sudo", False):
-            return _via_sudo(args, argv)
+            return _via_sudo(args)
         doc = {"stats": _stats, "talkers": _talkers, "discovery": _discovery}[args.command](args)
     except ConntrackError as e:
         _emit({"error": str(e)})
@@ -294,15 +301,13 @@ def _params(args: argparse.Namespace) -> Dict[str, int]:
         raise NotPermitted(str(e)) from None
 
 
-def _read_table(args: argparse.Namespace):
-    """One pass over the live table (or --file) -> (Tally, source served, note on fallback)."""
-    import time
-
+def _read_table(args: argparse.Namespace, deadline: float):
+    """One pass over the live table (or --file) until ``deadline`` (time.monotonic())
+    -> (Tally, source served, note on fallback)."""
     from conntrack_zbx.errors import NotAvailable
     from conntrack_zbx.sources.proc import ProcRoot, open_snapshot
     from conntrack_zbx.talkers import tally_sources
 
-    deadline = time.monotonic() + args.budget
     if args.file:
         with open_snapshot(args.file) as f:
             return tally_sources(f, deadline), "file", None
@@ -383,12 +388,17 @@ def _talkers_doc(args: argparse.Namespace) -> Raw:
     answer), one table read refreshes it. A cache that fails its safety checks is not used, and
     the answer says why in ``cache_error``.
     """
+    import time
+
     from conntrack_zbx import cache as cachemod
     from conntrack_zbx.jsonout import dumps
 
+    # One time budget for waiting on another call's read and for our own read: together they
+    # must end inside the agent's Timeout.
+    deadline = time.monotonic() + args.budget
     p = _params(args)
     if args.file:
-        t, source, note = _read_table(args)
+        t, source, note = _read_table(args, deadline)
         return _with(dumps(_render(t, source, note, _live_max(args, required=False), p)), cached=False, age=0.0)
     name = "talkers-%d-%d-%d.json" % (p["prefix4"], p["prefix6"], p["top"])
     # Same answer only for the same table: network namespace (one cache serves every netns of
@@ -401,11 +411,11 @@ def _talkers_doc(args: argparse.Namespace) -> Raw:
             hit = c.read(name, max_age, key) if max_age > 0 else None
             if hit is not None:
                 return _with(hit[0], cached=True, age=round(hit[1], 3))
-            with c.lock(timeout=args.budget):
+            with c.lock(timeout=args.budget / 2):
                 hit = c.read(name, max_age, key) if max_age > 0 else None
                 if hit is not None:  # another call read the table while we waited
                     return _with(hit[0], cached=True, age=round(hit[1], 3))
-                t, source, note = _read_table(args)
+                t, source, note = _read_table(args, deadline)
                 text = dumps(_render(t, source, note, _live_max(args, True), p))
                 try:
                     c.write(name, key, text)
@@ -415,7 +425,7 @@ def _talkers_doc(args: argparse.Namespace) -> Raw:
                 return _with(text, cached=False, age=0.0)
     except (cachemod.CacheRefused, cachemod.LockTimeout) as e:
         problem = "cache not used: %s" % e
-    t, source, note = _read_table(args)
+    t, source, note = _read_table(args, deadline)
     text = dumps(_render(t, source, note, _live_max(args, True), p))
     return _with(text, cached=False, age=0.0, cache_error=problem)
 
@@ -464,7 +474,7 @@ def _discovery(args: argparse.Namespace) -> List[Dict[str, str]]:
 
 
 # -- privilege: the fixed sudo line ---------------------------------------------------------
-def _via_sudo(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+def _via_sudo(args: argparse.Namespace) -> int:
     """Validate the key parameters here, then run exactly ``sudo -n <this binary> <command>
     --params-stdin`` and hand them over on stdin, as data, never as arguments.
 

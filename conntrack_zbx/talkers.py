@@ -12,7 +12,7 @@ from collections import Counter
 from typing import IO, Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional, Tuple
 
 from conntrack_zbx.errors import Malformed
-
+from conntrack_zbx.parse import labels
 from conntrack_zbx.parse.table import AddressCache, BadLine, Entry, count_block, labelled, parse_line
 
 GROUP_BY = ("src", "dst", "dport", "state", "proto")
@@ -20,11 +20,7 @@ GROUP_BY = ("src", "dst", "dport", "state", "proto")
 
 def state_label(e: Entry) -> str:
     """A state for every protocol: the TCP/SCTP/DCCP word, else UNREPLIED/ASSURED/REPLIED."""
-    if e.state is not None:
-        return e.state
-    if e.unreplied:
-        return "UNREPLIED"
-    return "ASSURED" if e.assured else "REPLIED"
+    return labels.state_label(e.state, e.unreplied, e.assured)
 
 
 _KEYS = {
@@ -114,8 +110,8 @@ def tally_sources(f: IO[bytes], deadline: Optional[float] = None) -> Tally:
         raw.update(dict(theirs[0]))
         lines += theirs[1]
         truncated = truncated or theirs[2]
-    counts, bad = labelled(raw)
-    entries = sum(counts.values())
+    counts = labelled(raw)
+    entries = sum(counts.values())  # lines - entries: skipped, bad addresses included
     return Tally(entries, lines - entries, counts, truncated)
 
 

@@ -18,6 +18,8 @@ import struct
 from collections import Counter
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
+from conntrack_zbx.parse import labels
+
 # netlink
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
@@ -225,14 +227,14 @@ def _proto_state(buf: bytes, start: int, end: int) -> int:
 
 
 def state_label(r: Record) -> str:
-    """The label /proc's line gives: the protocol state word, else UNREPLIED/ASSURED/REPLIED
-    (the same rule as ``talkers.state_label`` for /proc entries)."""
+    """The label /proc's line gives (``parse.labels``): the state number named as /proc names it,
+    or the status bits behind [UNREPLIED] / [ASSURED]."""
+    word = None
     names = STATE_TABLES.get(r.proto)
     if names is not None and r.state >= 0:
-        return names[r.state] if r.state < len(names) else "STATE%d" % r.state
-    if not r.status & IPS_SEEN_REPLY:
-        return "UNREPLIED"
-    return "ASSURED" if r.status & (IPS_ASSURED | IPS_OFFLOAD | IPS_HW_OFFLOAD) else "REPLIED"
+        word = names[r.state] if r.state < len(names) else "STATE%d" % r.state
+    return labels.state_label(word, not r.status & IPS_SEEN_REPLY,
+                              bool(r.status & (IPS_ASSURED | IPS_OFFLOAD | IPS_HW_OFFLOAD)))
 
 
 def proto_name(proto: int) -> str:

@@ -7,15 +7,18 @@ A line looks like::
 
 Only TCP, SCTP and DCCP lines carry a state word, accounting adds ``packets=``/``bytes=`` after
 each tuple, ICMP has ``type=/code=/id=`` instead of ports, ``[UNREPLIED]`` sits between the two
-tuples. That is why the incident's ``awk '{print $7}'`` counted destinations for UDP lines, and
-why this parser walks the tokens: the first ``src``/``dst``/``sport``/``dport`` belong to the
-original direction (who opened the connection), a second ``src=`` starts the reply direction.
+tuples. That is why the incident's ``awk '{print $7}'`` counted destinations for UDP lines.
+Here one grammar (``SRC_LINE``) accepts a line and finds the original direction's source (who
+opened the connection) and the first flag; the line parser then walks the ``key=value`` tokens
+for the rest (the first ``dst``/``sport``/``dport``; a second ``src=`` starts the reply).
 """
 
 import ipaddress
 import re
 from collections import Counter
 from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from conntrack_zbx.parse.labels import state_label
 
 FAMILIES = (b"ipv4", b"ipv6")
 # Flags the kernel prints after the reply tuple for an assured entry (offloaded ones say so).
@@ -156,25 +159,14 @@ def count_block(block: bytes) -> Tuple[List[RawKey], int]:
     return counts, lines
 
 
-def label_of(state: bytes, flag: bytes) -> str:
-    """Same rule as ``talkers.state_label`` over an Entry."""
-    if state:
-        return state.decode("ascii")
-    if flag == b"[UNREPLIED]":
-        return "UNREPLIED"
-    return "ASSURED" if flag in ASSURED_FLAGS else "REPLIED"
-
-
-def labelled(raw: Dict[RawKey, int]) -> Tuple[Counter, int]:
-    """Raw block counts -> ((packed src, proto, label) -> entries, entries with bad addresses).
+def labelled(raw: Dict[RawKey, int]) -> Counter:
+    """Raw block counts -> (packed src, proto, label) -> entries. Entries whose address is not
+    one, or not of the line's family, are left out (the caller counts them as skipped).
 
     Each distinct address is validated and packed once; the text form is not kept (a table can
     hold a hundred thousand distinct sources, and only the top rows are ever printed). Protocol
     and label strings are shared between keys."""
-    import ipaddress
-
     out = Counter()  # type: Counter
-    bad = 0
     packed = {}  # type: Dict[bytes, Optional[bytes]]
     names = {}  # type: Dict[Tuple[bytes, bytes, bytes], Tuple[str, str]]
     for (family, proto, state, src, flag), n in raw.items():
@@ -186,10 +178,11 @@ def labelled(raw: Dict[RawKey, int]) -> Tuple[Counter, int]:
                 p = None
             packed[src] = p
         if p is None or (len(p) == 16) != (family == b"ipv6"):
-            bad += n
             continue
         pl = names.get((proto, state, flag))
         if pl is None:
-            pl = names[(proto, state, flag)] = (proto.decode("ascii"), label_of(state, flag))
+            pl = names[(proto, state, flag)] = (
+                proto.decode("ascii"),
+                state_label(state.decode("ascii") if state else None, flag == b"[UNREPLIED]", flag in ASSURED_FLAGS))
         out[(p, pl[0], pl[1])] += n
-    return out, bad
+    return out

@@ -15,7 +15,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from conntrack_zbx.errors import Malformed, NotAvailable, NotPermitted
 from conntrack_zbx.parse import netlink as nl
@@ -66,38 +66,8 @@ def _translate(e: OSError) -> Exception:
     return NotAvailable("ctnetlink failed: %s" % (e.strerror or e))
 
 
-def _answers(s: socket.socket, deadline: Optional[float],
-             done: List[bool]) -> Iterator[Tuple[bytes, int, int, int]]:
-    """Yield (buffer, type, offset, length) of the answers until DONE (then ``done[0]`` is
-    True). Stops early when the deadline passes; raises on NLMSG_ERROR."""
-    recv = s.recv
-    while True:
-        if deadline is not None and time.monotonic() > deadline:
-            return
-        try:
-            buf = recv(RECV_SIZE)
-        except OSError as e:
-            raise _translate(e) from None
-        if not buf:
-            raise Malformed("ctnetlink closed the dump without NLMSG_DONE")
-        try:
-            for mtype, _flags, off, length in nl.messages(buf):
-                if mtype == nl.NLMSG_DONE:
-                    done[0] = True
-                    return
-                if mtype == nl.NLMSG_ERROR:
-                    code = nl.error_code(buf, off)
-                    if code == 0:
-                        done[0] = True
-                        return  # ACK
-                    raise _translate(OSError(code, os.strerror(code)))
-                yield buf, mtype, off, length
-        except nl.BadMessage as e:
-            raise Malformed("ctnetlink sent a malformed datagram: %s" % e) from None
-
-
 def dump(deadline: Optional[float] = None) -> Dump:
-    """One CT_GET dump, counted as raw Records; nothing holds the table.
+    """One CT_GET dump, counted; nothing holds the table.
 
     The kernel does its part of a dump (walking the table, filling the next buffer) inside
     recv(). A forked reader process does only the recv() calls, straight into a ring of shared
@@ -247,31 +217,31 @@ def _decode_slowly(buf: bytes, into: Counter) -> Tuple[int, int]:
     return entries, skipped
 
 
-def _single(mtype: int, family: int = 0) -> List[Tuple[bytes, int, int]]:
+def raw_answers(mtype: int) -> bytes:
+    """Every buffer the kernel sends for one small dump request (the per-CPU counters; fixture
+    capture), concatenated: netlink messages are self-delimiting."""
     s = open_socket()
     try:
-        # A dump ends with NLMSG_DONE; a single answer needs an ACK to know it is complete.
-        flags = nl.NLM_F_REQUEST | (nl.NLM_F_DUMP if mtype == nl.CT_GET_STATS_CPU else nl.NLM_F_ACK)
-        s.send(nl.request(mtype, flags, 1, family))
-        done = [False]
-        rows = [(buf, off, length) for buf, _t, off, length in _answers(s, time.monotonic() + 5, done)]
-        if not done[0]:
-            raise NotAvailable("ctnetlink did not finish answering within 5 s")
-        return rows
-    finally:
-        s.close()
-
-
-def raw_answers(mtype: int, dump: bool = True) -> bytes:
-    """Every buffer the kernel sends for one request, concatenated (fixture capture)."""
-    s = open_socket()
-    try:
-        s.send(nl.request(mtype, nl.NLM_F_REQUEST | (nl.NLM_F_DUMP if dump else nl.NLM_F_ACK), 1))
+        s.settimeout(5)
+        s.send(nl.request(mtype, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, 1))
         out = []
         while True:
-            buf = s.recv(RECV_SIZE)
+            try:
+                buf = s.recv(RECV_SIZE)
+            except socket.timeout:
+                raise NotAvailable("ctnetlink did not finish answering within 5 s") from None
+            except OSError as e:
+                raise _translate(e) from None
+            if not buf:
+                raise Malformed("ctnetlink closed the dump without NLMSG_DONE")
+            try:
+                w = nl.walk(buf)
+            except nl.BadMessage as e:
+                raise Malformed("ctnetlink sent a malformed datagram: %s" % e) from None
+            if w.error:
+                raise _translate(OSError(w.error, os.strerror(w.error)))
             out.append(buf)
-            if nl.walk(buf).done:
+            if w.done:
                 return b"".join(out)
     finally:
         s.close()
@@ -280,13 +250,16 @@ def raw_answers(mtype: int, dump: bool = True) -> bytes:
 def stats_cpu() -> Dict[str, int]:
     """The per-CPU counters summed, under the same stable names as /proc/net/stat/nf_conntrack."""
     total = {}  # type: Dict[str, int]
-    rows = _single(nl.CT_GET_STATS_CPU)
-    if not rows:
+    buf = raw_answers(nl.CT_GET_STATS_CPU)
+    cpus = 0
+    try:
+        for mtype, _f, off, length in nl.messages(buf):
+            if mtype == nl.CT_GET_STATS_CPU:
+                cpus += 1
+                for name, value in nl.decode_stats_cpu(buf, off, length).items():
+                    total[name] = total.get(name, 0) + value
+    except nl.BadMessage as e:
+        raise Malformed("ctnetlink per-CPU stats: %s" % e) from None
+    if not cpus:
         raise Malformed("ctnetlink answered the per-CPU stats dump with no CPU")
-    for buf, off, length in rows:
-        try:
-            for name, value in nl.decode_stats_cpu(buf, off, length).items():
-                total[name] = total.get(name, 0) + value
-        except nl.BadMessage as e:
-            raise Malformed("ctnetlink per-CPU stats: %s" % e) from None
     return total
