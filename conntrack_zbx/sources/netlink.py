@@ -66,6 +66,17 @@ def _translate(e: OSError) -> Exception:
     return NotAvailable("ctnetlink failed: %s" % (e.strerror or e))
 
 
+def _walk(buf) -> nl.Walk:
+    """A received buffer's message counts; the kernel's error or a broken datagram raised as ours."""
+    try:
+        w = nl.walk(buf)
+    except nl.BadMessage as e:
+        raise Malformed("ctnetlink sent a malformed datagram: %s" % e) from None
+    if w.error:
+        raise _translate(OSError(w.error, os.strerror(w.error)))
+    return w
+
+
 def dump(deadline: Optional[float] = None) -> Dump:
     """One CT_GET dump, counted; nothing holds the table.
 
@@ -110,12 +121,7 @@ def dump(deadline: Optional[float] = None) -> Dump:
                 raise _failure(f.read(size))
             buf = view[slot * RECV_SIZE:slot * RECV_SIZE + size]
             try:  # the slice must be released before the ring can be closed, whatever happens
-                try:
-                    wk = nl.walk(buf)
-                except nl.BadMessage as e:
-                    raise Malformed("ctnetlink sent a malformed datagram: %s" % e) from None
-                if wk.error:
-                    raise _translate(OSError(wk.error, os.strerror(wk.error)))
+                wk = _walk(buf)
                 skipped += wk.other
                 rows = wk.rows
                 if rows:
@@ -234,12 +240,7 @@ def raw_answers(mtype: int) -> bytes:
                 raise _translate(e) from None
             if not buf:
                 raise Malformed("ctnetlink closed the dump without NLMSG_DONE")
-            try:
-                w = nl.walk(buf)
-            except nl.BadMessage as e:
-                raise Malformed("ctnetlink sent a malformed datagram: %s" % e) from None
-            if w.error:
-                raise _translate(OSError(w.error, os.strerror(w.error)))
+            w = _walk(buf)
             out.append(buf)
             if w.done:
                 return b"".join(out)
