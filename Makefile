@@ -20,10 +20,10 @@ venv: $(STAMP)
 
 # The main job: the incident replayed on the real kernel and a real Zabbix, graphs in demo-out/.
 demo: $(STAMP)
-	$(VPY) -m conntrack_zbx.lab.demo
+	$(VPY) -m lab.demo
 
 demo-stop: $(STAMP)
-	$(VPY) -m conntrack_zbx.lab.demo stop
+	$(VPY) -m lab.demo stop
 
 # This host's counters and who holds its table.
 run: $(STAMP)
@@ -31,7 +31,8 @@ run: $(STAMP)
 	$(VENV)/bin/conntrack-zbx top
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check conntrack_zbx tests bench bin/conntrack-zbx
+	$(VENV)/bin/ruff check conntrack_zbx lab tests bench bin/conntrack-zbx
+	$(VENV)/bin/mypy
 
 # Speed and memory against the kernel's own floor, on real 262k/1M-entry tables (docs/performance.md).
 bench: $(STAMP)
@@ -46,7 +47,8 @@ generate: $(STAMP)
 	$(VPY) -m conntrack_zbx.generate
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check conntrack_zbx tests bench bin/conntrack-zbx
+	$(VENV)/bin/ruff check conntrack_zbx lab tests bench bin/conntrack-zbx
+	$(VENV)/bin/mypy
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -30,8 +30,8 @@ from typing import Dict, List, Tuple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from conntrack_zbx.lab import bulk  # noqa: E402
-from conntrack_zbx.lab.netns import Netns, entered  # noqa: E402
+from lab import bulk  # noqa: E402
+from lab.netns import Netns, entered  # noqa: E402
 
 MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
 WORK = "/var/tmp/ctzbx-bench"
@@ -144,22 +144,8 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/run.py needs root (network namespaces, ctnetlink, nf_conntrack_max)")
-    # Time the product as users install it: a wheel in a venv on the host's /usr/bin/python3
-    # (not the editable checkout, whose import hook costs every start-up ~10 ms).
-    from conntrack_zbx.lab.agent import install_plugin
-
-    plugin = install_plugin(REPO, sys.executable)
-    binary = plugin.binary
-    with open(binary) as f:
-        interpreter = f.readline()[2:].strip()  # the console script's own python
+    plugin, interpreter = install()
     os.makedirs(WORK, exist_ok=True)
-    # pip compiles bytecode at install time unless PYTHONDONTWRITEBYTECODE is set (it is on
-    # some CI machines): compile once so start-up is what users see.
-    import glob
-
-    subprocess.run([interpreter, "-m", "compileall", "-q"]
-                   + glob.glob(os.path.join(plugin.base, "venv/lib/python3*/site-packages/conntrack_zbx")),
-                   check=True, stdout=subprocess.DEVNULL)
     with open(MAX) as f:
         saved_max = f.read().strip()
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
@@ -168,76 +154,13 @@ def main() -> int:
                  os.uname().machine, os.cpu_count() or 0, os.uname().release,
                  time.strftime("%Y-%m-%d"), interpreter)]
     verdicts = []  # type: List[str]
-    pyfloor = [interpreter, "-c", "pass"]
-    cache = os.path.join(WORK, "cache")
     try:
         for n in [int(x) for x in args.sizes.split(",") if x]:
             with open(MAX, "w") as f:
                 f.write(str(max(int(saved_max), n + 65536)))
-            flows = bulk.realistic_mix(n)
-            expect = expected_top(flows)
-            with Netns(conntrack=False) as ns:
-                with entered(ns):
-                    t = time.perf_counter()
-                    report = bulk.insert(flows)
-                    built = time.perf_counter() - t
-                    count = int(open("/proc/sys/net/netfilter/nf_conntrack_count").read())
-                    if count != n or report["errors"]:
-                        raise SystemExit("table build failed: %d of %d entries, %r" % (count, n, report))
-                    shutil.rmtree(cache, ignore_errors=True)
-                    methods = {
-                        "cat (floor)": (["cat", "/proc/net/nf_conntrack"], False, ""),
-                        "incident awk pipeline": ([INCIDENT % "/proc/net/nf_conntrack"], True, "uniq"),
-                        "conntrack -L (no parsing)": (["conntrack", "-L"], False, ""),
-                        "conntrack -L + awk": ([CONNTRACK_L], True, "uniq"),
-                        "talkers netlink": ([binary, "talkers", "--source=netlink", "--max-age=0",
-                                             "--cache-dir", cache, "--budget", "60"], False, "talkers"),
-                        "talkers proc": ([binary, "talkers", "--source=proc", "--max-age=0",
-                                          "--cache-dir", cache, "--budget", "60"], False, "talkers"),
-                        "talkers (agent default)": ([binary, "talkers", "--max-age=0", "--cache-dir", cache],
-                                                    False, "talkers"),
-                        "cached talkers": ([binary, "talkers", "--max-age=3600", "--cache-dir", cache],
-                                           False, "talkers"),
-                        "stats": ([binary, "stats"], False, ""),
-                        "python3 -c pass": (pyfloor, False, ""),
-                    }
-                    res = measure(methods, args.runs if n <= 262144 else max(3, args.runs - 2), expect)
-            lines += table("Real table, %d entries (built in %.1f s by ctnetlink inserts)" % (n, built),
-                           res, "cat (floor)")
-            med = {k: statistics.median(r.walls) for k, r in res.items()}
-            floor, py = med["cat (floor)"], med["python3 -c pass"]
-            if n == 262144:
-                verdicts.append("%s talkers (agent default) at 262,144: %.2f × cat floor (target ≤ 1.0), %s" % (
-                    "MET " if med["talkers (agent default)"] <= floor else "MISSED",
-                    med["talkers (agent default)"] / floor, res["talkers (agent default)"].note))
-                verdicts.append("%s cached talkers: %.2f × python3 -c pass (target ≤ 2)" % (
-                    "MET " if med["cached talkers"] <= 2 * py else "MISSED", med["cached talkers"] / py))
-                verdicts.append("%s stats: %.2f × python3 -c pass (target ≤ 2)" % (
-                    "MET " if med["stats"] <= 2 * py else "MISSED", med["stats"] / py))
-            if n == 1048576:
-                t = res["talkers (agent default)"]
-                verdicts.append("%s talkers at 1,048,576: max %.2f s (target < 3 s, no truncation: %s)" % (
-                    "MET " if max(t.walls) < 3 and "TRUNC" not in t.note else "MISSED", max(t.walls), t.note))
-                verdicts.append("%s peak RSS at 1,048,576: %.1f MiB (target ≤ 64)" % (
-                    "MET " if t.rss <= 64 * 1024 else "MISSED", t.rss / 1024.0))
+            lines += real_table(n, plugin.binary, interpreter, args.runs, verdicts)
         for n in [int(x) for x in args.files.split(",") if x]:
-            flows = bulk.realistic_mix(n)
-            path = os.path.join(WORK, "snapshot-%d.list" % n)
-            if not os.path.exists(path):
-                bulk.write_snapshot(path + ".tmp", flows)
-                os.replace(path + ".tmp", path)
-            methods = {
-                "incident awk pipeline": ([INCIDENT % path], True, "uniq"),
-                "talkers --file": ([binary, "talkers", "--file", path, "--budget", "60"], False, "talkers"),
-            }
-            res = measure(methods, args.runs if n <= 262144 else max(3, args.runs - 2), expected_top(flows))
-            lines += table("Snapshot file, %d lines (%.0f MiB)" % (n, os.path.getsize(path) / 2**20),
-                           res, "incident awk pipeline")
-            if n == 1048576:
-                ratio = statistics.median(res["incident awk pipeline"].walls) / \
-                    statistics.median(res["talkers --file"].walls)
-                verdicts.append("%s --file at 1,048,576 lines: %.2f× faster than the incident pipeline "
-                                "(target ≥ 3)" % ("MET " if ratio >= 3 else "MISSED", ratio))
+            lines += snapshot_file(n, plugin.binary, args.runs, verdicts)
     finally:
         with open(MAX, "w") as f:
             f.write(saved_max)
@@ -246,14 +169,111 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:
-        with open(args.markdown) as f:
-            doc = f.read()
-        start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-        doc = re.sub(re.escape(start) + ".*" + re.escape(end), lambda m: start + "\n" + text + end, doc,
-                     flags=re.S)
-        with open(args.markdown, "w") as f:
-            f.write(doc)
+        record(args.markdown, text)
     return 0
+
+
+def install():
+    """The product as users install it: a wheel in a venv on the host's /usr/bin/python3 (not
+    the editable checkout, whose import hook costs every start-up ~10 ms)."""
+    import glob
+
+    from lab.agent import install_plugin
+
+    plugin = install_plugin(REPO, sys.executable)
+    with open(plugin.binary) as f:
+        interpreter = f.readline()[2:].strip()  # the console script's own python
+    # pip compiles bytecode at install time unless PYTHONDONTWRITEBYTECODE is set (it is on
+    # some CI machines): compile once so start-up is what users see.
+    subprocess.run([interpreter, "-m", "compileall", "-q"]
+                   + glob.glob(os.path.join(plugin.base, "venv/lib/python3*/site-packages/conntrack_zbx")),
+                   check=True, stdout=subprocess.DEVNULL)
+    return plugin, interpreter
+
+
+def real_table(n: int, binary: str, interpreter: str, runs: int, verdicts: List[str]) -> List[str]:
+    """Build a real n-entry table in a throw-away namespace and time every way of reading it."""
+    flows = bulk.realistic_mix(n)
+    expect = expected_top(flows)
+    cache = os.path.join(WORK, "cache")
+    with Netns(conntrack=False) as ns:
+        with entered(ns):
+            t = time.perf_counter()
+            report = bulk.insert(flows)
+            built = time.perf_counter() - t
+            count = int(open("/proc/sys/net/netfilter/nf_conntrack_count").read())
+            if count != n or report["errors"]:
+                raise SystemExit("table build failed: %d of %d entries, %r" % (count, n, report))
+            shutil.rmtree(cache, ignore_errors=True)
+            talkers = [binary, "talkers", "--cache-dir", cache]
+            methods = {
+                "cat (floor)": (["cat", "/proc/net/nf_conntrack"], False, ""),
+                "incident awk pipeline": ([INCIDENT % "/proc/net/nf_conntrack"], True, "uniq"),
+                "conntrack -L (no parsing)": (["conntrack", "-L"], False, ""),
+                "conntrack -L + awk": ([CONNTRACK_L], True, "uniq"),
+                "talkers netlink": (talkers + ["--source=netlink", "--max-age=0", "--budget", "60"],
+                                    False, "talkers"),
+                "talkers proc": (talkers + ["--source=proc", "--max-age=0", "--budget", "60"], False, "talkers"),
+                "talkers (agent default)": (talkers + ["--max-age=0"], False, "talkers"),
+                "cached talkers": (talkers + ["--max-age=3600"], False, "talkers"),
+                "stats": ([binary, "stats"], False, ""),
+                "python3 -c pass": ([interpreter, "-c", "pass"], False, ""),
+            }
+            res = measure(methods, runs if n <= 262144 else max(3, runs - 2), expect)
+    verdicts += real_verdicts(n, res)
+    return table("Real table, %d entries (built in %.1f s by ctnetlink inserts)" % (n, built), res, "cat (floor)")
+
+
+def real_verdicts(n: int, res: Dict[str, "Result"]) -> List[str]:
+    med = {k: statistics.median(r.walls) for k, r in res.items()}
+    floor, py = med["cat (floor)"], med["python3 -c pass"]
+    out = []
+    if n == 262144:
+        out.append("%s talkers (agent default) at 262,144: %.2f × cat floor (target ≤ 1.0), %s" % (
+            "MET " if med["talkers (agent default)"] <= floor else "MISSED",
+            med["talkers (agent default)"] / floor, res["talkers (agent default)"].note))
+        out.append("%s cached talkers: %.2f × python3 -c pass (target ≤ 2)" % (
+            "MET " if med["cached talkers"] <= 2 * py else "MISSED", med["cached talkers"] / py))
+        out.append("%s stats: %.2f × python3 -c pass (target ≤ 2)" % (
+            "MET " if med["stats"] <= 2 * py else "MISSED", med["stats"] / py))
+    if n == 1048576:
+        t = res["talkers (agent default)"]
+        out.append("%s talkers at 1,048,576: max %.2f s (target < 3 s, no truncation: %s)" % (
+            "MET " if max(t.walls) < 3 and "TRUNC" not in t.note else "MISSED", max(t.walls), t.note))
+        out.append("%s peak RSS at 1,048,576: %.1f MiB (target ≤ 64)" % (
+            "MET " if t.rss <= 64 * 1024 else "MISSED", t.rss / 1024.0))
+    return out
+
+
+def snapshot_file(n: int, binary: str, runs: int, verdicts: List[str]) -> List[str]:
+    """A synthetic n-line snapshot: talkers --file against the incident's pipeline."""
+    flows = bulk.realistic_mix(n)
+    path = os.path.join(WORK, "snapshot-%d.list" % n)
+    if not os.path.exists(path):
+        bulk.write_snapshot(path + ".tmp", flows)
+        os.replace(path + ".tmp", path)
+    methods = {
+        "incident awk pipeline": ([INCIDENT % path], True, "uniq"),
+        "talkers --file": ([binary, "talkers", "--file", path, "--budget", "60"], False, "talkers"),
+    }
+    res = measure(methods, runs if n <= 262144 else max(3, runs - 2), expected_top(flows))
+    if n == 1048576:
+        ratio = statistics.median(res["incident awk pipeline"].walls) / \
+            statistics.median(res["talkers --file"].walls)
+        verdicts.append("%s --file at 1,048,576 lines: %.2f× faster than the incident pipeline "
+                        "(target ≥ 3)" % ("MET " if ratio >= 3 else "MISSED", ratio))
+    return table("Snapshot file, %d lines (%.0f MiB)" % (n, os.path.getsize(path) / 2**20),
+                 res, "incident awk pipeline")
+
+
+def record(path: str, text: str) -> None:
+    """Replace the results section of a markdown file."""
+    with open(path) as f:
+        doc = f.read()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    doc = re.sub(re.escape(start) + ".*" + re.escape(end), lambda m: start + "\n" + text + end, doc, flags=re.S)
+    with open(path, "w") as f:
+        f.write(doc)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What the next boot will set: nf_conntrack_max from sysctl.d, the hash size from modprobe.d,
 and whether nf_conntrack is loaded early enough for sysctl.d to apply at all.
 
-The trap (shared/docs/zabbix-facts.md): a ``net.netfilter.nf_conntrack_max`` line in
+The trap (docs/runbook.md, "4. Make it survive a reboot"): a ``net.netfilter.nf_conntrack_max`` line in
 ``/etc/sysctl.d/`` is silently not applied when the module loads after systemd-sysctl has run.
 Only a module listed in ``modules-load.d`` (or ``/etc/modules`` on Debian) is loaded before it.
 
@@ -12,7 +12,7 @@ readers. Agent side: standard library only, Python 3.8.
 from __future__ import annotations
 
 import os
-from conntrack_zbx.record import record
+from conntrack_zbx.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
@@ -27,12 +27,19 @@ MAX_KEYS = ("net.netfilter.nf_conntrack_max", "net/netfilter/nf_conntrack_max")
 MODULE = "nf_conntrack"
 
 
-Boot = record(
-    "Boot", "max max_source hashsize hashsize_source module_autoload module_source",
+class Boot(Record):
     """What a reboot sets. ``max``: nf_conntrack_max from sysctl.d, None when nothing is persisted
 (kernel default); ``hashsize``: ``options nf_conntrack hashsize=``, None for the kernel
 default; ``module_autoload``: nf_conntrack in modules-load.d or /etc/modules. Each
-``*_source`` names the file that decided it (None: nothing did).""")
+``*_source`` names the file that decided it (None: nothing did)."""
+
+    __slots__ = ("max", "max_source", "hashsize", "hashsize_source", "module_autoload", "module_source")
+    max: "Optional[int]"
+    max_source: "Optional[str]"
+    hashsize: "Optional[int]"
+    hashsize_source: "Optional[str]"
+    module_autoload: bool
+    module_source: "Optional[str]"
 
 
 def config_files(root: str, dirs: Tuple[str, ...]) -> List[str]:

@@ -22,6 +22,8 @@ import stat
 import time
 import zlib
 
+from conntrack_zbx.errors import CacheRefused, LockTimeout
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
     from typing import Optional, Tuple
@@ -37,10 +39,6 @@ MAX_BYTES = 64 << 20  # a counts file for a million distinct sources is ~40 MiB
 
 def _hexkey(key: str) -> bytes:
     return key.encode("utf-8", "surrogateescape").hex().encode("ascii")
-
-
-class CacheRefused(Exception):
-    """The cache directory is not safe (or not creatable) for this user; do without it."""
 
 
 def _check(st: os.stat_result, what: str, want_dir: bool) -> None:
@@ -155,10 +153,6 @@ class Cache:
 
     def lock(self, timeout: float) -> _Lock:
         return _Lock(self, timeout)
-
-
-class LockTimeout(Exception):
-    """Another call held the lock past our patience (it may be stuck): read without it."""
 
 
 class _Lock:

@@ -2,7 +2,7 @@
 
 Credentials come from the environment (ZABBIX_URL, ZABBIX_TOKEN or ZABBIX_USER/ZABBIX_PASSWORD)
 or options, and are never printed. pyzabbix's ``with`` block swallows API errors, so it is not
-used: every API error surfaces as ``DeployError`` with the API's own message, and the CLI exits
+used: every API error surfaces as ``DeployFailed`` with the API's own message, and the CLI exits
 non-zero with it.
 """
 
@@ -11,11 +11,8 @@ from typing import Dict, List, Optional
 
 from pyzabbix import ZabbixAPI, ZabbixAPIException
 
+from conntrack_zbx.errors import DeployFailed
 from conntrack_zbx.template import model
-
-
-class DeployError(Exception):
-    """An API call failed; the message is the API's."""
 
 
 def connect(url: Optional[str] = None, token: Optional[str] = None, user: Optional[str] = None,
@@ -25,19 +22,19 @@ def connect(url: Optional[str] = None, token: Optional[str] = None, user: Option
     user = user or os.environ.get("ZABBIX_USER")
     password = password if password is not None else os.environ.get("ZABBIX_PASSWORD")
     if not url:
-        raise DeployError("no Zabbix URL: pass --url or set ZABBIX_URL")
+        raise DeployFailed("no Zabbix URL: pass --url or set ZABBIX_URL")
     if not token and not (user and password is not None):
-        raise DeployError("no credentials: set ZABBIX_TOKEN, or ZABBIX_USER and ZABBIX_PASSWORD")
+        raise DeployFailed("no credentials: set ZABBIX_TOKEN, or ZABBIX_USER and ZABBIX_PASSWORD")
     zapi = ZabbixAPI(url, timeout=timeout)
     try:
         if token:
             zapi.login(api_token=token)
         else:
-            zapi.login(user, password)
+            zapi.login(user or "", password or "")
     except ZabbixAPIException as e:
-        raise DeployError("login to %s failed: %s" % (url, _api_message(e))) from None
+        raise DeployFailed("login to %s failed: %s" % (url, _api_message(e))) from None
     except OSError as e:
-        raise DeployError("cannot reach %s: %s" % (url, e)) from None
+        raise DeployFailed("cannot reach %s: %s" % (url, e)) from None
     return zapi
 
 
@@ -51,9 +48,9 @@ def call(zapi: ZabbixAPI, method: str, _params=None, **params):
     try:
         return zapi.do_request(method, params if _params is None else _params)["result"]
     except ZabbixAPIException as e:
-        raise DeployError("%s failed: %s" % (method, _api_message(e))) from None
+        raise DeployFailed("%s failed: %s" % (method, _api_message(e))) from None
     except OSError as e:
-        raise DeployError("%s failed: %s" % (method, e)) from None
+        raise DeployFailed("%s failed: %s" % (method, e)) from None
 
 
 IMPORT_RULES = {
@@ -84,16 +81,16 @@ def link(zapi: ZabbixAPI, template: str, host: Optional[str] = None,
     """Link ``template`` to one host or to every host of a group; keep their other templates."""
     found = call(zapi, "template.get", filter={"host": [template]}, output=["templateid"])
     if not found:
-        raise DeployError("template %r is not on the server: import it first" % template)
+        raise DeployFailed("template %r is not on the server: import it first" % template)
     tid = found[0]["templateid"]
     if host:
         hosts = call(zapi, "host.get", filter={"host": [host]}, output=["hostid", "host"])
         if not hosts:
-            raise DeployError("host %r not found" % host)
+            raise DeployFailed("host %r not found" % host)
     else:
         groups = call(zapi, "hostgroup.get", filter={"name": [group]}, output=["groupid"])
         if not groups:
-            raise DeployError("host group %r not found" % group)
+            raise DeployFailed("host group %r not found" % group)
         hosts = call(zapi, "host.get", groupids=[groups[0]["groupid"]], output=["hostid", "host"])
     if hosts:
         call(zapi, "host.massadd", hosts=[{"hostid": h["hostid"]} for h in hosts],

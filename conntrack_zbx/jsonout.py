@@ -49,3 +49,16 @@ def dumps(obj) -> str:
     if isinstance(obj, (list, tuple)):
         return "[" + ",".join(dumps(v) for v in obj) + "]"
     raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+
+def with_fields(written: str, fields: dict) -> str:
+    """A written JSON object with ``fields`` appended: what ``dumps(dict(obj, **fields))`` writes
+    when none of ``fields`` is already in it (tests hold them equal). Cached answers are stored
+    as written text, and each call adds its own ``cached``/``age``; parsing the answer back would
+    import ``json`` on every cached call."""
+    if not (written.startswith("{") and written.endswith("}")):
+        raise ValueError("not a written JSON object")
+    tail = ",".join(_string(k) + ":" + dumps(v) for k, v in fields.items())
+    if not tail:
+        return written
+    return written[:-1] + ("," if written != "{}" else "") + tail + "}"

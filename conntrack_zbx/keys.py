@@ -9,7 +9,7 @@ word there (see docs/permissions.md).
 
 from typing import NamedTuple, Tuple
 
-from conntrack_zbx.params import TALKERS_PARAMS, Param
+from conntrack_zbx.options import Option, params_of
 
 # Where `pip install` + the documented symlink put the entry point on an agent host.
 BINARY = "/usr/local/bin/conntrack-zbx"
@@ -22,7 +22,7 @@ class AgentKey(NamedTuple):
     args: Tuple[str, ...]  # the fixed subcommand line after the binary
     privileged: bool  # reads the root-only entry table: runs through the sudo grant
     description: str
-    params: Tuple[Param, ...] = ()  # flexible key: $1.. map to these options, allow-listed
+    params: Tuple[Option, ...] = ()  # flexible key: $1.. map to these options, allow-listed
 
 
 KEYS = (
@@ -39,7 +39,7 @@ KEYS = (
         True,
         "Top sources and networks by entries held, with the talkers' LLD rows (JSON). Reads the "
         "root-only entry table through the fixed sudo grant.",
-        TALKERS_PARAMS,
+        params_of("talkers"),
     ),
 )
 
@@ -50,7 +50,7 @@ def command_line(k: AgentKey, binary: str = BINARY) -> str:
     parts = [binary] + list(k.args) + (["--sudo"] if k.privileged else [])
     for i, p in enumerate(k.params, 1):
         # Quoted: one argument whatever it holds (the agent refuses quotes in parameters).
-        parts.append("--%s='$%d'" % (p.name.replace("_", "-"), i))
+        parts.append("%s='$%d'" % (p.flag, i))
     return " ".join(parts)
 
 

@@ -6,41 +6,28 @@ key to the command line. The conf quotes each ``$N`` (and the agent's default
 argument; here it must then be a short run of ASCII digits inside a fixed range, or empty for
 the default. Nothing else is accepted: no sign, no spaces, no Unicode digits, no option-like
 text, never a path. The root side (``--params-stdin``) validates again, trusting nothing.
+
+Which parameters exist, their ranges and defaults are ``kind="param"`` entries of
+``options.OPTIONS``.
 """
 
-from __future__ import annotations
-
-from conntrack_zbx.record import record
+from conntrack_zbx.errors import Refused
+from conntrack_zbx.options import params_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
-    from typing import Dict, Optional, Tuple
+    from typing import Dict, Optional
+
+    from conntrack_zbx.options import Option
+
+TALKERS_PARAMS = params_of("talkers")
 
 
-Param = record(
-    "Param", "name lo hi default help",
-    """One key parameter: ``name`` (also the CLI option, with dashes: --prefix4), the allowed
-range ``lo``..``hi``, the ``default`` for an empty value, and ``help``.""")
-
-
-TALKERS_PARAMS = (
-    Param("prefix4", 8, 32, 24, "IPv4 network prefix length of the roll-up"),
-    Param("prefix6", 16, 128, 64, "IPv6 network prefix length of the roll-up"),
-    Param("top", 1, 100, 10, "how many sources and networks to report and discover"),
-    Param("max_age", 0, 3600, 20, "seconds a cached table read may be reused; 0 = always read afresh"),
-)
-
-
-
-class Refused(ValueError):
-    """A parameter outside the allow-list; the message says what is allowed."""
-
-
-def check(p: Param, raw: Optional[str]) -> int:
+def check(p: "Option", raw: "Optional[str]") -> int:
     """Validate one parameter as typed ('' or None = the default)."""
     if raw is None or raw == "":
         return p.default
-    if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit() and len(raw) <= 5):
+    if not isinstance(raw, str) or not (_ascii_digits(raw) and len(raw) <= 5):
         raise Refused("parameter %s=%r is not allowed: use a whole number %d..%d (plain digits), "
                       "or leave it empty for %d" % (p.name, str(raw)[:40], p.lo, p.hi, p.default))
     value = int(raw)
@@ -50,7 +37,11 @@ def check(p: Param, raw: Optional[str]) -> int:
     return value
 
 
-def check_all(given: Dict[str, Optional[str]]) -> Dict[str, int]:
+def _ascii_digits(text: str) -> bool:
+    return bool(text) and all("0" <= c <= "9" for c in text)
+
+
+def check_all(given: "Dict[str, Optional[str]]") -> "Dict[str, int]":
     """Validate a mapping of parameter name -> text; unknown names are refused."""
     known = {p.name: p for p in TALKERS_PARAMS}
     unknown = sorted(set(given) - set(known))
@@ -60,12 +51,12 @@ def check_all(given: Dict[str, Optional[str]]) -> Dict[str, int]:
     return {p.name: check(p, given.get(p.name)) for p in TALKERS_PARAMS}
 
 
-def to_wire(values: Dict[str, int]) -> bytes:
+def to_wire(values: "Dict[str, int]") -> bytes:
     """What the agent side writes to the sudo line's stdin: ``name=value`` words, one line."""
     return (" ".join("%s=%d" % (p.name, values[p.name]) for p in TALKERS_PARAMS) + "\n").encode("ascii")
 
 
-def from_wire(data: bytes) -> Dict[str, int]:
+def from_wire(data: bytes) -> "Dict[str, int]":
     """The root side of the sudo line: ``name=value`` words on one line, validated again,
     trusting nothing (size, encoding, names, duplicates, values)."""
     if len(data) > 4096:
@@ -83,7 +74,3 @@ def from_wire(data: bytes) -> Dict[str, int]:
             raise Refused("parameters on stdin must be distinct name=value words, got %r" % word[:40])
         given[name] = value
     return check_all(given)
-
-
-def as_tuple(values: Dict[str, int]) -> Tuple[int, ...]:
-    return tuple(values[p.name] for p in TALKERS_PARAMS)

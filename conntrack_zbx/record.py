@@ -1,28 +1,39 @@
-"""Small immutable records, like ``collections.namedtuple``, without importing ``collections``:
-the agent's counters call imports as little as possible (docs/performance.md)."""
+"""Small immutable records without importing ``collections`` or ``typing``: the agent's counters
+call imports as little as possible (docs/performance.md). Subclasses list their fields in
+``__slots__`` and get keyword/positional construction, equality, a repr and ``_asdict``; type
+checkers see ordinary annotated classes."""
 
-from operator import itemgetter
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict
 
 
-def record(name: str, fields: str, doc: str) -> type:
-    """A tuple subclass with named, read-only fields, keyword construction and a useful repr."""
-    names = tuple(fields.split())
+class Record:
+    __slots__ = ()  # type: tuple
 
-    def __new__(cls, *args, **kw):
+    def __init__(self, *args: "Any", **kw: "Any") -> None:
+        names = self.__slots__
         if len(args) + len(kw) != len(names):
-            raise TypeError("%s takes %d fields, got %d" % (name, len(names), len(args) + len(kw)))
-        values = list(args) + [kw.pop(n) for n in names[len(args):]]
-        if kw:
-            raise TypeError("%s has no field(s) %s" % (name, ", ".join(kw)))
-        return tuple.__new__(cls, values)
+            raise TypeError("%s takes %d fields, got %d" % (type(self).__name__, len(names), len(args) + len(kw)))
+        values = dict(zip(names, args))
+        for k, v in kw.items():
+            if k not in names or k in values:
+                raise TypeError("%s: unexpected or repeated field %s" % (type(self).__name__, k))
+            values[k] = v
+        for k in names:
+            object.__setattr__(self, k, values[k])
 
-    def __repr__(self):
-        return "%s(%s)" % (name, ", ".join("%s=%r" % (n, v) for n, v in zip(names, self)))
+    def __setattr__(self, name: str, value: "Any") -> None:
+        raise AttributeError("%s is immutable" % type(self).__name__)
 
-    def _asdict(self):
-        return dict(zip(names, self))
+    def _asdict(self) -> "Dict[str, Any]":
+        return {k: getattr(self, k) for k in self.__slots__}
 
-    ns = {"__slots__": (), "__doc__": doc, "__new__": __new__, "__repr__": __repr__, "_fields": names,
-          "_asdict": _asdict, "__getnewargs__": lambda self: tuple(self)}
-    ns.update((n, property(itemgetter(i), doc="field %d" % i)) for i, n in enumerate(names))
-    return type(name, (tuple,), ns)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and type(other) is type(self) and self._asdict() == other._asdict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._asdict().items()))
+
+    def __repr__(self) -> str:
+        return "%s(%s)" % (type(self).__name__, ", ".join("%s=%r" % kv for kv in self._asdict().items()))

@@ -13,7 +13,7 @@ import tempfile
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from conntrack_zbx import boot
-from conntrack_zbx.errors import ConntrackError, NotPermitted
+from conntrack_zbx.errors import NotPermitted, TuneRefused
 from conntrack_zbx.sources.proc import HASHSIZE, MAX, ProcRoot
 
 # 99-: sorts after the usual numbered files, so ours is the value boot applies; apply verifies it.
@@ -26,14 +26,10 @@ BUCKET_BYTES = 8
 MEMORY_SHARE = 8  # refuse a table that could take more than 1/8 of RAM when full
 
 
-class Refused(ConntrackError):
-    exit_code = 2
-
-
 class Plan(NamedTuple):
     version: Tuple[int, int]
     release: str
-    count: int
+    count: int  # type: ignore[assignment]  # the field, not tuple.count
     max_now: int
     buckets_now: int
     max_new: int
@@ -65,7 +61,7 @@ def plan(root: ProcRoot, maximum: Optional[int], auto: bool, peak: Optional[int]
     count, max_now, buckets_now = root.count(), root.max(), root.buckets()
     memtotal = root.memtotal_kib()
     if memtotal is None:
-        raise Refused("cannot read MemTotal from %s: refusing to size a table blind" % root.path("proc/meminfo"))
+        raise TuneRefused("cannot read MemTotal from %s: refusing to size a table blind" % root.path("proc/meminfo"))
     entry = _entry_bytes(root)
     per_entry = entry + BUCKET_BYTES
     limit = memtotal * 1024 // MEMORY_SHARE // per_entry
@@ -85,13 +81,13 @@ def plan(root: ProcRoot, maximum: Optional[int], auto: bool, peak: Optional[int]
                            % (maximum, MEMORY_SHARE, mib(memtotal * 1024 / MEMORY_SHARE)))
     assert maximum is not None
     if maximum < MIN_MAX:
-        raise Refused("refusing nf_conntrack_max %d: below %d the table is smaller than the kernel's "
+        raise TuneRefused("refusing nf_conntrack_max %d: below %d the table is smaller than the kernel's "
                       "smallest default; this is a typo, not a tuning" % (maximum, MIN_MAX))
     if maximum < count:
-        raise Refused("refusing nf_conntrack_max %d: %d entries are in the table now, the kernel would "
+        raise TuneRefused("refusing nf_conntrack_max %d: %d entries are in the table now, the kernel would "
                       "drop every new connection until %d of them expire" % (maximum, count, count - maximum))
     if maximum > limit:
-        raise Refused("refusing nf_conntrack_max %d: a full table would take about %s, more than 1/%d of "
+        raise TuneRefused("refusing nf_conntrack_max %d: a full table would take about %s, more than 1/%d of "
                       "this host's %s of RAM; the most this host can afford is %d"
                       % (maximum, mib(maximum * per_entry), MEMORY_SHARE, mib(memtotal * 1024), limit))
     buckets = boot.recommended_buckets(maximum, version)
@@ -183,10 +179,10 @@ def set_runtime(root: ProcRoot, maximum: int, buckets: int) -> None:
             raise NotPermitted("cannot write %s: run tune --apply as root in the host's own network "
                                "namespace" % root.path(rel)) from None
         except OSError as e:
-            raise Refused("the kernel refused %d for %s: %s" % (value, root.path(rel), e.strerror)) from None
+            raise TuneRefused("the kernel refused %d for %s: %s" % (value, root.path(rel), e.strerror)) from None
     got_max, got_buckets = root.max(), root.read_int(HASHSIZE)
     if got_max != maximum or got_buckets < buckets:
-        raise Refused("runtime check failed: nf_conntrack_max reads %d (wanted %d), buckets %d (wanted %d)"
+        raise TuneRefused("runtime check failed: nf_conntrack_max reads %d (wanted %d), buckets %d (wanted %d)"
                       % (got_max, maximum, got_buckets, buckets))
 
 
@@ -195,13 +191,13 @@ def check_boot(etc_root: str, p: Plan) -> None:
     silently override ours."""
     b = boot.read_boot(etc_root)
     if b.max != p.max_new:
-        raise Refused("written, but %s sets nf_conntrack_max %s later at boot: edit or remove it"
+        raise TuneRefused("written, but %s sets nf_conntrack_max %s later at boot: edit or remove it"
                       % (b.max_source, b.max))
     if b.hashsize != p.buckets_new:
-        raise Refused("written, but %s sets hashsize=%s later at load: edit or remove it"
+        raise TuneRefused("written, but %s sets hashsize=%s later at load: edit or remove it"
                       % (b.hashsize_source, b.hashsize))
     if not b.module_autoload:
-        raise Refused("written, but nf_conntrack is still not loaded early (modules-load.d)")
+        raise TuneRefused("written, but nf_conntrack is still not loaded early (modules-load.d)")
 
 
 def run(args) -> str:

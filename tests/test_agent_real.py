@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from conntrack_zbx import keys
-from conntrack_zbx.lab.agent import Agent, grant_sudo, install_plugin
-from conntrack_zbx.lab.netns import Netns, sh
+from lab.agent import Agent, grant_sudo, install_plugin
+from lab.netns import Netns, sh
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real

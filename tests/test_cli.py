@@ -178,7 +178,7 @@ def test_talkers_time_budget_truncates_and_says_so(capsys, tmp_path):
     rc, doc = run_json(capsys, "talkers", "--file", str(snap), "--budget", "0", "--proc-root", MIXED)
     assert rc == 0 and doc["truncated"] is True
     # stopped at the first look at the clock: after the whole lines of the first block
-    from conntrack_zbx.talkers import BLOCK
+    from conntrack_zbx.sources.text import BLOCK
     assert doc["entries"] == snap.read_bytes()[:BLOCK].count(b"\n") < 21600
     rc, doc = run_json(capsys, "talkers", "--file", str(snap), "--proc-root", MIXED)
     assert doc["truncated"] is False and doc["entries"] == 21600

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from conntrack_zbx.lab import bulk
-from conntrack_zbx.lab.netns import Netns, entered
+from lab import bulk
+from lab.netns import Netns, entered
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real

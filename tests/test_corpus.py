@@ -82,4 +82,4 @@ def test_netlink_corpus(name):
         assert bad >= 1 and found is None  # the damaged row goes to the general decoder, and is skipped
     else:
         assert bad == 0 and found is not None and len(found) == w.rows == sum(good.values())
-        assert nl.labelled(Counter(found)) == nl.label_records(good)
+        assert nl.label_rows(Counter(found)) == nl.label_records(good)

@@ -12,7 +12,7 @@ import pytest
 
 from conntrack_zbx.parse import netlink as nl
 from conntrack_zbx.parse.stat import parse_stat
-from conntrack_zbx.talkers import tally_sources
+from conntrack_zbx.sources.text import tally_sources
 from tests.conftest import fixture_tree
 
 TREES = ["netlink-6.18.44-mixed", "netlink-6.18.44-acct-timestamp"]
@@ -39,7 +39,7 @@ def test_fast_pattern_accounts_for_every_real_row(tree):
     assert w.done and w.error == 0 and w.other == 0 and w.rows == lines > 0
     found = nl.count_rows(dump, w.rows)
     assert found is not None, "a real row shape the pattern does not know"
-    assert nl.labelled(Counter(found)) == slow_counts(dump)
+    assert nl.label_rows(Counter(found)) == slow_counts(dump)
 
 
 @pytest.mark.parametrize("tree", TREES)

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from conntrack_zbx.cli import main
-from conntrack_zbx.lab import bulk
-from conntrack_zbx.lab.netns import Netns, entered
+from lab import bulk
+from lab.netns import Netns, entered
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real

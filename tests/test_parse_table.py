@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from conntrack_zbx.parse.table import BadLine, parse_line
-from conntrack_zbx.talkers import state_label, tally
+from conntrack_zbx.talkers import entry_label, tally
 from tests.conftest import fixture_tree
 
 
@@ -86,7 +86,7 @@ def test_bad_lines_raise_badline(line):
 
 
 def test_state_label_covers_stateless_protocols():
-    labels = Counter(state_label(e) for e in entries("kernel-6.18.44-mixed"))
+    labels = Counter(entry_label(e) for e in entries("kernel-6.18.44-mixed"))
     assert labels["ESTABLISHED"] == 5
     assert labels["UNREPLIED"] == 3  # two IPv4 UDP + one IPv6 UDP to a closed port
     assert labels["REPLIED"] == 3  # replied UDP, ICMP echo, ICMPv6 echo

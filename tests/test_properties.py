@@ -12,7 +12,8 @@ from conntrack_zbx.errors import Malformed
 from conntrack_zbx.parse.stat import parse_stat
 from conntrack_zbx.parse.table import AddressCache, BadLine, parse_line
 from conntrack_zbx.parse import netlink as nl
-from conntrack_zbx.talkers import tally, tally_sources
+from conntrack_zbx.sources.text import tally_sources
+from conntrack_zbx.talkers import tally
 from tests.conftest import MIXED, fixture_tree
 
 with open(os.path.join(MIXED, "proc/net/nf_conntrack"), "rb") as f:
@@ -157,7 +158,7 @@ def test_real_dumps_mutated(dump, cuts):
             for (src, _proto, _label), n in counts.items():
                 out[src] += n
             return out
-        assert by_source(nl.labelled(Counter(found))) == by_source(slow)
+        assert by_source(nl.label_rows(Counter(found))) == by_source(slow)
 
 
 @SETTINGS
@@ -188,6 +189,18 @@ def test_json_output_equals_the_json_module(doc):
     from conntrack_zbx.jsonout import dumps
 
     assert dumps(doc) == json.dumps(doc, separators=(",", ":"))
+
+
+@SETTINGS
+@given(st.dictionaries(st.text(), JSON_DOCS, max_size=5), st.dictionaries(st.text(), JSON_DOCS, max_size=3))
+def test_fields_added_to_a_written_object_equal_the_json_module(doc, fields):
+    """A cached answer plus the call's own fields reads as the merged object would."""
+    import json
+
+    from conntrack_zbx.jsonout import dumps, with_fields
+
+    fields = {k: v for k, v in fields.items() if k not in doc}
+    assert with_fields(dumps(doc), fields) == json.dumps(dict(doc, **fields), separators=(",", ":"))
 
 
 @SETTINGS

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conntrack_zbx.lab.netns import Netns
+from lab.netns import Netns
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real

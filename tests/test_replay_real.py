@@ -1,5 +1,5 @@
 """The incident, replayed end to end on the real kernel and a real Zabbix 6.0 (see
-conntrack_zbx/lab/replay.py), with its timeline printed; and the guarantee that a failed or
+lab/replay.py), with its timeline printed; and the guarantee that a failed or
 interrupted run gives the kernel its settings back and leaves nothing behind."""
 
 import os
@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from conntrack_zbx.lab.demo import save_graphs
-from conntrack_zbx.lab.monitor import wait_for
-from conntrack_zbx.lab.replay import DRIFT, HASHSIZE_PATH, INTERVAL, LEAKY_NET, MAX_PATH, RESTORE_FILE, Replay
+from lab.demo import save_graphs
+from lab.monitor import wait_for
+from lab.replay import DRIFT, HASHSIZE_PATH, INTERVAL, LEAKY_NET, MAX_PATH, RESTORE_FILE, Replay
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real
@@ -26,7 +26,7 @@ def read(path):
 
 def leftovers():
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    procs = subprocess.run(["pgrep", "-af", "conntrack_zbx.lab.(clients|mirrorlist)"], capture_output=True,
+    procs = subprocess.run(["pgrep", "-af", "lab.(clients|mirrorlist)"], capture_output=True,
                            text=True).stdout
     return [ln for ln in ns.splitlines() if "ctzbx-node" in ln] + procs.splitlines()
 
@@ -89,7 +89,7 @@ def test_incident_replay(capsys, tmp_path):
 def test_interrupted_demo_restores_the_kernel(how):
     require_root()
     before = (read(MAX_PATH), read(HASHSIZE_PATH))
-    demo = subprocess.Popen([sys.executable, "-m", "conntrack_zbx.lab.demo", "--stop"], cwd=REPO,
+    demo = subprocess.Popen([sys.executable, "-m", "lab.demo", "--stop"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for("the demo to lower nf_conntrack_max", lambda: read(MAX_PATH) != before[0] or demo.poll() is not None,
@@ -100,7 +100,7 @@ def test_interrupted_demo_restores_the_kernel(how):
         demo.wait(120)
         if how == "SIGKILL":  # nothing can run in the process: the documented cleanup does it
             assert read(MAX_PATH) != before[0]
-            subprocess.run([sys.executable, "-m", "conntrack_zbx.lab.demo", "stop"], cwd=REPO, check=True,
+            subprocess.run([sys.executable, "-m", "lab.demo", "stop"], cwd=REPO, check=True,
                            stdout=subprocess.DEVNULL)
     finally:
         if demo.poll() is None:

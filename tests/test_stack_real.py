@@ -15,10 +15,10 @@ import sys
 import pytest
 
 from conntrack_zbx.cli import main
-from conntrack_zbx.lab.agent import Agent, grant_sudo, install_plugin
-from conntrack_zbx.lab.monitor import Monitor, wait_for
-from conntrack_zbx.lab.netns import Netns, entered, sh
-from conntrack_zbx.lab.stack import Stack
+from lab.agent import Agent, grant_sudo, install_plugin
+from lab.monitor import Monitor, wait_for
+from lab.netns import Netns, entered, sh
+from lab.stack import Stack
 from conntrack_zbx.template import model
 from tests.conftest import require_root
 
@@ -51,8 +51,8 @@ def lab():
         ns.__enter__()
         ns.traffic([{"kind": "tcp_open", "src": "127.0.9.%d" % i, "count": 10} for i in range(1, 5)])
         stack.start()
-        mirror = subprocess.Popen(ns.cmd([sys.executable, "-m", "conntrack_zbx.lab", "mirrorlist",
-                                          "127.0.0.1", "8080"]))
+        mirror = subprocess.Popen(ns.cmd([sys.executable, "-m", "lab", "mirrorlist",
+                                          "127.0.0.1", "8080"]), cwd=REPO)
         with Agent("agentd", AGENT_PORT, conf, netns=ns) as agent, entered(ns):
             os.environ.update(ZABBIX_URL=stack.url, ZABBIX_USER="Admin", ZABBIX_PASSWORD="zabbix")
             mon = Monitor(stack.url)

@@ -18,6 +18,7 @@ import struct
 from collections import Counter
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
+from conntrack_zbx.errors import BadMessage
 from conntrack_zbx.parse import labels
 
 # netlink
@@ -25,10 +26,7 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
-NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
-NLM_F_CREATE = 0x400
-NLM_F_EXCL = 0x200
 NLA_TYPE_MASK = 0x3FFF
 NLA_F_NESTED = 0x8000
 
@@ -37,11 +35,9 @@ NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW = 0
 IPCTNL_MSG_CT_GET = 1
 IPCTNL_MSG_CT_GET_STATS_CPU = 4
-IPCTNL_MSG_CT_GET_STATS = 5
 CT_NEW = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW
 CT_GET = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
 CT_GET_STATS_CPU = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS_CPU
-CT_GET_STATS = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS
 
 CTA_TUPLE_ORIG = 1
 CTA_TUPLE_REPLY = 2
@@ -91,17 +87,8 @@ STATS_CPU_NAMES = {2: "found", 4: "invalid", 8: "insert", 9: "insert_failed", 10
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _NLA = struct.Struct("=HH")
 _U32 = struct.Struct("!I")
-_U16 = struct.Struct("!H")
 _MSGHDR_LEN = 16
 _PAYLOAD = 20  # nlmsghdr + nfgenmsg
-
-
-class BadMessage(ValueError):
-    """A message that does not have the ctnetlink layout; callers skip and count it."""
-
-
-class NetlinkError(OSError):
-    """The kernel answered NLMSG_ERROR with this errno."""
 
 
 class Record(NamedTuple):
@@ -226,7 +213,7 @@ def _proto_state(buf: bytes, start: int, end: int) -> int:
     return -1
 
 
-def state_label(r: Record) -> str:
+def record_label(r: Record) -> str:
     """The label /proc's line gives (``parse.labels``): the state number named as /proc names it,
     or the status bits behind [UNREPLIED] / [ASSURED]."""
     word = None
@@ -325,7 +312,7 @@ def count_rows(buf: bytes, rows: int) -> Optional[List[Tuple[bytes, ...]]]:
     return found if len(found) == rows else None
 
 
-def labelled(raw: Counter) -> Counter:
+def label_rows(raw: Counter) -> Counter:
     """Raw DUMP_ROW capture counts -> (packed source, protocol name, state label) counts, the
     key talkers ranks by; decoded once per distinct capture."""
     out = Counter()  # type: Counter
@@ -336,51 +323,14 @@ def labelled(raw: Counter) -> Counter:
         if pl is None:
             r = Record(AF_INET, b"", proto, state[0] if state else -1,
                        _U32.unpack(status)[0] & _STATUS_BITS)
-            pl = labels[(proto, state, status)] = (proto_name(proto), state_label(r))
+            pl = labels[(proto, state, status)] = (proto_name(proto), record_label(r))
         out[(src4[4:] if src4 else src6[4:], pl[0], pl[1])] += n
     return out
 
 
 def label_records(counts: Counter) -> Counter:
-    """Record counts (the general decoder's output) -> the same keys as ``labelled``."""
+    """Record counts (the general decoder's output) -> the same keys as ``label_rows``."""
     out = Counter()  # type: Counter
     for r, n in counts.items():
-        out[(r.src, proto_name(r.proto), state_label(r))] += n
+        out[(r.src, proto_name(r.proto), record_label(r))] += n
     return out
-
-
-# -- building requests (also used by the lab to insert entries) ------------------------------
-def nla(atype: int, value: bytes, nested: bool = False) -> bytes:
-    hdr = _NLA.pack(4 + len(value), atype | (NLA_F_NESTED if nested else 0))
-    return hdr + value + b"\0" * (align(len(value)) - len(value))
-
-
-def request(mtype: int, flags: int, seq: int, family: int = 0, payload: bytes = b"",
-            res_id: int = 0) -> bytes:
-    body = struct.pack("!BBH", family, 0, res_id) + payload
-    return _HDR.pack(_MSGHDR_LEN + len(body), mtype, flags, seq, 0) + body
-
-
-def dump_request(seq: int, family: int = 0) -> bytes:
-    """A CT_GET dump of every entry of the socket's network namespace (family 0: IPv4 and IPv6)."""
-    return request(CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, family)
-
-
-def entry_request(seq: int, family: int, src: bytes, dst: bytes, proto: int, sport: int,
-                  dport: int, status: int, timeout: int, tcp_state: Optional[int] = None) -> bytes:
-    """An IPCTNL_MSG_CT_NEW that creates one entry (lab and bench only: needs CAP_NET_ADMIN)."""
-    v_src, v_dst = (CTA_IP_V4_SRC, CTA_IP_V4_DST) if family == AF_INET else (CTA_IP_V6_SRC, CTA_IP_V6_DST)
-
-    def tup(a: bytes, b: bytes, sp: int, dp: int) -> bytes:
-        ip = nla(CTA_TUPLE_IP, nla(v_src, a) + nla(v_dst, b), True)
-        pr = nla(CTA_TUPLE_PROTO, nla(CTA_PROTO_NUM, bytes([proto]))
-                 + nla(CTA_PROTO_SRC_PORT, _U16.pack(sp)) + nla(CTA_PROTO_DST_PORT, _U16.pack(dp)), True)
-        return ip + pr
-
-    payload = (nla(CTA_TUPLE_ORIG, tup(src, dst, sport, dport), True)
-               + nla(CTA_TUPLE_REPLY, tup(dst, src, dport, sport), True)
-               + nla(CTA_STATUS, _U32.pack(status)) + nla(CTA_TIMEOUT, _U32.pack(timeout)))
-    if tcp_state is not None:
-        payload += nla(CTA_PROTOINFO, nla(CTA_PROTOINFO_TCP, nla(CTA_PROTOINFO_TCP_STATE,
-                                                                 bytes([tcp_state])), True), True)
-    return request(CT_NEW, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq, family, payload)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 
 from conntrack_zbx.errors import Malformed
-from conntrack_zbx.record import record
+from conntrack_zbx.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
-    from typing import List
+    from typing import Dict, List, Optional
 
 # Kernel header name -> the name `conntrack -S` prints (our stable, documented name).
 # Header names not listed here are ignored: they are either always zero on current kernels
@@ -48,10 +48,14 @@ COUNTER_HELP = {
 }
 
 
-StatTable = record(
-    "StatTable", "entries counters cpus",
+class StatTable(Record):
     """Counters summed over CPUs under stable names (``counters``: name -> int), plus the table
-count from ``entries`` (None if absent) and how many CPU rows were summed (``cpus``).""")
+count from ``entries`` (None if absent) and how many CPU rows were summed (``cpus``)."""
+
+    __slots__ = ("entries", "counters", "cpus")
+    entries: "Optional[int]"
+    counters: "Dict[str, int]"
+    cpus: int
 
 
 def parse_stat(text: str) -> StatTable:

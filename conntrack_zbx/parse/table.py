@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from conntrack_zbx.errors import BadLine
 from conntrack_zbx.parse.labels import state_label
 
 FAMILIES = (b"ipv4", b"ipv6")
@@ -39,10 +40,6 @@ class Entry(NamedTuple):
     unreplied: bool
     zone: int
     mark: int
-
-
-class BadLine(ValueError):
-    """A line that is not a conntrack entry; callers skip and count it."""
 
 
 class AddressCache:
@@ -93,36 +90,35 @@ def parse_line(line: bytes, addresses: Optional[AddressCache] = None) -> Entry:
     src_text = addresses.get(src)
     if (":" in src_text) != (family == "ipv6"):
         raise BadLine("address family does not match %s" % family)
-    dst = None  # type: Optional[bytes]
-    sport = dport = None  # type: Optional[int]
-    zone = mark = 0
-    reply = False
-    for tok in body[m.end(4) + 1:].split(b" "):
-        key, sep, value = tok.partition(b"=")
-        if not sep:
-            continue
-        if key == b"src":
-            reply = True
-        elif reply:
-            if key == b"mark":
-                mark = _int(value) or 0
-            elif key == b"zone":
-                zone = _int(value) or 0
-        elif key == b"dst":
-            if dst is None:
-                dst = value
-        elif key == b"sport":
-            if sport is None:
-                sport = _int(value)
-        elif key == b"dport":
-            if dport is None:
-                dport = _int(value)
+    dst, sport, dport, zone, mark = _fields(body[m.end(4) + 1:])
     try:
         dst_text = addresses.get(dst) if dst is not None else None
     except BadLine:
         dst_text = None  # secondary field: the entry counts; a by-destination view skips it
     return Entry(family, proto_b.decode("ascii"), state_b.decode("ascii") if state_b else None, src_text,
                  dst_text, sport, dport, flag in ASSURED_FLAGS, flag == b"[UNREPLIED]", zone, mark)
+
+
+def _fields(rest: bytes) -> Tuple[Optional[bytes], Optional[int], Optional[int], int, int]:
+    """The first dst=, sport=, dport= of the original tuple; mark= and zone= after the reply."""
+    first = {}  # type: Dict[bytes, bytes]
+    after = {}  # type: Dict[bytes, bytes]
+    reply = False
+    for tok in rest.split(b" "):
+        key, sep, value = tok.partition(b"=")
+        if not sep:
+            continue
+        if key == b"src":
+            reply = True
+        elif reply:
+            if key in (b"mark", b"zone"):
+                after[key] = value
+        elif key in (b"dst", b"sport", b"dport") and key not in first:
+            first[key] = value
+    sport, dport = first.get(b"sport"), first.get(b"dport")
+    mark, zone = after.get(b"mark"), after.get(b"zone")
+    return (first.get(b"dst"), None if sport is None else _int(sport), None if dport is None else _int(dport),
+            (_int(zone) or 0) if zone is not None else 0, (_int(mark) or 0) if mark is not None else 0)
 
 
 def _int(value: bytes) -> Optional[int]:
@@ -150,7 +146,7 @@ def count_block(block: bytes) -> Tuple[List[RawKey], int]:
     """The entries of a block of whole lines as raw (family, proto, state, src, flag) tuples,
     for ``Counter.update`` (which counts a list in C), and the number of non-empty lines, so
     the caller knows how many were skipped (lines - matches) without looking at a line in
-    Python. Addresses are validated later, once per distinct value (``labelled``).
+    Python. Addresses are validated later, once per distinct value (``label_lines``).
     """
     counts = SRC_LINE.findall(block)
     lines = block.count(b"\n") + (0 if not block or block.endswith(b"\n") else 1)
@@ -159,7 +155,7 @@ def count_block(block: bytes) -> Tuple[List[RawKey], int]:
     return counts, lines
 
 
-def labelled(raw: Dict[RawKey, int]) -> Counter:
+def label_lines(raw: Dict[RawKey, int]) -> Counter:
     """Raw block counts -> (packed src, proto, label) -> entries. Entries whose address is not
     one, or not of the line's family, are left out (the caller counts them as skipped).
 

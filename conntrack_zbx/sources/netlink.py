@@ -31,6 +31,18 @@ PERMISSION_HINT = (
 )
 
 
+def request(mtype: int, flags: int, seq: int, family: int = 0, payload: bytes = b"",
+            res_id: int = 0) -> bytes:
+    """One netlink request: nlmsghdr, nfgenmsg, then ``payload`` (attributes)."""
+    body = struct.pack("!BBH", family, 0, res_id) + payload
+    return struct.pack("=IHHII", 16 + len(body), mtype, flags, seq, 0) + body
+
+
+def dump_request(seq: int, family: int = 0) -> bytes:
+    """A CT_GET dump of every entry of the socket's network namespace (family 0: IPv4 and IPv6)."""
+    return request(nl.CT_GET, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, family)
+
+
 class Dump(NamedTuple):
     """Counts of one dump by (packed source, protocol name, state label), as talkers ranks."""
 
@@ -91,7 +103,7 @@ def dump(deadline: Optional[float] = None) -> Dump:
     import mmap
 
     s = open_socket()
-    s.send(nl.dump_request(1, 0))
+    s.send(dump_request(1, 0))
     ring = mmap.mmap(-1, SLOTS * RECV_SIZE)  # anonymous and shared with the forked reader
     filled_r, filled_w = os.pipe()
     free_r, free_w = os.pipe()
@@ -104,13 +116,10 @@ def dump(deadline: Optional[float] = None) -> Dump:
     os.close(free_r)
     s.close()
     view = memoryview(ring)
-    raw = Counter()  # type: Counter
-    slow = Counter()  # type: Counter
-    entries = skipped = 0
-    done = False
+    tally = _Counting()
     f = os.fdopen(filled_r, "rb", buffering=1 << 16)
     try:
-        while True:
+        while not tally.done:
             if deadline is not None and time.monotonic() > deadline:
                 break  # report what was counted, truncated
             head = f.read(_FRAME.size)
@@ -121,42 +130,61 @@ def dump(deadline: Optional[float] = None) -> Dump:
                 raise _failure(f.read(size))
             buf = view[slot * RECV_SIZE:slot * RECV_SIZE + size]
             try:  # the slice must be released before the ring can be closed, whatever happens
-                wk = _walk(buf)
-                skipped += wk.other
-                rows = wk.rows
-                if rows:
-                    c = nl.count_rows(buf, rows)
-                    if c is not None:
-                        raw.update(c)  # a list: counted in C
-                        entries += rows
-                    else:
-                        e, k = _decode_slowly(bytes(buf), slow)
-                        entries += e
-                        skipped += k
+                tally.add(buf)
             finally:
                 buf.release()
-            if wk.done:
-                done = True
-                break
-            try:
-                os.write(free_w, b".")  # the slot is the reader's again
-            except BrokenPipeError:  # the reader has stopped: its frame (or EOF) says why
-                pass
+            if not tally.done:
+                try:
+                    os.write(free_w, b".")  # the slot is the reader's again
+                except BrokenPipeError:  # the reader has stopped: its frame (or EOF) says why
+                    pass
     finally:
         f.close()
         os.close(free_w)
-        if not done:
-            try:
-                os.kill(pid, 9)
-            except OSError:
-                pass
-        os.waitpid(pid, 0)
+        _end_reader(pid, tally.done)
         view.release()
         ring.close()
-    counts = nl.labelled(raw)
-    if slow:
-        counts.update(nl.label_records(slow))
-    return Dump(counts, entries, skipped, not done)
+    return tally.result()
+
+
+def _end_reader(pid: int, finished: bool) -> None:
+    if not finished:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    os.waitpid(pid, 0)
+
+
+class _Counting:
+    """The counts of one dump so far: rows the compiled pattern matched (raw), rows decoded one
+    by one (slow), entries, skipped messages, and whether NLMSG_DONE was seen."""
+
+    def __init__(self) -> None:
+        self.raw = Counter()  # type: Counter
+        self.slow = Counter()  # type: Counter
+        self.entries = self.skipped = 0
+        self.done = False
+
+    def add(self, buf) -> None:
+        wk = _walk(buf)
+        self.skipped += wk.other
+        if wk.rows:
+            c = nl.count_rows(buf, wk.rows)
+            if c is not None:
+                self.raw.update(c)  # a list: counted in C
+                self.entries += wk.rows
+            else:
+                e, k = _decode_slowly(bytes(buf), self.slow)
+                self.entries += e
+                self.skipped += k
+        self.done = wk.done
+
+    def result(self) -> Dump:
+        counts = nl.label_rows(self.raw)
+        if self.slow:
+            counts.update(nl.label_records(self.slow))
+        return Dump(counts, self.entries, self.skipped, not self.done)
 
 
 # Reader -> counter frames: slot, bytes in it, and whether the reader carries on or failed (then
@@ -229,7 +257,7 @@ def raw_answers(mtype: int) -> bytes:
     s = open_socket()
     try:
         s.settimeout(5)
-        s.send(nl.request(mtype, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, 1))
+        s.send(request(mtype, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, 1))
         out = []
         while True:
             try:

@@ -7,7 +7,7 @@ change between regenerations and never collide with stock templates.
 
 import hashlib
 import uuid
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 from conntrack_zbx.keys import KEYS
 from conntrack_zbx.parse.stat import COUNTER_HELP
@@ -93,7 +93,7 @@ CONNTRACK_MACROS = [
           "Keep a talker's items this long after it left the top list (talkers churn)."),
 ]
 
-# Counters turned into per-second rates: (stable name, item name, units)
+# Counters turned into per-second rates: (stable name, item name); the unit is always !/s
 RATES = [
     ("drop", "Packets dropped, table full"),
     ("early_drop", "Entries evicted early"),
@@ -105,12 +105,13 @@ RATES = [
 ]
 
 
-def T(template: str, key: str) -> str:
+def item_ref(template: str, key: str) -> str:
+    """An item reference for trigger expressions: /template/key."""
     return "/%s/%s" % (template, key)
 
 
 def _dep(template: str, name: str, key: str, path: str, description: str, value_type: str = "UNSIGNED",
-         units: str = "", extra_pre: List[Dict[str, Any]] = (), master: str = STATS_KEY,
+         units: str = "", extra_pre: Sequence[Dict[str, Any]] = (), master: str = STATS_KEY,
          on_fail_discard: bool = False) -> Dict[str, Any]:
     step = {"type": "JSONPATH", "parameters": [path]}
     if on_fail_discard:
@@ -137,8 +138,8 @@ def _dep(template: str, name: str, key: str, path: str, description: str, value_
 
 def _trigger(template: str, name: str, expression: str, priority: str, description: str,
              event_name: str = "", opdata: str = "", scope: str = "capacity",
-             recovery: str = "", dependencies: List[Dict[str, str]] = ()) -> Dict[str, Any]:
-    t = {"uuid": uid(template, "trigger", name), "expression": expression, "name": name}
+             recovery: str = "", dependencies: Sequence[Dict[str, str]] = ()) -> Dict[str, Any]:
+    t = {"uuid": uid(template, "trigger", name), "expression": expression, "name": name}  # type: Dict[str, Any]
     if recovery:
         t["recovery_mode"] = "RECOVERY_EXPRESSION"
         t["recovery_expression"] = recovery
@@ -172,165 +173,11 @@ def _master(key: str, name: str, delay: str, description: str, trigger: Dict[str
 
 
 def conntrack_template() -> Dict[str, Any]:
-    C = CONNTRACK
-    usage = T(C, "conntrack.usage")
-    items = [_master(
-        STATS_KEY, "%s: Get stats" % SHORT, "{$CONNTRACK.INTERVAL}",
-        "Master item: `conntrack-zbx stats` as JSON. When the source cannot be read "
-        "the item is not supported with a message saying what is wrong and how to fix it.",
-        _trigger(
-            C, "%s: No data from conntrack.stats" % SHORT,
-            "nodata(%s,{$CONNTRACK.NODATA.TIMEOUT})=1" % T(C, STATS_KEY), "AVERAGE",
-            "No value for {$CONNTRACK.NODATA.TIMEOUT}. Either the agent is not reachable (when the "
-            "table is full the kernel drops the server's polls too: this is how the incident's "
-            "data 'went missing'), or the item is not supported: its error message in Latest data "
-            "says why (module not loaded, kernel without procfs, ...). " + RUNBOOK,
-            event_name="%s: no data for {$CONNTRACK.NODATA.TIMEOUT}" % SHORT,
-            scope="availability"))]
-    items += [
-        _dep(C, "%s: Entries" % SHORT, "conntrack.count", "$.count",
-             "Connections tracked now (nf_conntrack_count)."),
-        _dep(C, "%s: Max entries" % SHORT, "conntrack.max", "$.max",
-             "The table limit (nf_conntrack_max). At this count the kernel drops new connections."),
-        _dep(C, "%s: Hash buckets" % SHORT, "conntrack.buckets", "$.buckets",
-             "Hash table size (nf_conntrack_buckets, the hashsize module parameter)."),
-        _dep(C, "%s: Free slots" % SHORT, "conntrack.free", "$.free",
-             "nf_conntrack_max - nf_conntrack_count.", on_fail_discard=True),
-    ]
-    usage_item = _dep(C, "%s: Usage, in %%" % SHORT, "conntrack.usage", "$.usage_pct",
-                      "Entries as a share of nf_conntrack_max.", value_type="FLOAT", units="%",
-                      on_fail_discard=True)
-    high = _trigger(
-        C, "%s: Table usage is very high" % SHORT,
-        "last(%s)>{$CONNTRACK.USAGE.HIGH}" % usage, "HIGH",
-        "The table is nearly full: at 100% the kernel logs 'nf_conntrack: table full, dropping "
-        "packet' and new connections (and monitoring polls) fail. " + RUNBOOK,
-        event_name="%s: table usage above {$CONNTRACK.USAGE.HIGH}%% of nf_conntrack_max" % SHORT,
-        opdata="Used: {ITEM.LASTVALUE1}",
-        recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.HIGH}-{$CONNTRACK.USAGE.HYSTERESIS}"
-        % usage)
-    warn = _trigger(
-        C, "%s: Table usage is high" % SHORT,
-        "last(%s)>{$CONNTRACK.USAGE.WARN}" % usage, "WARNING",
-        "The table is filling up; this is the early warning the incident lacked. " + RUNBOOK,
-        event_name="%s: table usage above {$CONNTRACK.USAGE.WARN}%% of nf_conntrack_max" % SHORT,
-        opdata="Used: {ITEM.LASTVALUE1}",
-        recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS}"
-        % usage,
-        dependencies=[{"name": high["name"], "expression": high["expression"],
-                       "recovery_expression": high["recovery_expression"]}])
-    full = _trigger(
-        C, "%s: Table will be full soon" % SHORT,
-        "timeleft(%s,{$CONNTRACK.FULL.WINDOW},100)<{$CONNTRACK.FULL.TIMELEFT}" % usage, "WARNING",
-        "At the growth rate of the last {$CONNTRACK.FULL.WINDOW} the table reaches nf_conntrack_max "
-        "within {$CONNTRACK.FULL.TIMELEFT}. " + RUNBOOK,
-        event_name="%s: table will be full within {$CONNTRACK.FULL.TIMELEFT}" % SHORT,
-        opdata="Used: {ITEM.LASTVALUE1}")
-    usage_item["triggers"] = [high, warn, full]
-    items.append(usage_item)
-
-    for name, title in RATES:
-        key = "conntrack.rate[%s]" % name
-        item = _dep(C, "%s: %s, per second" % (SHORT, title), key, "$.stat.%s" % name,
-                    "%s Per second. Discarded when the running kernel lacks this counter." % COUNTER_HELP[name],
-                    value_type="FLOAT", units="!/s", on_fail_discard=True,
-                    extra_pre=[{"type": "CHANGE_PER_SECOND", "parameters": [""]}])
-        rate = T(C, key)
-        if name == "drop":
-            item["triggers"] = [_trigger(
-                C, "%s: Packets dropped, table full" % SHORT,
-                "last(%s)>0" % rate, "HIGH",
-                "The kernel is dropping packets because it could not add an entry: the dmesg line "
-                "'nf_conntrack: table full, dropping packet'. Clients see timeouts; monitoring data "
-                "from this host may go missing. " + RUNBOOK,
-                event_name="%s: kernel is dropping packets, table full" % SHORT,
-                opdata="Drops: {ITEM.LASTVALUE1}", recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate)]
-        elif name == "insert_failed":
-            item["triggers"] = [_trigger(
-                C, "%s: Inserts failing" % SHORT,
-                "last(%s)>{$CONNTRACK.INSERT_FAILED.MAX}" % rate, "WARNING",
-                "Entries could not be inserted (clashes or a full table): connections are being "
-                "refused. " + RUNBOOK,
-                event_name="%s: inserts failing above {$CONNTRACK.INSERT_FAILED.MAX}/s" % SHORT,
-                opdata="Failed: {ITEM.LASTVALUE1}",
-                recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<={$CONNTRACK.INSERT_FAILED.MAX}" % rate)]
-        elif name == "chaintoolong":
-            item["triggers"] = [_trigger(
-                C, "%s: Hash chains too long" % SHORT,
-                "last(%s)>0" % rate, "WARNING",
-                "The kernel refused inserts because a hash chain grew too long: the hash table has "
-                "too few buckets for the load. Raise the hash size with the limit. " + RUNBOOK,
-                event_name="%s: inserts refused, hash chains too long" % SHORT,
-                opdata="Refused: {ITEM.LASTVALUE1}",
-                recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate, scope="performance")]
-        items.append(item)
-
-    drift_item = _dep(C, "%s: Settings a reboot would not keep" % SHORT, "conntrack.drift", "$.drift",
-                      "Where the running nf_conntrack_max or hash size differs from what the next boot sets "
-                      "(sysctl.d, modprobe.d, modules-load.d), or a sysctl.d setting the boot order would "
-                      "skip. Empty when a reboot keeps what runs now.", value_type="TEXT")
-    drift_item["trends"] = "0"
-    drift_item["triggers"] = [_trigger(
-        C, "%s: Running settings will not survive a reboot" % SHORT,
-        "length(last(%s))>0" % T(C, "conntrack.drift"), "WARNING",
-        "The running conntrack limits are not what the next boot sets: the fix was applied at runtime "
-        "only, or it is persisted in a way that boot skips (a sysctl.d line while nf_conntrack loads "
-        "after systemd-sysctl). After a reboot the table is as small as before the fix. "
-        "Persist it with `conntrack-zbx tune --max N --apply`. " + RUNBOOK,
-        event_name="%s: running settings differ from what boot sets" % SHORT,
-        opdata="{ITEM.LASTVALUE1}", scope="notice")]
-    items.append(drift_item)
-    items.append(_dep(C, "%s: Recommended hash buckets" % SHORT, "conntrack.buckets.recommended",
-                      "$.recommended_buckets", "Hash buckets this kernel should have for the running "
-                      "nf_conntrack_max: one per entry since 5.15, max/4 before.", on_fail_discard=True))
-    triggers = [_trigger(
-        C, "%s: Hash buckets below the recommended ratio for this kernel" % SHORT,
-        "max(%s,#2)<min(%s,#2)" % (T(C, "conntrack.buckets"), T(C, "conntrack.buckets.recommended")), "INFO",
-        "The hash table has fewer buckets than this kernel's default ratio for the running "
-        "nf_conntrack_max (one per entry since 5.15; the 'hashsize = max/4' advice is for older "
-        "kernels): lookups walk longer chains as the table fills. " + RUNBOOK,
-        event_name="%s: hash buckets below the recommended ratio for this kernel" % SHORT,
-        opdata="Buckets: {ITEM.LASTVALUE1}, recommended: {ITEM.LASTVALUE2}", scope="performance"),
-        _trigger(
-        C, "%s: Too few hash buckets for the limit" % SHORT,
-        # over the last two values: max and buckets change one after the other when an admin
-        # resizes, and the in-between ratio must not raise a problem
-        "min(%s,#2)/max(%s,#2)>{$CONNTRACK.BUCKETS.RATIO.MAX}" % (T(C, "conntrack.max"), T(C, "conntrack.buckets")),
-        "WARNING",
-        "nf_conntrack_max is more than {$CONNTRACK.BUCKETS.RATIO.MAX} times the number of hash "
-        "buckets: when the table fills, lookups walk long chains. Since kernel 5.15 the default is "
-        "one bucket per entry; 'hashsize = max/4' is older advice. " + RUNBOOK,
-        event_name="%s: more than {$CONNTRACK.BUCKETS.RATIO.MAX} entries per hash bucket" % SHORT,
-        opdata="Max: {ITEM.LASTVALUE1}, buckets: {ITEM.LASTVALUE2}", scope="performance")]
-
-    items.append(_master(
-        TALKERS_KEY, "%s: Get top talkers" % SHORT, "{$CONNTRACK.TALKERS.INTERVAL}",
-        "Master item: `conntrack-zbx talkers` as JSON: top sources and networks by "
-        "entries held. Reads the root-only entry table (ctnetlink, else /proc) through the sudo "
-        "drop-in; without it the item is not supported with a message naming the grant. "
-        "Parameters: IPv4 and IPv6 roll-up prefix, how many talkers, and how many seconds a cached "
-        "table read may be reused (keep it below the interval); values outside the allow-list make "
-        "the item not supported with a message saying what is allowed.",
-        _trigger(
-            C, "%s: Top talkers not collected" % SHORT,
-            "nodata(%s,{$CONNTRACK.TALKERS.NODATA.TIMEOUT})=1" % T(C, TALKERS_KEY), "WARNING",
-            "conntrack.talkers has had no value for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}: nobody will be "
-            "named when the table fills. Usually the item is not supported and its error says why: "
-            "most often the sudo grant (sudoers.d/conntrack-zbx) is missing or the table is absent "
-            "(kernel without CONFIG_NF_CONNTRACK_PROCFS). See docs/permissions.md.",
-            event_name="%s: top talkers not collected for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}" % SHORT,
-            scope="availability")))
-    items.append(_dep(C, "%s: Entries read for talkers" % SHORT, "conntrack.talkers.entries",
-                      "$.entries", "Entries the last talkers run read from the table.",
-                      master=TALKERS_KEY))
-    items.append(_dep(C, "%s: Distinct sources" % SHORT, "conntrack.talkers.sources",
-                      "$.distinct_sources", "Distinct original-direction source addresses in the table.",
-                      master=TALKERS_KEY))
-
+    items = _stats_items() + [_usage_item()] + _rate_items() + _boot_items() + _talkers_items()
     return {
-        "uuid": uid(C),
-        "template": C,
-        "name": C,
+        "uuid": uid(CONNTRACK),
+        "template": CONNTRACK,
+        "name": CONNTRACK,
         "description": (
             "Linux connection-tracking table: usage against nf_conntrack_max, drops and insert "
             "failures from the kernel's counters, and the top talkers holding the table, named by "
@@ -342,20 +189,209 @@ def conntrack_template() -> Dict[str, Any]:
         "discovery_rules": [talkers_discovery()],
         "tags": tags(**{"class": "os", "target": "linux"}),
         "macros": CONNTRACK_MACROS,
-        "triggers": triggers,
+        "triggers": _bucket_triggers(),
         "graphs": conntrack_graphs(),
     }
 
 
+
+
+def _stats_items() -> List[Dict[str, Any]]:
+    """The counters master item and the plain values taken from it."""
+    items = [_master(
+        STATS_KEY, "%s: Get stats" % SHORT, "{$CONNTRACK.INTERVAL}",
+        "Master item: `conntrack-zbx stats` as JSON. When the source cannot be read "
+        "the item is not supported with a message saying what is wrong and how to fix it.",
+        _trigger(
+            CONNTRACK, "%s: No data from conntrack.stats" % SHORT,
+            "nodata(%s,{$CONNTRACK.NODATA.TIMEOUT})=1" % item_ref(CONNTRACK, STATS_KEY), "AVERAGE",
+            "No value for {$CONNTRACK.NODATA.TIMEOUT}. Either the agent is not reachable (when the "
+            "table is full the kernel drops the server's polls too: this is how the incident's "
+            "data 'went missing'), or the item is not supported: its error message in Latest data "
+            "says why (module not loaded, kernel without procfs, ...). " + RUNBOOK,
+            event_name="%s: no data for {$CONNTRACK.NODATA.TIMEOUT}" % SHORT,
+            scope="availability"))]
+    items += [
+        _dep(CONNTRACK, "%s: Entries" % SHORT, "conntrack.count", "$.count",
+             "Connections tracked now (nf_conntrack_count)."),
+        _dep(CONNTRACK, "%s: Max entries" % SHORT, "conntrack.max", "$.max",
+             "The table limit (nf_conntrack_max). At this count the kernel drops new connections."),
+        _dep(CONNTRACK, "%s: Hash buckets" % SHORT, "conntrack.buckets", "$.buckets",
+             "Hash table size (nf_conntrack_buckets, the hashsize module parameter)."),
+        _dep(CONNTRACK, "%s: Free slots" % SHORT, "conntrack.free", "$.free",
+             "nf_conntrack_max - nf_conntrack_count.", on_fail_discard=True),
+    ]
+    return items
+
+
+def _usage_item() -> Dict[str, Any]:
+    """Usage in %, with the warning, high and forecast triggers."""
+    usage = item_ref(CONNTRACK, "conntrack.usage")
+    usage_item = _dep(CONNTRACK, "%s: Usage, in %%" % SHORT, "conntrack.usage", "$.usage_pct",
+                      "Entries as a share of nf_conntrack_max.", value_type="FLOAT", units="%",
+                      on_fail_discard=True)
+    high = _trigger(
+        CONNTRACK, "%s: Table usage is very high" % SHORT,
+        "last(%s)>{$CONNTRACK.USAGE.HIGH}" % usage, "HIGH",
+        "The table is nearly full: at 100% the kernel logs 'nf_conntrack: table full, dropping "
+        "packet' and new connections (and monitoring polls) fail. " + RUNBOOK,
+        event_name="%s: table usage above {$CONNTRACK.USAGE.HIGH}%% of nf_conntrack_max" % SHORT,
+        opdata="Used: {ITEM.LASTVALUE1}",
+        recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.HIGH}-{$CONNTRACK.USAGE.HYSTERESIS}"
+        % usage)
+    warn = _trigger(
+        CONNTRACK, "%s: Table usage is high" % SHORT,
+        "last(%s)>{$CONNTRACK.USAGE.WARN}" % usage, "WARNING",
+        "The table is filling up; this is the early warning the incident lacked. " + RUNBOOK,
+        event_name="%s: table usage above {$CONNTRACK.USAGE.WARN}%% of nf_conntrack_max" % SHORT,
+        opdata="Used: {ITEM.LASTVALUE1}",
+        recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS}"
+        % usage,
+        dependencies=[{"name": high["name"], "expression": high["expression"],
+                       "recovery_expression": high["recovery_expression"]}])
+    full = _trigger(
+        CONNTRACK, "%s: Table will be full soon" % SHORT,
+        "timeleft(%s,{$CONNTRACK.FULL.WINDOW},100)<{$CONNTRACK.FULL.TIMELEFT}" % usage, "WARNING",
+        "At the growth rate of the last {$CONNTRACK.FULL.WINDOW} the table reaches nf_conntrack_max "
+        "within {$CONNTRACK.FULL.TIMELEFT}. " + RUNBOOK,
+        event_name="%s: table will be full within {$CONNTRACK.FULL.TIMELEFT}" % SHORT,
+        opdata="Used: {ITEM.LASTVALUE1}")
+    usage_item["triggers"] = [high, warn, full]
+
+    return usage_item
+
+
+def _rate_items() -> List[Dict[str, Any]]:
+    """The kernel counters as per-second rates, with the drop, insert and chain triggers."""
+    items = []
+    for name, title in RATES:
+        key = "conntrack.rate[%s]" % name
+        item = _dep(CONNTRACK, "%s: %s, per second" % (SHORT, title), key, "$.stat.%s" % name,
+                    "%s Per second. Discarded when the running kernel lacks this counter." % COUNTER_HELP[name],
+                    value_type="FLOAT", units="!/s", on_fail_discard=True,
+                    extra_pre=[{"type": "CHANGE_PER_SECOND", "parameters": [""]}])
+        rate = item_ref(CONNTRACK, key)
+        if name == "drop":
+            item["triggers"] = [_trigger(
+                CONNTRACK, "%s: Packets dropped, table full" % SHORT,
+                "last(%s)>0" % rate, "HIGH",
+                "The kernel is dropping packets because it could not add an entry: the dmesg line "
+                "'nf_conntrack: table full, dropping packet'. Clients see timeouts; monitoring data "
+                "from this host may go missing. " + RUNBOOK,
+                event_name="%s: kernel is dropping packets, table full" % SHORT,
+                opdata="Drops: {ITEM.LASTVALUE1}", recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate)]
+        elif name == "insert_failed":
+            item["triggers"] = [_trigger(
+                CONNTRACK, "%s: Inserts failing" % SHORT,
+                "last(%s)>{$CONNTRACK.INSERT_FAILED.MAX}" % rate, "WARNING",
+                "Entries could not be inserted (clashes or a full table): connections are being "
+                "refused. " + RUNBOOK,
+                event_name="%s: inserts failing above {$CONNTRACK.INSERT_FAILED.MAX}/s" % SHORT,
+                opdata="Failed: {ITEM.LASTVALUE1}",
+                recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<={$CONNTRACK.INSERT_FAILED.MAX}" % rate)]
+        elif name == "chaintoolong":
+            item["triggers"] = [_trigger(
+                CONNTRACK, "%s: Hash chains too long" % SHORT,
+                "last(%s)>0" % rate, "WARNING",
+                "The kernel refused inserts because a hash chain grew too long: the hash table has "
+                "too few buckets for the load. Raise the hash size with the limit. " + RUNBOOK,
+                event_name="%s: inserts refused, hash chains too long" % SHORT,
+                opdata="Refused: {ITEM.LASTVALUE1}",
+                recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate, scope="performance")]
+        items.append(item)
+
+    return items
+
+
+def _boot_items() -> List[Dict[str, Any]]:
+    """What a reboot would not keep, and the hash size this kernel should have."""
+    items = []
+    drift_item = _dep(CONNTRACK, "%s: Settings a reboot would not keep" % SHORT, "conntrack.drift", "$.drift",
+                      "Where the running nf_conntrack_max or hash size differs from what the next boot sets "
+                      "(sysctl.d, modprobe.d, modules-load.d), or a sysctl.d setting the boot order would "
+                      "skip. Empty when a reboot keeps what runs now.", value_type="TEXT")
+    drift_item["trends"] = "0"
+    drift_item["triggers"] = [_trigger(
+        CONNTRACK, "%s: Running settings will not survive a reboot" % SHORT,
+        "length(last(%s))>0" % item_ref(CONNTRACK, "conntrack.drift"), "WARNING",
+        "The running conntrack limits are not what the next boot sets: the fix was applied at runtime "
+        "only, or it is persisted in a way that boot skips (a sysctl.d line while nf_conntrack loads "
+        "after systemd-sysctl). After a reboot the table is as small as before the fix. "
+        "Persist it with `conntrack-zbx tune --max N --apply`. " + RUNBOOK,
+        event_name="%s: running settings differ from what boot sets" % SHORT,
+        opdata="{ITEM.LASTVALUE1}", scope="notice")]
+    items.append(drift_item)
+    items.append(_dep(CONNTRACK, "%s: Recommended hash buckets" % SHORT, "conntrack.buckets.recommended",
+                      "$.recommended_buckets", "Hash buckets this kernel should have for the running "
+                      "nf_conntrack_max: one per entry since 5.15, max/4 before.", on_fail_discard=True))
+    return items
+
+
+def _bucket_triggers() -> List[Dict[str, Any]]:
+    """Hash buckets against the limit: triggers over two items."""
+    triggers = [_trigger(
+        CONNTRACK, "%s: Hash buckets below the recommended ratio for this kernel" % SHORT,
+        "max(%s,#2)<min(%s,#2)" % (item_ref(CONNTRACK, "conntrack.buckets"),
+                                  item_ref(CONNTRACK, "conntrack.buckets.recommended")), "INFO",
+        "The hash table has fewer buckets than this kernel's default ratio for the running "
+        "nf_conntrack_max (one per entry since 5.15; the 'hashsize = max/4' advice is for older "
+        "kernels): lookups walk longer chains as the table fills. " + RUNBOOK,
+        event_name="%s: hash buckets below the recommended ratio for this kernel" % SHORT,
+        opdata="Buckets: {ITEM.LASTVALUE1}, recommended: {ITEM.LASTVALUE2}", scope="performance"),
+        _trigger(
+        CONNTRACK, "%s: Too few hash buckets for the limit" % SHORT,
+        # over the last two values: max and buckets change one after the other when an admin
+        # resizes, and the in-between ratio must not raise a problem
+        "min(%s,#2)/max(%s,#2)>{$CONNTRACK.BUCKETS.RATIO.MAX}" % (item_ref(CONNTRACK, "conntrack.max"),
+                                                                item_ref(CONNTRACK, "conntrack.buckets")),
+        "WARNING",
+        "nf_conntrack_max is more than {$CONNTRACK.BUCKETS.RATIO.MAX} times the number of hash "
+        "buckets: when the table fills, lookups walk long chains. Since kernel 5.15 the default is "
+        "one bucket per entry; 'hashsize = max/4' is older advice. " + RUNBOOK,
+        event_name="%s: more than {$CONNTRACK.BUCKETS.RATIO.MAX} entries per hash bucket" % SHORT,
+        opdata="Max: {ITEM.LASTVALUE1}, buckets: {ITEM.LASTVALUE2}", scope="performance")]
+
+    return triggers
+
+
+def _talkers_items() -> List[Dict[str, Any]]:
+    """The talkers master item and what is taken from it (discovery is separate)."""
+    items = []
+    items.append(_master(
+        TALKERS_KEY, "%s: Get top talkers" % SHORT, "{$CONNTRACK.TALKERS.INTERVAL}",
+        "Master item: `conntrack-zbx talkers` as JSON: top sources and networks by "
+        "entries held. Reads the root-only entry table (ctnetlink, else /proc) through the sudo "
+        "drop-in; without it the item is not supported with a message naming the grant. "
+        "Parameters: IPv4 and IPv6 roll-up prefix, how many talkers, and how many seconds a cached "
+        "table read may be reused (keep it below the interval); values outside the allow-list make "
+        "the item not supported with a message saying what is allowed.",
+        _trigger(
+            CONNTRACK, "%s: Top talkers not collected" % SHORT,
+            "nodata(%s,{$CONNTRACK.TALKERS.NODATA.TIMEOUT})=1" % item_ref(CONNTRACK, TALKERS_KEY), "WARNING",
+            "conntrack.talkers has had no value for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}: nobody will be "
+            "named when the table fills. Usually the item is not supported and its error says why: "
+            "most often the sudo grant (sudoers.d/conntrack-zbx) is missing or the table is absent "
+            "(kernel without CONFIG_NF_CONNTRACK_PROCFS). See docs/permissions.md.",
+            event_name="%s: top talkers not collected for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}" % SHORT,
+            scope="availability")))
+    items.append(_dep(CONNTRACK, "%s: Entries read for talkers" % SHORT, "conntrack.talkers.entries",
+                      "$.entries", "Entries the last talkers run read from the table.",
+                      master=TALKERS_KEY))
+    items.append(_dep(CONNTRACK, "%s: Distinct sources" % SHORT, "conntrack.talkers.sources",
+                      "$.distinct_sources", "Distinct original-direction source addresses in the table.",
+                      master=TALKERS_KEY))
+
+    return items
+
+
 def talkers_discovery() -> Dict[str, Any]:
-    C = CONNTRACK
     key_args = "{#CT.KIND},{#CT.TALKER}"
 
     def proto(name: str, key: str, field: str, description: str, units: str = "",
               value_type: str = "UNSIGNED") -> Dict[str, Any]:
-        it = _dep(C, name, "%s[%s]" % (key, key_args), "{#CT.PATH}.%s.first()" % field, description,
+        it = _dep(CONNTRACK, name, "%s[%s]" % (key, key_args), "{#CT.PATH}.%s.first()" % field, description,
                   value_type=value_type, units=units, master=TALKERS_KEY, on_fail_discard=True)
-        it["uuid"] = uid(C, "prototype", key)
+        it["uuid"] = uid(CONNTRACK, "prototype", key)
         it["tags"] = tags(component="conntrack", talker="{#CT.TALKER}")
         return it
 
@@ -367,9 +403,9 @@ def talkers_discovery() -> Dict[str, Any]:
                 "that never closes them leaves behind.")
     share = proto("%s: {#CT.KIND} {#CT.TALKER}: Share of max" % SHORT, "conntrack.talker.share",
                   "pct_of_max", "Entries held as a share of nf_conntrack_max.", units="%", value_type="FLOAT")
-    share_key = T(C, share["key"])
+    share_key = item_ref(CONNTRACK, share["key"])
     share["trigger_prototypes"] = [{
-        "uuid": uid(C, "trigger_prototype", "share"),
+        "uuid": uid(CONNTRACK, "trigger_prototype", "share"),
         # A talker that left the top list gets no more values (its count is unknown, not 0); with
         # a top list of 5 or more it cannot hold a share above 20%, so silence ends the problem.
         # nodata() sits in the problem expression: Zabbix 6.0 evaluates timer functions there, but
@@ -389,7 +425,7 @@ def talkers_discovery() -> Dict[str, Any]:
         "tags": tags(scope="capacity", talker="{#CT.TALKER}"),
     }]
     return {
-        "uuid": uid(C, "discovery", "talkers"),
+        "uuid": uid(CONNTRACK, "discovery", "talkers"),
         "name": "%s: Top talkers discovery" % SHORT,
         "type": "DEPENDENT",
         "key": "conntrack.talkers.discovery",
@@ -407,11 +443,11 @@ def talkers_discovery() -> Dict[str, Any]:
                        "/{$CONNTRACK.TALKERS.PREFIX6}) by entries held, from conntrack.talkers.",
         "item_prototypes": [count, est, share],
         "graph_prototypes": [{
-            "uuid": uid(C, "graph_prototype", "talker"),
+            "uuid": uid(CONNTRACK, "graph_prototype", "talker"),
             "name": "%s: {#CT.KIND} {#CT.TALKER}: Entries held" % SHORT,
             "graph_items": [
-                {"color": "F63100", "item": {"host": C, "key": count["key"]}},
-                {"sortorder": "1", "color": "199C0D", "item": {"host": C, "key": est["key"]}},
+                {"color": "F63100", "item": {"host": CONNTRACK, "key": count["key"]}},
+                {"sortorder": "1", "color": "199C0D", "item": {"host": CONNTRACK, "key": est["key"]}},
             ],
         }],
         "master_item": {"key": TALKERS_KEY},
@@ -420,23 +456,22 @@ def talkers_discovery() -> Dict[str, Any]:
 
 
 def conntrack_graphs() -> List[Dict[str, Any]]:
-    C = CONNTRACK
 
     def gi(key: str, color: str, n: int, **extra: str) -> Dict[str, Any]:
-        d = {"sortorder": str(n), "color": color, "item": {"host": C, "key": key}}
+        d = {"sortorder": str(n), "color": color, "item": {"host": CONNTRACK, "key": key}}
         if n == 0:
             del d["sortorder"]
         d.update(extra)
         return d
 
     return [
-        {"uuid": uid(C, "graph", "entries"), "name": "%s: Entries vs max" % SHORT,
+        {"uuid": uid(CONNTRACK, "graph", "entries"), "name": "%s: Entries vs max" % SHORT,
          "graph_items": [gi("conntrack.count", "1A7C11", 0, drawtype="GRADIENT_LINE"),
                          gi("conntrack.max", "F63100", 1, drawtype="BOLD_LINE")]},
-        {"uuid": uid(C, "graph", "usage"), "name": "%s: Usage, in %%" % SHORT,
+        {"uuid": uid(CONNTRACK, "graph", "usage"), "name": "%s: Usage, in %%" % SHORT,
          "ymin_type_1": "FIXED", "ymax_type_1": "FIXED", "yaxismax": "100",
          "graph_items": [gi("conntrack.usage", "2774A4", 0, drawtype="GRADIENT_LINE")]},
-        {"uuid": uid(C, "graph", "drops"), "name": "%s: Drops and failures" % SHORT,
+        {"uuid": uid(CONNTRACK, "graph", "drops"), "name": "%s: Drops and failures" % SHORT,
          "graph_items": [gi("conntrack.rate[drop]", "F63100", 0, drawtype="BOLD_LINE"),
                          gi("conntrack.rate[early_drop]", "FF8000", 1),
                          gi("conntrack.rate[insert_failed]", "A54F10", 2),
@@ -464,11 +499,10 @@ MIRRORLIST_MACROS = [
 
 
 def mirrorlist_template() -> Dict[str, Any]:
-    M = MIRRORLIST
     return {
-        "uuid": uid(M),
-        "template": M,
-        "name": M,
+        "uuid": uid(MIRRORLIST),
+        "template": MIRRORLIST,
+        "name": MIRRORLIST,
         "description": ("Response time and failures of a mirrorlist service, measured by the Zabbix "
                         "server with a web scenario, as in the incident's response-time panel.\n\n"
                         "Generated by conntrack_zbx; do not edit by hand."),
@@ -476,7 +510,7 @@ def mirrorlist_template() -> Dict[str, Any]:
         "tags": tags(**{"class": "application", "target": "mirrorlist"}),
         "macros": MIRRORLIST_MACROS,
         "httptests": [{
-            "uuid": uid(M, "httptest", SCENARIO),
+            "uuid": uid(MIRRORLIST, "httptest", SCENARIO),
             "name": SCENARIO,
             "delay": "{$MIRRORLIST.INTERVAL}",
             "steps": [{"name": STEP, "url": "{$MIRRORLIST.URL}", "timeout": "{$MIRRORLIST.TIMEOUT}",
@@ -484,8 +518,9 @@ def mirrorlist_template() -> Dict[str, Any]:
             "tags": tags(component="http"),
         }],
         "triggers": [
-            _trigger(M, "Mirrorlist: Response time is high",
-                     "avg(%s,{$MIRRORLIST.RESPONSE.WINDOW})>{$MIRRORLIST.RESPONSE.WARN}" % T(M, WEB_TIME),
+            _trigger(MIRRORLIST, "Mirrorlist: Response time is high",
+                     "avg(%s,{$MIRRORLIST.RESPONSE.WINDOW})>{$MIRRORLIST.RESPONSE.WARN}"
+                     % item_ref(MIRRORLIST, WEB_TIME),
                      "WARNING",
                      "Requests to the mirrorlist are slow. In the incident this came first, while the "
                      "conntrack table was full and the kernel dropped packets: check the host's "
@@ -493,24 +528,25 @@ def mirrorlist_template() -> Dict[str, Any]:
                      event_name="Mirrorlist: average response time above {$MIRRORLIST.RESPONSE.WARN}s "
                                 "over {$MIRRORLIST.RESPONSE.WINDOW}",
                      opdata="Response time: {ITEM.LASTVALUE1}", scope="performance"),
-            _trigger(M, "Mirrorlist: Check failed",
-                     "last(%s)>0 and length(last(%s))>0" % (T(M, WEB_FAIL), T(M, WEB_ERROR)), "AVERAGE",
+            _trigger(MIRRORLIST, "Mirrorlist: Check failed",
+                     "last(%s)>0 and length(last(%s))>0" % (item_ref(MIRRORLIST, WEB_FAIL),
+                                                           item_ref(MIRRORLIST, WEB_ERROR)), "AVERAGE",
                      "The web scenario failed (timeout, refused connection or wrong status). With a full "
                      "conntrack table new connections are dropped by the kernel.",
                      event_name="Mirrorlist: check failed",
                      opdata="{ITEM.LASTVALUE2}", scope="availability"),
-            _trigger(M, "Mirrorlist: No response time data",
-                     "nodata(%s,{$MIRRORLIST.NODATA.TIMEOUT})=1" % T(M, WEB_TIME), "AVERAGE",
+            _trigger(MIRRORLIST, "Mirrorlist: No response time data",
+                     "nodata(%s,{$MIRRORLIST.NODATA.TIMEOUT})=1" % item_ref(MIRRORLIST, WEB_TIME), "AVERAGE",
                      "No successful response for {$MIRRORLIST.NODATA.TIMEOUT}: the graph has a gap, as "
                      "in the incident's panel.",
                      event_name="Mirrorlist: no response time for {$MIRRORLIST.NODATA.TIMEOUT}",
                      scope="availability"),
         ],
         "graphs": [{
-            "uuid": uid(M, "graph", "response"),
+            "uuid": uid(MIRRORLIST, "graph", "response"),
             "name": "Mirrorlist: Response time",
             "graph_items": [{"color": "2774A4", "drawtype": "GRADIENT_LINE",
-                             "item": {"host": M, "key": WEB_TIME}}],
+                             "item": {"host": MIRRORLIST, "key": WEB_TIME}}],
         }],
     }
 
@@ -518,12 +554,11 @@ def mirrorlist_template() -> Dict[str, Any]:
 # --- the mirrorlist node: both, with the incident's dashboard --------------------------------
 
 def node_template() -> Dict[str, Any]:
-    N = NODE
 
     def widget(graph: str, x: int, y: int) -> Dict[str, Any]:
         w = {"type": "GRAPH_CLASSIC", "width": "12", "height": "5",
              "fields": [{"type": "INTEGER", "name": "source_type", "value": "0"},
-                        {"type": "GRAPH", "name": "graphid", "value": {"host": N, "name": graph}}]}
+                        {"type": "GRAPH", "name": "graphid", "value": {"host": NODE, "name": graph}}]}
         if x:
             w["x"] = str(x)
         if y:
@@ -531,9 +566,9 @@ def node_template() -> Dict[str, Any]:
         return w
 
     return {
-        "uuid": uid(N),
-        "template": N,
-        "name": N,
+        "uuid": uid(NODE),
+        "template": NODE,
+        "name": NODE,
         "description": ("A mirrorlist node as in the incident: the conntrack template and the mirrorlist "
                         "checks together, with a dashboard that puts the table and the response time "
                         "side by side.\n\nGenerated by conntrack_zbx; do not edit by hand."),
@@ -541,7 +576,7 @@ def node_template() -> Dict[str, Any]:
         "groups": [{"name": GROUP}],
         "tags": tags(**{"class": "application", "target": "mirrorlist"}),
         "dashboards": [{
-            "uuid": uid(N, "dashboard", "incident"),
+            "uuid": uid(NODE, "dashboard", "incident"),
             "name": "Conntrack and mirrorlist",
             "pages": [{"widgets": [
                 widget("%s: Entries vs max" % SHORT, 0, 0),

@@ -15,10 +15,10 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from conntrack_zbx.lab.replay import LEAKY_NET, MON_NS, Replay
-from conntrack_zbx.lab.stack import stop_pids
+from lab import REPO
+from lab.replay import LEAKY_NET, MON_NS, Replay
+from lab.stack import stop_pids
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GRAPHS = {  # file: (graph, colours its lines must show: the template's graph item colours)
     "conntrack-entries-vs-max.png": ("Conntrack: Entries vs max", ("1a7c11", "f63100")),
     "conntrack-drops.png": ("Conntrack: Drops and failures", ("f63100",)),
@@ -111,13 +111,13 @@ def save_graphs(replay: Replay, out: str, since: float) -> List[str]:
 
 
 def stop_forwarders() -> None:
-    subprocess.run(["pkill", "-f", "conntrack_zbx.lab.forward"], check=False)
+    subprocess.run(["pkill", "-f", "lab.forward"], check=False)
 
 
 def start_forwarder(stack_base: str, port: int) -> int:
     stop_forwarders()  # an older demo's
-    p = subprocess.Popen([sys.executable, "-m", "conntrack_zbx.lab.forward", str(port), MON_NS, str(port)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen([sys.executable, "-m", "lab.forward", str(port), MON_NS, str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
     path = os.path.join(stack_base, "pids.json")
     with open(path) as f:
         pids = json.load(f)
@@ -151,7 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         replay.culprit_fixed()
         replay.collect_problems()
         say("rendering graphs with the frontend's chart2.php")
-        from conntrack_zbx.lab.replay import INTERVAL
+        from lab.replay import INTERVAL
         pngs = save_graphs(replay, args.out, since=replay.find("nf_conntrack_max lowered")["clock"] + INTERVAL + 1)
         dashboard = replay.api.call("templatedashboard.get", output=["dashboardid", "name"])
         url = "http://127.0.0.1:%d/zabbix.php?action=host.dashboard.view&hostid=%s" % (args.port, replay.hostid)
@@ -173,12 +173,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def stop(stack_base: str = "/var/tmp/ctzbx-stack") -> int:
-    from conntrack_zbx.lab.replay import cleanup_leftovers
+    from lab.replay import cleanup_leftovers
 
     stop_pids(stack_base)
     cleanup_leftovers(stack_base)
     stop_forwarders()
-    from conntrack_zbx.lab.netns import Netns
+    from lab.netns import Netns
     Netns(MON_NS).delete()
     print("demo stopped: monitoring host down, lab namespaces removed, kernel settings restored")
     return 0

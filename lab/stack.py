@@ -4,9 +4,9 @@ PostgreSQL (own cluster), zabbix_server, and the frontend/API under PHP's built-
 started by hand as its own user, optionally inside a network namespace (the "monitoring host").
 The database is created once from the packaged schema and kept as a template database, so every
 start gets a fresh copy in about a second. Process ids go to ``<base>/pids.json`` so another
-process (``python -m conntrack_zbx.lab stack-stop``) can stop a stack left running for a look.
+process (``python -m lab stack-stop``) can stop a stack left running for a look.
 
-Facts this relies on are in shared/docs/zabbix-facts.md (paths, ANALYZE, cache reload, zombies).
+Facts this relies on are in docs/lab.md (paths, ANALYZE, cache reload, zombies).
 """
 
 import json
@@ -18,7 +18,7 @@ import time
 import urllib.request
 from typing import Dict, List, Optional
 
-from conntrack_zbx.lab.netns import Netns, sh
+from lab.netns import Netns, sh
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 SCHEMA_DIR = "/usr/share/zabbix-server-pgsql"
@@ -254,7 +254,7 @@ def stop_pids(base: str, pids: Optional[Dict[str, int]] = None) -> None:
 
 
 FRONTEND_CONF_TEMPLATE = """<?php
-// Written by conntrack_zbx.lab.stack for the local test/demo stack.
+// Written by lab.stack for the local test/demo stack.
 $DB['TYPE']     = 'POSTGRESQL';
 $DB['SERVER']   = '127.0.0.1';
 $DB['PORT']     = '%(port)d';

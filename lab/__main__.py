@@ -2,17 +2,17 @@ import json
 import sys
 
 if sys.argv[1:2] == ["traffic"]:
-    from conntrack_zbx.lab.netns import make_traffic
+    from lab.netns import make_traffic
 
     json.dump(make_traffic(json.load(sys.stdin)), sys.stdout)
 elif sys.argv[1:2] == ["mirrorlist"]:
-    from conntrack_zbx.lab.mirrorlist import serve
+    from lab.mirrorlist import serve
 
     serve(sys.argv[2], int(sys.argv[3]))
 elif sys.argv[1:2] == ["stack-stop"]:
-    from conntrack_zbx.lab.stack import stop_pids
+    from lab.stack import stop_pids
 
     stop_pids(sys.argv[2] if len(sys.argv) > 2 else "/var/tmp/ctzbx-stack")
 else:
-    raise SystemExit("usage: python -m conntrack_zbx.lab traffic < spec.json | mirrorlist HOST PORT | "
+    raise SystemExit("usage: python -m lab traffic < spec.json | mirrorlist HOST PORT | "
                      "stack-stop [BASE]")

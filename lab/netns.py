@@ -20,7 +20,9 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+from lab import REPO
 
 SERVICE_PORT = 8080
 UDP_ECHO_PORT = 5300
@@ -129,8 +131,8 @@ class Netns:
 
     def traffic(self, spec: Iterable[Dict]) -> Dict:
         """Create the entries described by ``spec`` (see ``make_traffic``) inside the namespace."""
-        out = self.run([sys.executable, "-m", "conntrack_zbx.lab", "traffic"],
-                       input=json.dumps(list(spec)).encode())
+        out = self.run([sys.executable, "-m", "lab", "traffic"],
+                       input=json.dumps(list(spec)).encode(), cwd=REPO)
         return json.loads(out.stdout)
 
 
@@ -138,71 +140,87 @@ def make_traffic(spec: List[Dict]) -> Dict:
     """Run inside the namespace. Each item: {"kind": K, "src": ADDR, "count": N}, with K one of
     tcp_open (ESTABLISHED: src must be in a leaky network), tcp_closed (TIME_WAIT), tcp_syn
     (SYN_SENT), udp_unreplied, udp_replied, icmp."""
-    servers = {}
-    udp_echo = {}
-    held = []
-    made = {}  # type: Dict[str, int]
-
-    def server(family: int, host: str) -> socket.socket:
-        key = (family, host)
-        if key not in servers:
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, SERVICE_PORT))
-            s.listen(4096)
-            servers[key] = s
-        return servers[key]
-
+    t = _Traffic()
     for item in spec:
         kind, src, n = item["kind"], item["src"], int(item["count"])
         family = socket.AF_INET6 if ":" in src else socket.AF_INET
         dst = "::1" if family == socket.AF_INET6 else item.get("dst", "127.0.0.1")
+        make = getattr(t, kind, None) if not kind.startswith("_") else None
+        if make is None:
+            raise ValueError("unknown traffic kind %r" % kind)
         for _ in range(n):
-            if kind in ("tcp_open", "tcp_closed"):
-                srv = server(family, dst)
-                c = socket.socket(family, socket.SOCK_STREAM)
-                c.bind((src, 0))
-                c.connect((dst, SERVICE_PORT))
-                a, _ = srv.accept()
-                if kind == "tcp_closed":
-                    c.close()  # the client closes first: its side goes TIME_WAIT
-                    a.close()
-                else:
-                    held.append((c, a))
-            elif kind == "tcp_syn":
-                c = socket.socket(family, socket.SOCK_STREAM)
-                c.bind((src, 0))
-                c.setblocking(False)
-                c.connect_ex((dst, TCP_BLACKHOLE_PORT))
-                held.append((c,))
-            elif kind in ("udp_unreplied", "udp_replied"):
-                u = socket.socket(family, socket.SOCK_DGRAM)
-                u.bind((src, 0))
-                if kind == "udp_replied":
-                    e = udp_echo.get(family)
-                    if e is None:
-                        e = udp_echo[family] = socket.socket(family, socket.SOCK_DGRAM)
-                        e.bind((dst, UDP_ECHO_PORT))
-                    u.sendto(b"ping", (dst, UDP_ECHO_PORT))
-                    data, peer = e.recvfrom(64)
-                    e.sendto(data, peer)
-                    u.recv(64)
-                else:
-                    u.sendto(b"ping", (dst, UDP_CLOSED_PORT))
-                u.close()
-            elif kind == "icmp":
-                proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
-                r = socket.socket(family, socket.SOCK_RAW, proto)
-                r.bind((src, 0))
-                ident = (len(held) + made.get(kind, 0)) & 0xFFFF
-                typ = 128 if family == socket.AF_INET6 else 8
-                r.sendto(_icmp_echo(typ, ident), (dst, 0))
-                r.close()
-            else:
-                raise ValueError("unknown traffic kind %r" % kind)
-            made[kind] = made.get(kind, 0) + 1
+            make(family, src, dst)
+            t.made[kind] = t.made.get(kind, 0) + 1
     time.sleep(0.2)  # let RSTs, replies and closes be processed before we report
-    return {"made": made}
+    return {"made": t.made}
+
+
+class _Traffic:
+    """One method per traffic kind; sockets that must stay open are held until the process ends."""
+
+    def __init__(self) -> None:
+        self.servers = {}  # type: Dict[Tuple[int, str], socket.socket]
+        self.udp_echo = {}  # type: Dict[int, socket.socket]
+        self.held = []  # type: List[Tuple[socket.socket, ...]]
+        self.made = {}  # type: Dict[str, int]
+
+    def _server(self, family: int, host: str) -> socket.socket:
+        key = (family, host)
+        if key not in self.servers:
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, SERVICE_PORT))
+            s.listen(4096)
+            self.servers[key] = s
+        return self.servers[key]
+
+    def _connect(self, family: int, src: str, dst: str) -> Tuple[socket.socket, socket.socket]:
+        srv = self._server(family, dst)
+        c = socket.socket(family, socket.SOCK_STREAM)
+        c.bind((src, 0))
+        c.connect((dst, SERVICE_PORT))
+        a, _ = srv.accept()
+        return c, a
+
+    def tcp_open(self, family: int, src: str, dst: str) -> None:
+        self.held.append(self._connect(family, src, dst))
+
+    def tcp_closed(self, family: int, src: str, dst: str) -> None:
+        c, a = self._connect(family, src, dst)
+        c.close()  # the client closes first: its side goes TIME_WAIT
+        a.close()
+
+    def tcp_syn(self, family: int, src: str, dst: str) -> None:
+        c = socket.socket(family, socket.SOCK_STREAM)
+        c.bind((src, 0))
+        c.setblocking(False)
+        c.connect_ex((dst, TCP_BLACKHOLE_PORT))
+        self.held.append((c,))
+
+    def udp_unreplied(self, family: int, src: str, dst: str) -> None:
+        with socket.socket(family, socket.SOCK_DGRAM) as u:
+            u.bind((src, 0))
+            u.sendto(b"ping", (dst, UDP_CLOSED_PORT))
+
+    def udp_replied(self, family: int, src: str, dst: str) -> None:
+        e = self.udp_echo.get(family)
+        if e is None:
+            e = self.udp_echo[family] = socket.socket(family, socket.SOCK_DGRAM)
+            e.bind((dst, UDP_ECHO_PORT))
+        with socket.socket(family, socket.SOCK_DGRAM) as u:
+            u.bind((src, 0))
+            u.sendto(b"ping", (dst, UDP_ECHO_PORT))
+            data, peer = e.recvfrom(64)
+            e.sendto(data, peer)
+            u.recv(64)
+
+    def icmp(self, family: int, src: str, dst: str) -> None:
+        proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+        with socket.socket(family, socket.SOCK_RAW, proto) as r:
+            r.bind((src, 0))
+            ident = (len(self.held) + self.made.get("icmp", 0)) & 0xFFFF
+            typ = 128 if family == socket.AF_INET6 else 8
+            r.sendto(_icmp_echo(typ, ident), (dst, 0))
 
 
 def _icmp_echo(typ: int, ident: int) -> bytes:

@@ -8,7 +8,7 @@ import time
 from typing import Dict, List, NamedTuple, Optional
 
 from conntrack_zbx import keys
-from conntrack_zbx.lab.netns import Netns, sh
+from lab.netns import Netns, sh
 
 AGENTD = "/usr/sbin/zabbix_agentd"
 AGENT2 = "/usr/sbin/zabbix_agent2"

@@ -1,4 +1,4 @@
-"""The incident of shared/incident.txt, replayed on the real kernel and a real Zabbix.
+"""The incident (docs/incident.md), replayed on the real kernel and a real Zabbix.
 
 Two lab hosts joined by a veth pair whose addresses exist only on its two ends:
 - the *node* (mirrorlist server): an nftables ``ct state established,related accept`` rule as on
@@ -13,8 +13,8 @@ packets, including the server's own polls and the response-time checks; talkers 
 the /24; the incident's fix (raise the limit) is applied and everything recovers.
 
 nf_conntrack_max is global: it is saved before anything runs, written to a restore file, and put back
-in ``close()``, on SIGINT/SIGTERM, and at interpreter exit; ``python -m conntrack_zbx.lab cleanup``
-puts it back after a kill -9.
+in ``close()``, on SIGINT, SIGTERM and SIGHUP, and at interpreter exit; ``make demo-stop``
+(``python -m lab.demo stop``: ``cleanup_leftovers``) puts it back after a kill -9.
 """
 
 import atexit
@@ -29,10 +29,11 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from conntrack_zbx.lab.agent import Agent, grant_sudo, install_plugin
-from conntrack_zbx.lab.monitor import Monitor, wait_for
-from conntrack_zbx.lab.netns import Netns, entered, sh, veth
-from conntrack_zbx.lab.stack import Stack, stop_pids
+from lab import REPO
+from lab.agent import Agent, grant_sudo, install_plugin
+from lab.monitor import Monitor, wait_for
+from lab.netns import Netns, entered, sh, veth
+from lab.stack import Stack, stop_pids
 from conntrack_zbx.template import model
 
 MAX_PATH = "/proc/sys/net/netfilter/nf_conntrack_max"
@@ -253,11 +254,11 @@ class Replay:
         plugin = install_plugin(self.repo, sys.executable)
         self.plugin_dir, binary, conf = plugin
         grant_sudo(binary, SUDOERS)
-        self.spawn(self.node, ["-m", "conntrack_zbx.lab", "mirrorlist", "0.0.0.0", str(SERVICE_PORT)])
+        self.spawn(self.node, ["-m", "lab", "mirrorlist", "0.0.0.0", str(SERVICE_PORT)])
         self.agent = Agent("agentd", AGENT_PORT, conf, netns=self.node, listen_ip=NODE_IP, server=MON_IP,
                            binds={os.path.join(NODE_ETC, d): "/" + d for d in ETC_DIRS})
         self.agent.__enter__()
-        self.spawn(self.node, ["-m", "conntrack_zbx.lab.clients", "background", ",".join(BACKGROUND),
+        self.spawn(self.node, ["-m", "lab.clients", "background", ",".join(BACKGROUND),
                                "127.0.0.1", str(SERVICE_PORT), "2"])
 
         self.say("[4/8] template imported, node linked, values flowing")
@@ -331,7 +332,7 @@ class Replay:
 
     def spawn(self, ns: Netns, args: List[str], out=subprocess.DEVNULL, stdin=None) -> subprocess.Popen:
         p = subprocess.Popen(ns.cmd([sys.executable] + args), stdout=out, stderr=subprocess.DEVNULL,
-                             stdin=stdin)
+                             stdin=stdin, cwd=REPO)
         self.procs.append(p)
         return p
 
@@ -380,7 +381,7 @@ class Replay:
     def fill(self) -> None:
         self.say("[5/8] the leaky NAT range %s opens connections it never closes" % LEAKY_NET)
         threading.Thread(target=self._sample_drops, daemon=True).start()
-        self.nat = self.spawn(self.node, ["-m", "conntrack_zbx.lab.clients", "leaky", LEAKY_NET,
+        self.nat = self.spawn(self.node, ["-m", "lab.clients", "leaky", LEAKY_NET,
                                           "127.0.0.1", str(SERVICE_PORT), "100"], stdin=subprocess.PIPE)
         self.push(int(self.low_max * 0.85) - self.node.count())
         self.problem("table usage above {}%".format(80), "the usage warning", timeout=120)

@@ -16,6 +16,7 @@ from itertools import islice
 from typing import Dict, Iterator, List, NamedTuple, Tuple
 
 from conntrack_zbx.parse import netlink as nl
+from lab.ctnew import entry_request
 
 ESTABLISHED, TIME_WAIT = 3, 7
 ST_REPLIED = nl.IPS_CONFIRMED | nl.IPS_SEEN_REPLY | nl.IPS_ASSURED
@@ -76,7 +77,7 @@ def messages(flows: List[Flow], timeout: int = TIMEOUT, first_port: int = 1024) 
         for i in range(f.count):
             seq += 1
             # Distinct tuples: one source port per entry, another destination every 64,000.
-            yield nl.entry_request(seq, family, src, dst if i < 64000 else _dst_variant(family, i),
+            yield entry_request(seq, family, src, dst if i < 64000 else _dst_variant(family, i),
                                    proto, first_port + i % 64000, dport, status, timeout, state)
 
 

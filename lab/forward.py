@@ -8,7 +8,7 @@ import socket
 import sys
 import threading
 
-from conntrack_zbx.lab.netns import Netns, entered
+from lab.netns import Netns, entered
 
 
 def _pipe(a: socket.socket, b: socket.socket) -> None:

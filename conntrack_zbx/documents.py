@@ -1,0 +1,274 @@
+"""The answers of the agent commands: which source serves, the snapshot cache, the JSON written.
+
+``cli.py`` parses a command line and reports failures; everything between a parsed
+``stats``/``talkers``/``discovery`` and the text on stdout happens here:
+
+- ``stats``: the counters (``sources.proc``), the per-CPU stat table from /proc or, on kernels
+  without conntrack procfs, from ctnetlink, and what the next boot would set (``boot``).
+- ``talkers``/``discovery``: one pass over the table (``sources.netlink``, else
+  ``sources.text`` over /proc or a ``--file``), ranked (``talkers``), rendered once into both
+  answers (the talkers document and its LLD rows), and kept in the snapshot cache (``cache``)
+  so concurrent and repeated calls share one read.
+
+Answers are returned as written JSON text (``Written``): a cached answer is served as it was
+written, with only the call's own fields (``cached``, ``age``, ``cache_error``) added, so a cached
+call never imports ``json`` or ranks anything.
+"""
+
+import os
+import sys
+
+from conntrack_zbx.errors import CacheRefused, ConntrackError, LockTimeout, NotAvailable, NotPermitted, Refused
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
+    from typing import Any, Dict, Optional, Tuple
+
+    from conntrack_zbx.talkers import Tally
+
+
+class Written(str):
+    """A JSON document already written out: ``cli`` emits it as it is."""
+
+
+# -- stats --------------------------------------------------------------------------------------
+def stats(args: "Any") -> "Dict[str, Any]":
+    from conntrack_zbx.sources.proc import ProcRoot
+
+    root = ProcRoot(args.proc_root)
+    count, maximum, buckets = root.count(), root.max(), root.buckets()
+    doc = {
+        "count": count,
+        "max": maximum,
+        "buckets": buckets,
+        "hashsize": root.hashsize(),  # 0600 root: null for the agent user (== buckets)
+        "usage_pct": round(100.0 * count / maximum, 2) if maximum else None,
+        "free": maximum - count if maximum else None,
+        "stat": None,
+    }  # type: Dict[str, Any]
+    doc.update(_stat_counters(root, args))
+    doc.update(_boot(root, maximum, buckets, args.etc_root))
+    return doc
+
+
+def _stat_counters(root: "Any", args: "Any") -> "Dict[str, Any]":
+    """The per-CPU counters summed, from /proc/net/stat or (kernels without
+    CONFIG_NF_CONNTRACK_PROCFS) ctnetlink; when neither works, ``stat`` is null and
+    ``stat_error`` says why, while the table counters above still hold."""
+    problem = None
+    if args.source != "netlink":
+        try:
+            return {"stat": root.stat().counters, "stat_source": "proc"}
+        except NotAvailable as e:
+            problem = str(e)
+    # Only for the live kernel: never mixed into a fixture tree.
+    if args.source == "netlink" or (args.source == "auto" and args.proc_root == "/"):
+        from conntrack_zbx.sources import netlink
+
+        try:
+            return {"stat": netlink.stats_cpu(), "stat_source": "netlink"}
+        except ConntrackError as e:
+            problem = "%s%s" % (problem + "; " if problem else "", e)
+    return {"stat": None, "stat_error": problem}
+
+
+def _boot(root: "Any", maximum: int, buckets: int, etc_root: str) -> "Dict[str, Any]":
+    """What a reboot would set, and where it differs from what runs (the fix that does not stick)."""
+    from conntrack_zbx import boot
+
+    b = boot.read_boot(etc_root)
+    release = root.osrelease()
+    version = boot.kernel_version(release) if release else None
+    problems = boot.drift(maximum, buckets, b, root.memtotal_kib(), version) if version else []
+    return {
+        "kernel": release,
+        "recommended_buckets": boot.recommended_buckets(maximum, version) if version else None,
+        "boot": {"max": b.max, "max_source": b.max_source, "hashsize": b.hashsize,
+                 "hashsize_source": b.hashsize_source, "module_autoload": b.module_autoload},
+        "drift": "; ".join(problems),
+    }
+
+
+# -- talkers / discovery ------------------------------------------------------------------------
+def key_parameters(args: "Any") -> "Dict[str, int]":
+    """The validated key parameters: from the options, or (the root side of the sudo line) from
+    stdin, where the fixed line allows no option at all."""
+    from conntrack_zbx import options, params
+
+    if args.params_stdin:
+        given = options.not_on_fixed_line(args, ("params_stdin",))
+        if given or any(getattr(args, p.name) for p in params.TALKERS_PARAMS):
+            raise Refused("--params-stdin takes every parameter from stdin, no options")
+        return params.from_wire(sys.stdin.buffer.read(4097))
+    return params.check_all({p.name: getattr(args, p.name) for p in params.TALKERS_PARAMS})
+
+
+def talkers(args: "Any") -> "Written":
+    return _answer(args, "talkers")
+
+
+def discovery(args: "Any") -> "Written":
+    """The same LLD rows as the talkers document's ``discovery``, standalone, for setups that
+    poll discovery as its own item."""
+    return _answer(args, "discovery")
+
+
+def _answer(args: "Any", command: str) -> "Written":
+    """The answer of ``command``, through the snapshot cache for the live table.
+
+    A fresh enough cached answer for these parameters is served as it was written. Else, under
+    the cache lock (so concurrent calls make one table read, the others wait and take its
+    answer), one table read refreshes both answers. A cache that fails its safety checks is not
+    used, and the talkers answer says why in ``cache_error``.
+    """
+    import time
+
+    # One time budget for waiting on another call's read and for our own read: together they
+    # must end inside the agent's Timeout.
+    deadline = time.monotonic() + args.budget
+    p = key_parameters(args)
+    if args.file:
+        written = _fresh(args, p, deadline, _live_max(args, required=False))
+        return _finish(written, command, cached=False, age=0.0)
+    from conntrack_zbx import cache as cachemod
+
+    problem = None
+    try:
+        with cachemod.Cache(args.cache_dir or cachemod.DEFAULT_DIR) as c:
+            return _through_cache(c, args, p, command, deadline)
+    except (CacheRefused, LockTimeout) as e:
+        problem = "cache not used: %s" % e
+    written = _fresh(args, p, deadline, _live_max(args, required=True))
+    return _finish(written, command, cached=False, age=0.0, cache_error=problem)
+
+
+def _cache_names(p: "Dict[str, int]") -> "Dict[str, str]":
+    suffix = "-%d-%d-%d.json" % (p["prefix4"], p["prefix6"], p["top"])
+    return {"talkers": "talkers" + suffix, "discovery": "discovery" + suffix}
+
+
+def _through_cache(c: "Any", args: "Any", p: "Dict[str, int]", command: str, deadline: float) -> "Written":
+    from conntrack_zbx.sources.netns import current_netns
+
+    names = _cache_names(p)
+    # Same answer only for the same table: network namespace (one cache serves every netns of
+    # the host's mount namespace), root directory and source choice.
+    key = "netns=%s proc_root=%s source=%s" % (current_netns(), os.path.abspath(args.proc_root), args.source)
+    max_age = p["max_age"]
+    hit = c.read(names[command], max_age, key) if max_age > 0 else None
+    if hit is not None:
+        return _finish(hit[0], command, cached=True, age=round(hit[1], 3))
+    with c.lock(timeout=args.budget / 2):
+        hit = c.read(names[command], max_age, key) if max_age > 0 else None
+        if hit is not None:  # another call read the table while we waited
+            return _finish(hit[0], command, cached=True, age=round(hit[1], 3))
+        written = _fresh(args, p, deadline, _live_max(args, required=True))
+        try:
+            for name, text in zip(("talkers", "discovery"), written):
+                c.write(names[name], key, text)
+        except OSError as e:  # the answer stands; the next call reads afresh
+            return _finish(written, command, cache_error="cache not written: %s" % (e.strerror or e),
+                           cached=False, age=0.0)
+        return _finish(written, command, cached=False, age=0.0)
+
+
+def _finish(written: "Any", command: str, **fields: "Any") -> "Written":
+    """A talkers answer gets the call's own fields; discovery rows are served as they are."""
+    from conntrack_zbx.jsonout import with_fields
+
+    if isinstance(written, tuple):
+        written = written[0] if command == "talkers" else written[1]
+    if command == "discovery":
+        return Written(written)
+    return Written(with_fields(written, fields))
+
+
+def _fresh(args: "Any", p: "Dict[str, int]", deadline: float, maximum: "Optional[int]") -> "Tuple[str, str]":
+    """Read the table once and write both answers: (talkers document, discovery rows)."""
+    from conntrack_zbx.jsonout import dumps
+
+    t, source, note = read_table(args, deadline)
+    doc = render(t, source, note, maximum, p)
+    return dumps(doc), dumps(doc["discovery"])
+
+
+def read_table(args: "Any", deadline: float) -> "Tuple[Tally, str, Optional[str]]":
+    """One pass over the live table (or --file) until ``deadline`` (time.monotonic())
+    -> (Tally, source served, note on fallback)."""
+    from conntrack_zbx.sources.proc import ProcRoot, open_snapshot
+    from conntrack_zbx.sources.text import tally_sources
+
+    if args.file:
+        with open_snapshot(args.file) as f:
+            return tally_sources(f, deadline), "file", None
+    root = ProcRoot(args.proc_root)
+    note = None
+    # A fixture tree (--proc-root) is text: netlink would read the live kernel instead.
+    if args.source == "netlink" or (args.source == "auto" and args.proc_root == "/"):
+        try:
+            return _read_netlink(deadline), "netlink", None
+        except (NotPermitted, NotAvailable) as e:
+            if args.source == "netlink":
+                raise
+            note = "netlink not used: %s" % e
+    with root.open_table() as f:
+        return tally_sources(f, deadline), "proc", note
+
+
+def _read_netlink(deadline: float) -> "Tally":
+    from conntrack_zbx.sources import netlink
+    from conntrack_zbx.talkers import Tally
+
+    d = netlink.dump(deadline)
+    return Tally(d.entries, d.skipped, d.counts, d.truncated)
+
+
+def render(t: "Tally", source: str, note: "Optional[str]", maximum: "Optional[int]",
+           p: "Dict[str, int]") -> "Dict[str, Any]":
+    """The talkers document of one pass: top sources and networks, and their LLD rows."""
+    from conntrack_zbx.lld import discovery_rows
+    from conntrack_zbx.talkers import family_of, pct, rank_sources_and_networks
+
+    top = p["top"]
+    ranked, by_net = rank_sources_and_networks(t.counts, top, p["prefix4"], p["prefix6"])
+    sources, networks = ranked.groups, by_net.groups
+    doc = {
+        "source": source,
+        "entries": t.entries,
+        "skipped": t.skipped,
+        "max": maximum,
+        "truncated": t.truncated,
+        "prefix4": p["prefix4"],
+        "prefix6": p["prefix6"],
+        "distinct_sources": ranked.distinct,
+        "sources": [
+            {"address": g.key, "family": family_of(g.key), "count": g.count,
+             "pct_of_max": pct(g.count, maximum), "established": g.established,
+             "protocols": g.protocols, "states": g.states}
+            for g in sources[:top]
+        ],
+        "networks": [
+            {"network": g.key, "family": family_of(g.key), "count": g.count,
+             "pct_of_max": pct(g.count, maximum), "established": g.established,
+             "sources": g.members, "protocols": g.protocols, "states": g.states}
+            for g in networks[:top]
+        ],
+        # The template's talkers discovery is a dependent LLD rule on this document: $.discovery
+        "discovery": discovery_rows(networks, sources, top),
+    }  # type: Dict[str, Any]
+    if note:
+        doc["source_note"] = note
+    return doc
+
+
+def _live_max(args: "Any", required: bool) -> "Optional[int]":
+    from conntrack_zbx.sources.proc import ProcRoot
+
+    root = ProcRoot(args.proc_root)
+    if required:
+        return root.max()
+    try:
+        return root.max()
+    except ConntrackError:
+        return None
+

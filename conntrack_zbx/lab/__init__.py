@@ -1,2 +1,0 @@
-"""The test lab: real namespaces, real agents, a real Zabbix stack. Admin/test side only (root);
-the agent keys never import it."""

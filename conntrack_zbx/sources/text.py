@@ -1,0 +1,169 @@
+"""Reading table text (``/proc/net/nf_conntrack`` or a saved snapshot) fast, by source.
+
+The I/O half of the talkers pass over text: whole-line blocks go to the pure block counter
+(``parse.table.count_block``), and a big regular file is split at a line end with its second
+half counted by a forked process. Ranking the result is ``talkers.py``'s job.
+"""
+
+from collections import Counter
+from typing import IO, Optional, Tuple
+
+from conntrack_zbx.errors import Malformed
+from conntrack_zbx.parse.table import count_block, label_lines
+from conntrack_zbx.talkers import Tally
+
+
+BLOCK = 1 << 20  # bytes per regex pass: ~6,500 lines, a clock check every ~10 ms
+
+
+def tally_sources(f: IO[bytes], deadline: Optional[float] = None) -> Tally:
+    """The talkers pass over /proc text (or a snapshot), by source, in whole-line blocks.
+
+    Same result as ``tally(lines, "src")`` (tests hold them equal) at a fraction of the cost:
+    one compiled regex per block and ``Counter`` do the per-line work in C, and addresses are
+    validated once per distinct value. Memory: one block plus the distinct keys. A big regular
+    file (a saved snapshot) is cut in two at a line end and the second half is counted by a
+    forked process on the second CPU.
+    """
+    import os
+    import stat
+
+    try:
+        st = os.fstat(f.fileno())
+        size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+    except (OSError, AttributeError, ValueError):
+        size = 0
+    half = None
+    if size >= SPLIT_MIN and (os.cpu_count() or 1) > 1:
+        half = _fork_second_half(f, size, deadline)
+    if half is None:
+        raw, lines, truncated = _scan(f, None, deadline)
+    else:
+        boundary, pid, r = half
+        try:
+            raw, lines, truncated = _scan(f, boundary, deadline)
+        finally:
+            theirs = _collect(pid, r)
+        raw.update(dict(theirs[0]))
+        lines += theirs[1]
+        truncated = truncated or theirs[2]
+    counts = label_lines(raw)
+    entries = sum(counts.values())  # lines - entries: skipped, bad addresses included
+    return Tally(entries, lines - entries, counts, truncated)
+
+
+SPLIT_MIN = 16 << 20  # below ~80,000 lines a second process costs more than it saves
+
+
+def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float]) -> Tuple[Counter, int, bool]:
+    """Count whole lines from the current position up to byte ``limit`` (None: to the end)."""
+    import time
+
+    raw = Counter()  # type: Counter
+    lines = 0
+    rest = b""
+    left = limit
+    while True:
+        want = BLOCK if left is None else min(BLOCK, left)
+        try:
+            chunk = f.read(want) if want else b""
+        except OSError as e:
+            raise Malformed("reading the conntrack table failed after a partial read: %s" % e) from None
+        if left is not None:
+            left -= len(chunk)
+        if not chunk:
+            block, rest = rest, b""
+        else:
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:  # no line end in a whole block: keep gathering (bounded by MAX_LINE)
+                rest += chunk
+                if len(rest) > MAX_LINE:
+                    # Not a table line; count it once and drop up to its end.
+                    lines += 1
+                    rest = b""
+                    if left is None:
+                        _skip_to_newline(f)
+                continue
+            block, rest = rest + chunk[:cut], chunk[cut:]
+        if block:
+            found, n = count_block(block)
+            raw.update(found)  # a list: counted in C
+            lines += n
+        if not chunk:
+            return raw, lines, False
+        if deadline is not None and time.monotonic() > deadline:
+            return raw, lines, True
+
+
+def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float]):
+    """Start a child counting from the first line end after the middle to the end of the file;
+    returns (boundary, pid, read end of its pipe), or None if no line end was found."""
+    import marshal
+    import os
+
+    fd = os.open("/proc/self/fd/%d" % f.fileno(), os.O_RDONLY | os.O_CLOEXEC)  # own offset
+    try:
+        probe = os.pread(fd, MAX_LINE, size // 2)
+        nl = probe.find(b"\n")
+        if nl < 0:
+            os.close(fd)
+            return None
+        boundary = size // 2 + nl + 1
+        r, w = os.pipe()
+        pid = os.fork()
+    except OSError:
+        os.close(fd)
+        return None
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            with os.fdopen(fd, "rb") as g:
+                g.seek(boundary)
+                raw, lines, truncated = _scan(g, None, deadline)
+            data = marshal.dumps((list(raw.items()), lines, truncated))
+        except BaseException as e:  # reported, never raised into the caller's stack
+            data = marshal.dumps(("error", "%s: %s" % (type(e).__name__, e)))
+            code = 1
+        try:
+            with os.fdopen(w, "wb") as out:
+                out.write(data)
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.close(fd)
+    return boundary, pid, r
+
+
+def _collect(pid: int, r: int):
+    import marshal
+    import os
+
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    try:
+        result = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        raise Malformed("the process counting the second half of the file died") from None
+    if result[0] == "error":
+        raise Malformed("counting the second half of the file failed: %s" % result[1])
+    return result
+
+
+MAX_LINE = 1 << 16  # kernel lines are < 1 KiB; anything this long is garbage
+
+
+def _skip_to_newline(f: IO[bytes]) -> None:
+    while True:
+        chunk = f.read(BLOCK)
+        if not chunk:
+            return
+        i = chunk.find(b"\n")
+        if i >= 0:
+            # Put the remainder back by seeking when possible; a pipe cannot, and loses it.
+            try:
+                f.seek(i + 1 - len(chunk), 1)
+            except (OSError, ValueError):
+                pass
+            return
