@@ -49,7 +49,8 @@ generate: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check conntrack_zbx lab tests bench bin/conntrack-zbx
 	$(VENV)/bin/mypy
+	bash scripts/test-pythons.sh
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-py* build *.egg-info

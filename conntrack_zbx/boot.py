@@ -9,8 +9,6 @@ Pure functions over file texts plus one reader that takes the root directory, li
 readers. Agent side: standard library only, Python 3.8.
 """
 
-from __future__ import annotations
-
 import os
 from conntrack_zbx.record import Record
 
@@ -42,7 +40,7 @@ default; ``module_autoload``: nf_conntrack in modules-load.d or /etc/modules. Ea
     module_source: "Optional[str]"
 
 
-def config_files(root: str, dirs: Tuple[str, ...]) -> List[str]:
+def config_files(root: str, dirs: "Tuple[str, ...]") -> "List[str]":
     """systemd's rule for *.d directories: files by basename in lexical order; a name in an
     earlier directory (/etc) hides the same name in later ones (/usr/lib)."""
     chosen = {}  # type: Dict[str, str]
@@ -57,7 +55,7 @@ def config_files(root: str, dirs: Tuple[str, ...]) -> List[str]:
     return [chosen[n] for n in sorted(chosen)]
 
 
-def parse_sysctl(text: str) -> Dict[str, str]:
+def parse_sysctl(text: str) -> "Dict[str, str]":
     """key = value lines; '#' and ';' comments; a leading '-' (ignore errors) is dropped."""
     out = {}
     for line in text.splitlines():
@@ -69,7 +67,7 @@ def parse_sysctl(text: str) -> Dict[str, str]:
     return out
 
 
-def parse_modprobe_options(text: str, module: str = MODULE) -> Dict[str, str]:
+def parse_modprobe_options(text: str, module: str = MODULE) -> "Dict[str, str]":
     """``options <module> k=v ...`` lines (string operations, no regex: stats imports no ``re``)."""
     out = {}
     for line in text.splitlines():
@@ -90,7 +88,7 @@ def lists_module(text: str, module: str = MODULE) -> bool:
     return False
 
 
-def read_boot(root: str = "/") -> Boot:
+def read_boot(root: str = "/") -> "Boot":
     """Files that cannot be read are skipped: they are not this user's to judge."""
     max_value, max_source = None, None
     for path in [os.path.join(root, "etc/sysctl.conf")] + config_files(root, SYSCTL_DIRS):
@@ -119,7 +117,7 @@ def _read(path: str) -> str:
         return ""
 
 
-def kernel_version(release: str) -> Tuple[int, int]:
+def kernel_version(release: str) -> "Tuple[int, int]":
     """(major, minor) from a release string like ``6.18.44-fc-v669``; (0, 0) if it is not one."""
     major, dot, rest = release.partition(".")
     minor = ""
@@ -127,7 +125,7 @@ def kernel_version(release: str) -> Tuple[int, int]:
         if not ("0" <= ch <= "9"):
             break
         minor += ch
-    if dot and major.isascii() and major.isdigit() and minor:
+    if dot and major and all("0" <= c <= "9" for c in major) and minor:
         return int(major), int(minor)
     return 0, 0
 
@@ -142,20 +140,20 @@ def default_buckets(memtotal_kib: int) -> int:
     return max(1024, (memtotal_kib * 1024 // 16384) // 8)
 
 
-def default_max(memtotal_kib: int, version: Tuple[int, int]) -> int:
+def default_max(memtotal_kib: int, version: "Tuple[int, int]") -> int:
     """Since 5.15 the default limit equals the default bucket count; before, 4 entries per bucket
     (8 before 4.7, not modelled)."""
     buckets = default_buckets(memtotal_kib)
     return buckets if version >= (5, 15) else buckets * 4
 
 
-def recommended_buckets(maximum: int, version: Tuple[int, int]) -> int:
+def recommended_buckets(maximum: int, version: "Tuple[int, int]") -> int:
     """One bucket per entry since 5.15; 'hashsize = max/4' on older kernels."""
     return maximum if version >= (5, 15) else max(1, maximum // 4)
 
 
-def drift(running_max: int, running_buckets: int, boot: Boot, memtotal_kib: Optional[int],
-          version: Tuple[int, int]) -> List[str]:
+def drift(running_max: int, running_buckets: int, boot: "Boot", memtotal_kib: "Optional[int]",
+          version: "Tuple[int, int]") -> "List[str]":
     """Why a reboot would not give back what runs now (empty: it would)."""
     out = []
     if boot.max is not None:

@@ -14,8 +14,6 @@ parse is ignored and rebuilt, never trusted; a directory that fails a check disa
 for the call (the answer is read afresh and says why).
 """
 
-from __future__ import annotations
-
 import errno
 import os
 import stat
@@ -41,7 +39,7 @@ def _hexkey(key: str) -> bytes:
     return key.encode("utf-8", "surrogateescape").hex().encode("ascii")
 
 
-def _check(st: os.stat_result, what: str, want_dir: bool) -> None:
+def _check(st: "os.stat_result", what: str, want_dir: bool) -> None:
     euid = os.geteuid()
     if want_dir and not stat.S_ISDIR(st.st_mode):
         raise CacheRefused("%s is not a directory" % what)
@@ -61,7 +59,7 @@ class Cache:
         self.directory = directory
         self.fd = -1
 
-    def __enter__(self) -> Cache:
+    def __enter__(self) -> "Cache":
         self.fd = self._open_dir()
         return self
 
@@ -91,7 +89,7 @@ class Cache:
             raise
         return fd
 
-    def read(self, name: str, max_age: float, key: str) -> Optional[Tuple[str, float]]:
+    def read(self, name: str, max_age: float, key: str) -> "Optional[Tuple[str, float]]":
         """(the stored text, its age in seconds) if the file under ``name`` is ours, intact (its
         CRC matches), describes ``key`` and is at most ``max_age`` seconds old; None otherwise
         (the caller reads afresh and overwrites it)."""
@@ -151,7 +149,7 @@ class Cache:
         finally:
             os.close(fd)
 
-    def lock(self, timeout: float) -> _Lock:
+    def lock(self, timeout: float) -> "_Lock":
         return _Lock(self, timeout)
 
 
@@ -159,12 +157,12 @@ class _Lock:
     """An exclusive flock on ``.lock`` in the cache directory: the one reader of the table.
     Waiting is bounded, so a stuck holder cannot make every later call time out."""
 
-    def __init__(self, cache: Cache, timeout: float) -> None:
+    def __init__(self, cache: "Cache", timeout: float) -> None:
         self.cache = cache
         self.timeout = timeout
         self.fd = -1
 
-    def __enter__(self) -> _Lock:
+    def __enter__(self) -> "_Lock":
         import fcntl
 
         name = ".lock"

@@ -98,6 +98,9 @@ def _fail(agent: bool, message: str) -> None:
 
 
 def _template(args: "Any") -> "Any":
+    if sys.version_info < (3, 8):
+        raise NotAvailable("the admin commands (template import) need Python 3.8 or newer, this is %d.%d; "
+                           "the agent commands run on 3.6+" % sys.version_info[:2])
     try:
         from conntrack_zbx import deploy
     except ImportError as e:

@@ -9,8 +9,18 @@ here are plain: dicts with string keys, lists, strings, ints, floats, booleans a
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+def _plain(s: str) -> bool:
+    """Printable ASCII only (str.isascii is Python 3.7+; the agent runs on 3.6 too)."""
+    try:
+        s.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return s.isprintable()
+
+
+
 def _string(s: str) -> str:
-    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+    if _plain(s) and '"' not in s and "\\" not in s:
         return '"' + s + '"'  # the common case: nothing to escape
     out = []
     for ch in s:

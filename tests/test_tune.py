@@ -119,7 +119,8 @@ def test_apply_refused_without_root(host):
     proc, etc = host
     p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-m",
                         "conntrack_zbx", "tune", "--max", "524288", "--apply", "--proc-root", proc, "--root", etc],
-                       capture_output=True, env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"})
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"})
     assert p.returncode == 3 and b"run it as root" in p.stderr
 
 

@@ -7,8 +7,6 @@ columns are located by name, never by position, and exposed under the stable nam
 every other counter is summed over CPUs.
 """
 
-from __future__ import annotations
-
 
 from conntrack_zbx.errors import Malformed
 from conntrack_zbx.record import Record
@@ -58,7 +56,7 @@ count from ``entries`` (None if absent) and how many CPU rows were summed (``cpu
     cpus: int
 
 
-def parse_stat(text: str) -> StatTable:
+def parse_stat(text: str) -> "StatTable":
     """Parse the whole stat file; raise Malformed if it is not the kernel's table shape."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
@@ -88,7 +86,7 @@ def parse_stat(text: str) -> StatTable:
     return StatTable(entries=entries, counters=counters, cpus=rows)
 
 
-def _parse_row(fields: List[str], width: int, lineno: int) -> List[int]:
+def _parse_row(fields: "List[str]", width: int, lineno: int) -> "List[int]":
     if len(fields) != width:
         raise Malformed(
             "conntrack stat line %d has %d columns, header has %d" % (lineno, len(fields), width)

@@ -4,8 +4,6 @@ Readers open files and translate the OS's answer into our error classes with a m
 says what to do; everything they read is handed to the pure parsers in ``conntrack_zbx.parse``.
 """
 
-from __future__ import annotations
-
 import errno
 import os
 
@@ -69,20 +67,20 @@ class ProcRoot:
     def buckets(self) -> int:
         return self._sysctl(BUCKETS)
 
-    def hashsize(self) -> Optional[int]:
+    def hashsize(self) -> "Optional[int]":
         """The module parameter: 0600 root, so None (not 0) when this user cannot read it."""
         try:
             return self.read_int(HASHSIZE)
         except (NotPermitted, NotAvailable):
             return None
 
-    def osrelease(self) -> Optional[str]:
+    def osrelease(self) -> "Optional[str]":
         try:
             return self._read_text(OSRELEASE).strip()
         except (NotAvailable, NotPermitted, Malformed):
             return None
 
-    def memtotal_kib(self) -> Optional[int]:
+    def memtotal_kib(self) -> "Optional[int]":
         try:
             for line in self._read_text(MEMINFO).splitlines():
                 if line.startswith("MemTotal:"):
@@ -91,7 +89,7 @@ class ProcRoot:
             pass
         return None
 
-    def stat(self) -> StatTable:
+    def stat(self) -> "StatTable":
         if not self.module_loaded():
             raise NotAvailable(MODULE_HINT % self.path(COUNT))
         return parse_stat(self._read_text(STAT, missing_hint=PROCFS_HINT))
@@ -101,7 +99,7 @@ class ProcRoot:
             raise NotAvailable(MODULE_HINT % self.path(COUNT))
         return self.read_int(rel)
 
-    def _read_text(self, rel: str, missing_hint: Optional[str] = None) -> str:
+    def _read_text(self, rel: str, missing_hint: "Optional[str]" = None) -> str:
         path = self.path(rel)
         try:
             with open(path, "rb") as f:
@@ -114,7 +112,7 @@ class ProcRoot:
             raise Malformed("%s is not ASCII text" % path) from None
 
     # -- the entry table ------------------------------------------------------------------
-    def open_table(self) -> IO[bytes]:
+    def open_table(self) -> "IO[bytes]":
         """Open /proc/net/nf_conntrack for streaming; the caller closes it."""
         if not self.module_loaded():
             raise NotAvailable(MODULE_HINT % self.path(COUNT))
@@ -125,7 +123,7 @@ class ProcRoot:
             raise _translate(e, path, PROCFS_HINT, TABLE_PERMISSION_HINT) from None
 
 
-def open_snapshot(path: str) -> IO[bytes]:
+def open_snapshot(path: str) -> "IO[bytes]":
     """Open a saved copy of the table (``cat /proc/net/nf_conntrack > conntrack.list``)."""
     try:
         return open(path, "rb")
@@ -133,7 +131,7 @@ def open_snapshot(path: str) -> IO[bytes]:
         raise _translate(e, path, "snapshot file %s does not exist") from None
 
 
-def iter_lines(f: IO[bytes]) -> Iterator[bytes]:
+def iter_lines(f: "IO[bytes]") -> "Iterator[bytes]":
     """Stream lines without holding the table; a read error mid-way is reported, not hidden."""
     try:
         yield from f
@@ -141,8 +139,8 @@ def iter_lines(f: IO[bytes]) -> Iterator[bytes]:
         raise Malformed("reading the conntrack table failed after a partial read: %s" % e) from None
 
 
-def _translate(e: OSError, path: str, missing_hint: Optional[str] = None,
-               permission_hint: Optional[str] = None) -> Exception:
+def _translate(e: "OSError", path: str, missing_hint: "Optional[str]" = None,
+               permission_hint: "Optional[str]" = None) -> "Exception":
     if e.errno == errno.ENOENT:
         return NotAvailable((missing_hint or "%s does not exist") % path)
     if e.errno in (errno.EACCES, errno.EPERM):
