@@ -4,7 +4,7 @@ VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo demo-stop run test deps venv lint generate clean bench fuzz
+.PHONY: demo demo-stop run test deps venv lint generate clean bench fuzz deb rpm
 
 deps:
 	bash scripts/install-deps.sh
@@ -52,5 +52,12 @@ test: $(STAMP)
 	bash scripts/test-pythons.sh
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
+# Native packages for agent hosts, built offline from the checkout (docs/install.md).
+deb:
+	bash packaging/build-deb.sh dist
+
+rpm:
+	bash packaging/build-rpm.sh dist
+
 clean:
-	rm -rf $(VENV) .venv-py* build *.egg-info
+	rm -rf $(VENV) .venv-py* build dist *.egg-info

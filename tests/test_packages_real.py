@@ -1,0 +1,142 @@
+"""The native packages, for real: the .deb built offline, installed with dpkg on this machine,
+both Zabbix agents polled as the zabbix user through its conf and sudo grant, upgraded with a
+locally edited conf, purged without a trace; the .rpm built, inspected, installed into a scratch
+root and run there on the oldest Python an agent host has (3.6)."""
+
+import glob
+import json
+import os
+import subprocess
+
+import pytest
+
+from lab.agent import Agent
+from lab.netns import Netns, sh
+from tests.conftest import MIXED, require_root
+
+pytestmark = pytest.mark.real
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AGENTD_CONF = "/etc/zabbix/zabbix_agentd.d/userparameter_conntrack.conf"
+AGENT2_CONF = "/etc/zabbix/zabbix_agent2.d/userparameter_conntrack.conf"
+GRANT = "/etc/sudoers.d/conntrack-zbx"
+
+
+def build(kind, out, version=None):
+    env = dict(os.environ, **({"VERSION": version} if version else {}))
+    p = subprocess.run(["bash", os.path.join(REPO, "packaging", "build-%s.sh" % kind), str(out)],
+                       cwd=REPO, capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip().splitlines()[-1]
+
+
+def dpkg(*args):
+    p = subprocess.run(["dpkg"] + list(args), capture_output=True, text=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    require_root()
+    subprocess.run(["dpkg", "--purge", "conntrack-zbx"], capture_output=True)
+    deb = build("deb", tmp_path_factory.mktemp("deb"))
+    dpkg("-i", deb)
+    yield deb
+    subprocess.run(["dpkg", "--purge", "conntrack-zbx"], capture_output=True)
+
+
+def get_json(agent, key):
+    raw = agent.get(key)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        pytest.fail("%s: %s returned %r\n%s" % (agent.kind, key, raw, agent.log()))
+
+
+def test_deb_installs_the_agent_side_and_a_checked_grant(installed):
+    files = dpkg("-L", "conntrack-zbx").stdout.split()
+    for path in ("/usr/bin/conntrack-zbx", "/usr/lib/conntrack-zbx/conntrack_zbx/cli.py", AGENTD_CONF,
+                 AGENT2_CONF, "/usr/share/conntrack-zbx/templates/conntrack_zbx.yaml",
+                 "/usr/share/doc/conntrack-zbx/README.md"):
+        assert path in files and os.path.exists(path), path
+    assert not any("/lab/" in f or f.startswith("/usr/lib/python3") for f in files)
+    st = os.stat(GRANT)
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o440, 0, 0)
+    assert sh(["visudo", "-cf", GRANT], check=False).returncode == 0
+    with open(GRANT) as f:
+        assert "NOPASSWD: /usr/bin/conntrack-zbx talkers --params-stdin" in f.read()
+    with open(AGENTD_CONF) as f:
+        assert "UserParameter=conntrack.stats,/usr/bin/conntrack-zbx stats" in f.read()
+    deps = dpkg("-f", installed, "Depends").stdout
+    assert deps.strip() == "python3 (>= 3.6)"  # no pip, no venv, no pyzabbix/pyyaml
+
+
+@pytest.mark.parametrize("kind, conf, port", [("agentd", AGENTD_CONF, 31070), ("agent2", AGENT2_CONF, 31072)],
+                         ids=["zabbix_agentd", "zabbix_agent2"])
+def test_packaged_conf_and_grant_work_through_both_agents(installed, kind, conf, port):
+    with Netns(leaky=["127.0.5.0/24"], untracked_ports=[port]) as ns:
+        ns.traffic([{"kind": "tcp_open", "src": "127.0.5.9", "count": 4}])
+        with Agent(kind, port, conf, netns=ns) as agent:
+            stats = get_json(agent, "conntrack.stats")
+            assert stats["count"] == 4 and "error" not in stats
+            talkers = get_json(agent, "conntrack.talkers[,,,0]")
+            assert "error" not in talkers, talkers
+            assert talkers["sources"][0]["address"] == "127.0.5.9" and talkers["entries"] == 4
+
+
+def test_upgrade_keeps_an_edited_conf_and_purge_leaves_nothing(installed, tmp_path):
+    with open(AGENTD_CONF, "a") as f:
+        f.write("# edited by the admin\n")
+    listed = dpkg("-L", "conntrack-zbx").stdout.split()
+    newer = build("deb", tmp_path, version="99.0.0")
+    dpkg("-i", newer)
+    assert dpkg("-s", "conntrack-zbx").stdout.count("Version: 99.0.0") == 1
+    with open(AGENTD_CONF) as f:
+        assert f.read().endswith("# edited by the admin\n")
+    assert os.path.exists(GRANT) and sh(["visudo", "-cf", GRANT], check=False).returncode == 0
+    subprocess.run(["/usr/bin/conntrack-zbx", "stats"], check=True, capture_output=True)  # makes byte-code
+    dpkg("--purge", "conntrack-zbx")
+    left = [p for p in listed if os.path.isfile(p) or (os.path.isdir(p) and "conntrack" in p)]
+    assert left == []
+    assert not os.path.exists(GRANT) and not os.path.exists("/usr/lib/conntrack-zbx")
+    assert not glob.glob("/etc/sudoers.d/conntrack-zbx.*") and not os.path.exists("/var/lib/conntrack-zbx")
+
+
+def test_a_grant_sudo_rejects_is_never_put_in_place(tmp_path):
+    require_root()
+    broken = tmp_path / "sudoers"
+    broken.write_text("zabbix ALL=(root) NOPASSWD /usr/bin/conntrack-zbx talkers\n")  # no colon
+    grant = "/etc/sudoers.d/ctzbx-pkgtest"
+    env = dict(os.environ, CONNTRACK_ZBX_SHIPPED=str(broken), CONNTRACK_ZBX_GRANT=grant,
+               CONNTRACK_ZBX_STATE=str(tmp_path / "state"))
+    p = subprocess.run(["sh", os.path.join(REPO, "packaging", "maintscript.sh"), "configure"], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "visudo rejects" in p.stderr
+    assert not glob.glob(grant + "*")
+
+
+def test_rpm_holds_the_same_tree_and_runs_on_python36(tmp_path):
+    require_root()
+    rpm = build("rpm", tmp_path / "out")
+    listed = sh(["rpm", "-qlp", rpm]).stdout.decode().split()
+    assert "/usr/bin/conntrack-zbx" in listed and AGENTD_CONF in listed and AGENT2_CONF in listed
+    assert sorted(sh(["rpm", "-qcp", rpm]).stdout.decode().split()) == [AGENT2_CONF, AGENTD_CONF]
+    scripts = sh(["rpm", "-qp", "--scripts", rpm]).stdout.decode()
+    assert "maintscript.sh configure" in scripts and "maintscript.sh prerm remove" in scripts
+    requires = sh(["rpm", "-qp", "--requires", rpm]).stdout.decode()
+    assert "python3 >= 3.6" in requires and "pyzabbix" not in requires.replace("Suggests", "")
+    root = tmp_path / "root"
+    root.mkdir()
+    sh(["rpm", "--root", str(root), "--initdb"])
+    sh(["rpm", "-i", "--root", str(root), "--nodeps", "--noscripts", rpm])
+    assert (root / "usr/lib/conntrack-zbx/conntrack_zbx/cli.py").exists()
+    py36 = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.6.*/bin/python3")))
+    assert py36, "Python 3.6 (RHEL 8's python3) is needed for this check: pyenv install 3.6"
+    code = ("import sys; sys.path.insert(0, %r); from conntrack_zbx.cli import main; "
+            "sys.exit(main(['stats', '--proc-root', %r]))" % (str(root / "usr/lib/conntrack-zbx"), MIXED))
+    out = subprocess.run([py36[-1], "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and json.loads(out.stdout)["count"] == 18, out.stderr
+    sh(["rpm", "-e", "--root", str(root), "--noscripts", "conntrack-zbx"])
+    assert not (root / "usr/lib/conntrack-zbx/conntrack_zbx/cli.py").exists()
