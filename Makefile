@@ -31,7 +31,7 @@ run: $(STAMP)
 	$(VENV)/bin/conntrack-zbx top
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check conntrack_zbx lab tests bench bin/conntrack-zbx
+	$(VENV)/bin/ruff check conntrack_zbx lab tests bench packaging bin/conntrack-zbx
 	$(VENV)/bin/mypy
 
 # Speed and memory against the kernel's own floor, on real 262k/1M-entry tables (docs/performance.md).
@@ -47,7 +47,7 @@ generate: $(STAMP)
 	$(VPY) -m conntrack_zbx.generate
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check conntrack_zbx lab tests bench bin/conntrack-zbx
+	$(VENV)/bin/ruff check conntrack_zbx lab tests bench packaging bin/conntrack-zbx
 	$(VENV)/bin/mypy
 	bash scripts/test-pythons.sh
 	$(VPY) -m pytest $(PYTEST_ARGS)

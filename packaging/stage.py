@@ -72,7 +72,7 @@ def stage(root: str) -> str:
     shutil.copytree(os.path.join(REPO, "docs"), doc, ignore=shutil.ignore_patterns("img"))
     for f in ("README.md", "CHANGELOG.md"):
         shutil.copyfile(os.path.join(REPO, f), os.path.join(doc, f))
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, dirs, _files in os.walk(root):
         for d in dirs:
             os.chmod(os.path.join(dirpath, d), 0o755)
     return __version__
