@@ -7,7 +7,7 @@ non-zero with it.
 """
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from pyzabbix import ZabbixAPI, ZabbixAPIException
 
@@ -35,7 +35,19 @@ def connect(url: Optional[str] = None, token: Optional[str] = None, user: Option
         raise DeployFailed("login to %s failed: %s" % (url, _api_message(e))) from None
     except OSError as e:
         raise DeployFailed("cannot reach %s: %s" % (url, e)) from None
+    if token:  # pyzabbix does not check a token at login: one cheap call does
+        try:
+            zapi.do_request("template.get", {"output": ["templateid"], "limit": 1})
+        except ZabbixAPIException as e:
+            raise DeployFailed("login to %s with ZABBIX_TOKEN failed: %s" % (url, _api_message(e))) from None
     return zapi
+
+
+def server_version(zapi: ZabbixAPI) -> Tuple[int, int]:
+    """The API's major.minor: import rules were renamed in 6.2 (groups -> template_groups)."""
+    text = call(zapi, "apiinfo.version")
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
 
 
 def _api_message(e: ZabbixAPIException) -> str:
@@ -67,18 +79,31 @@ IMPORT_RULES = {
 }
 
 
-def import_template(zapi: ZabbixAPI, source: str, delete_missing: bool = False) -> None:
+def import_rules(version: Tuple[int, int], delete_missing: bool = False) -> Dict[str, Dict[str, bool]]:
+    """The import rules for a server version. The export stays format 6.0 (newer servers convert
+    it upwards); only the rule names follow the server: 6.2 split ``groups`` into
+    ``template_groups`` and ``host_groups``."""
     rules = {k: dict(v) for k, v in IMPORT_RULES.items()}
+    if version >= (6, 2):
+        rules["template_groups"] = rules.pop("groups")
     if delete_missing:
         for k in ("templateLinkage", "items", "triggers", "graphs", "discoveryRules", "httptests",
                   "templateDashboards", "valueMaps"):
             rules[k]["deleteMissing"] = True
+    return rules
+
+
+def import_template(zapi: ZabbixAPI, source: str, delete_missing: bool = False) -> None:
+    rules = import_rules(server_version(zapi), delete_missing)
     call(zapi, "configuration.import", format="yaml", source=source, rules=rules)
 
 
 def link(zapi: ZabbixAPI, template: str, host: Optional[str] = None,
-         group: Optional[str] = None) -> List[str]:
-    """Link ``template`` to one host or to every host of a group; keep their other templates."""
+         group: Optional[str] = None) -> Dict[str, List[str]]:
+    """Link ``template`` to one host or to every host of a group; keep their other templates.
+    A host that already has it, directly or through another template (e.g. the mirrorlist node
+    template includes the conntrack one), is left alone: Zabbix refuses to link a template twice.
+    Returns {"hosts": newly linked, "already": left alone}."""
     found = call(zapi, "template.get", filter={"host": [template]}, output=["templateid"])
     if not found:
         raise DeployFailed("template %r is not on the server: import it first" % template)
@@ -92,10 +117,23 @@ def link(zapi: ZabbixAPI, template: str, host: Optional[str] = None,
         if not groups:
             raise DeployFailed("host group %r not found" % group)
         hosts = call(zapi, "host.get", groupids=[groups[0]["groupid"]], output=["hostid", "host"])
-    if hosts:
-        call(zapi, "host.massadd", hosts=[{"hostid": h["hostid"]} for h in hosts],
+    todo = [h for h in hosts if tid not in _templates_of(zapi, h["hostid"])]
+    if todo:
+        call(zapi, "host.massadd", hosts=[{"hostid": h["hostid"]} for h in todo],
              templates=[{"templateid": tid}])
-    return sorted(h["host"] for h in hosts)
+    return {"hosts": sorted(h["host"] for h in todo),
+            "already": sorted(h["host"] for h in hosts if h not in todo)}
+
+
+def _templates_of(zapi: ZabbixAPI, hostid: str) -> set:
+    """Every template a host has, directly or nested."""
+    seen = set()  # type: set
+    frontier = [hostid]
+    while frontier:
+        got = call(zapi, "template.get", hostids=frontier, output=["templateid"])
+        frontier = [t["templateid"] for t in got if t["templateid"] not in seen]
+        seen.update(frontier)
+    return seen
 
 
 def template_names() -> List[str]:
@@ -112,8 +150,8 @@ def run(args) -> Dict[str, object]:
         source = template_yaml()
     zapi = connect(args.url)
     import_template(zapi, source, delete_missing=args.delete_missing)
-    result = {"imported": template_names(), "url": zapi.url}  # type: Dict[str, object]
+    result = {"imported": template_names(), "url": zapi.url,
+              "server": "%d.%d" % server_version(zapi)}  # type: Dict[str, object]
     if args.host or args.group:
-        result["linked"] = {"template": args.template,
-                            "hosts": link(zapi, args.template, host=args.host, group=args.group)}
+        result["linked"] = dict(link(zapi, args.template, host=args.host, group=args.group), template=args.template)
     return result

@@ -41,6 +41,11 @@ def alive(pid: int) -> bool:
 
 
 class Stack:
+    # Where the schema and the frontend come from (a 7.0 frontend overrides these: lab/zabbix70.py).
+    schema_dir = SCHEMA_DIR
+    frontend_dir = FRONTEND
+    frontend_conf = FRONTEND_CONF
+
     def __init__(self, base: str = "/var/tmp/ctzbx-stack", netns: Optional[Netns] = None,
                  pg_port: int = 15432, server_port: int = 10151, web_port: int = 18080,
                  server_timeout: int = 15, extra_server_conf: str = "") -> None:
@@ -142,9 +147,11 @@ class Stack:
                 self.psql("CREATE ROLE zabbix LOGIN")
             self.psql("CREATE DATABASE zabbix_loading OWNER zabbix")
             for part in ("schema", "images", "data"):
-                self._run(["sh", "-c", "zcat %s/%s.sql.gz | %s %s/psql -h 127.0.0.1 -p %d -U zabbix "
-                           "-d zabbix_loading -q -v ON_ERROR_STOP=1 >/dev/null"
-                           % (SCHEMA_DIR, part, " ".join(as_user("postgres")), PG_BIN, self.pg_port)])
+                # pipefail: a missing or broken dump must fail the load, not feed psql nothing
+                load = ("zcat %s/%s.sql.gz | %s %s/psql -h 127.0.0.1 -p %d -U zabbix -d zabbix_loading -q "
+                        "-v ON_ERROR_STOP=1 >/dev/null"
+                        % (self.schema_dir, part, " ".join(as_user("postgres")), PG_BIN, self.pg_port))
+                self._run(["bash", "-o", "pipefail", "-c", load])
             self.psql("ANALYZE", db="zabbix_loading")
             # Only a fully loaded database gets the template name: an interrupted load is redone.
             self.psql("ALTER DATABASE zabbix_loading RENAME TO zabbix_fresh")
@@ -191,14 +198,14 @@ class Stack:
                                        "config_cache_reload"], check=False)
 
     def _start_frontend(self) -> None:
-        os.makedirs(os.path.dirname(FRONTEND_CONF), exist_ok=True)
-        with open(FRONTEND_CONF, "w") as f:
+        os.makedirs(os.path.dirname(self.frontend_conf), exist_ok=True)
+        with open(self.frontend_conf, "w") as f:
             f.write(FRONTEND_CONF_TEMPLATE % {"port": self.pg_port, "server_port": self.server_port})
-        os.chmod(FRONTEND_CONF, 0o644)
+        os.chmod(self.frontend_conf, 0o644)
         env = dict(os.environ, PHP_CLI_SERVER_WORKERS="4", LC_ALL="en_US.UTF-8")
         self._spawn("frontend", ["php", "-d", "memory_limit=512M", "-d", "post_max_size=32M",
                                  "-d", "max_execution_time=300", "-d", "max_input_time=300",
-                                 "-S", "127.0.0.1:%d" % self.web_port, "-t", FRONTEND], env=env)
+                                 "-S", "127.0.0.1:%d" % self.web_port, "-t", self.frontend_dir], env=env)
         self._wait("frontend API", lambda: self.api_version() is not None)
 
     def api_version(self) -> Optional[str]:

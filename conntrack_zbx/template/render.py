@@ -32,12 +32,19 @@ def _table(header: List[str], rows: List[List[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
+TESTED_VERSIONS = (
+    "Exported in format 6.0. Tested on real installations: Zabbix 6.0.14 (server, proxy with "
+    "SQLite, zabbix_agentd and zabbix_agent2) and the Zabbix 7.0.22 frontend and API (import, "
+    "re-import, linking). Agent side: Python 3.6, 3.8, 3.11 and 3.13.")
+
+
 def template_readme(name: str) -> str:
     export = model.export()["zabbix_export"]
     t = next(t for t in export["templates"] if t["template"] == name)
     out = ["# %s\n" % name, "## Overview\n", t["description"].split("\n\n")[0] + "\n"]
     out.append("\nGenerated from `conntrack_zbx/template/model.py` together with "
-               "`templates/conntrack_zbx.yaml`; see [the install guide](install.md).\n")
+               "`templates/conntrack_zbx.yaml`; see [the install guide](../install.md).\n")
+    out.append("\n## Tested versions\n\n%s\n" % TESTED_VERSIONS)
     if t.get("templates"):
         out.append("\nLinks: " + ", ".join("%s" % x["name"] for x in t["templates"]) + ".\n")
     if t.get("macros"):

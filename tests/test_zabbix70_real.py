@@ -1,0 +1,100 @@
+"""The templates on a real Zabbix 7.0 LTS frontend and API (lab/zabbix70.py): imported with an
+API token, re-imported unchanged, linked to a host and to a host group. The export stays format
+6.0; 7.0 converts it on import."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conntrack_zbx.template import model
+from lab.monitor import Monitor
+from lab.zabbix70 import Frontend70
+from tests.conftest import require_root
+
+pytestmark = pytest.mark.real
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GROUP = "conntrack_zbx 7.0 hosts"
+
+
+@pytest.fixture(scope="module")
+def z70():
+    require_root()
+    with Frontend70() as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def admin(z70):
+    return Monitor(z70.url)
+
+
+@pytest.fixture(scope="module")
+def token(admin):
+    uid = admin.call("user.get", filter={"username": ["Admin"]}, output=["userid"])[0]["userid"]
+    tid = admin.call("token.create", name="conntrack-zbx import", userid=uid)["tokenids"][0]
+    return admin.call("token.generate", [tid])[0]["token"]
+
+
+def cli(z70, *argv, **env):
+    """The command as an admin runs it, credentials only in the environment."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ZABBIX_")}
+    clean.update(ZABBIX_URL=z70.url, **env)
+    p = subprocess.run([sys.executable, "-m", "conntrack_zbx", "template", "import"] + list(argv),
+                       cwd=REPO, env=clean, capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def exported(admin):
+    ids = [t["templateid"] for t in admin.call("template.get", filter={"host": [model.CONNTRACK, model.MIRRORLIST,
+                                                                                 model.NODE]},
+                                              output=["templateid"])]
+    assert len(ids) == 3
+    return admin.call("configuration.export", format="yaml", options={"templates": ids})
+
+
+def test_it_is_a_70_server(z70):
+    assert z70.api_version().startswith("7.0.")
+
+
+def test_import_with_a_token_then_reimport_changes_nothing(z70, admin, token):
+    rc, out, err = cli(z70, ZABBIX_TOKEN=token)
+    assert rc == 0, err
+    assert json.loads(out)["server"] == "7.0" and token not in out + err
+    first = exported(admin)
+    rc, out, err = cli(z70, ZABBIX_TOKEN=token)
+    assert rc == 0, err
+    assert exported(admin) == first
+    triggers = admin.call("trigger.get", templateids=[t["templateid"] for t in admin.call(
+        "template.get", filter={"host": [model.CONNTRACK]}, output=["templateid"])], output=["description"])
+    assert any("Table usage is very high" in t["description"] for t in triggers)
+    assert admin.call("discoveryrule.get", filter={"key_": ["conntrack.talkers.discovery"]}, templated=True,
+                      output=["itemid"])
+
+
+def test_a_bad_token_is_refused_with_the_api_message(z70):
+    rc, out, err = cli(z70, ZABBIX_TOKEN="0" * 64)
+    assert rc == 1 and "ZABBIX_TOKEN failed" in err and "0" * 64 not in err
+
+
+def test_link_to_a_host_and_to_a_group(z70, admin, token):
+    gid = admin.call("hostgroup.create", name=GROUP)["groupids"][0]
+    for name in ("ct70-a", "ct70-b"):
+        admin.call("host.create", host=name, groups=[{"groupid": gid}],
+                   interfaces=[{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "", "port": "10050"}])
+    rc, out, err = cli(z70, "--host", "ct70-a", "--template", model.NODE, ZABBIX_TOKEN=token)
+    assert rc == 0, err
+    assert json.loads(out)["linked"]["hosts"] == ["ct70-a"]
+    # the group: ct70-a already has the conntrack template through the node template
+    rc, out, err = cli(z70, "--group", GROUP, ZABBIX_USER="Admin", ZABBIX_PASSWORD="zabbix")
+    assert rc == 0, err
+    assert json.loads(out)["linked"]["hosts"] == ["ct70-b"]
+    assert json.loads(out)["linked"]["already"] == ["ct70-a"]
+    linked = admin.call("host.get", groupids=[gid], selectParentTemplates=["host"], output=["host"])
+    names = {h["host"]: sorted(t["host"] for t in h["parentTemplates"]) for h in linked}
+    assert names == {"ct70-a": [model.NODE], "ct70-b": [model.CONNTRACK]}
+    rc, out, err = cli(z70, "--group", GROUP, ZABBIX_TOKEN=token)  # again: nothing to do, no error
+    assert rc == 0 and json.loads(out)["linked"]["hosts"] == [], err
