@@ -188,6 +188,7 @@ AGENT_HELP = {
     "stats": "counters: count, max, usage, drops (JSON, no root needed)",
     "talkers": "top sources and networks by entries held (JSON)",
     "discovery": "Zabbix LLD array of the top talkers",
+    "namespaces": "every network namespace's own table usage and drops, host-wide sum (JSON)",
 }
 
 
@@ -225,6 +226,9 @@ def _top_parser(sub: "Any") -> None:
     _proc_root(top)
     top.add_argument("--file", metavar="PATH",
                      help="read a saved copy of /proc/net/nf_conntrack instead of the live table")
+    top.add_argument("--netns", metavar="NAME|INODE",
+                     help="read the table of another network namespace (an 'ip netns' name or the inode "
+                          "'conntrack-zbx namespaces' lists): who fills a container's or pod's table")
     top.add_argument("--by", choices=GROUP_BY, default="src")
     top.add_argument("-n", type=_positive(100000), default=10, metavar="N", help="rows (default 10)")
     top.add_argument("--prefix4", type=_positive(32), default=24, metavar="N")

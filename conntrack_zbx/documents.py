@@ -95,12 +95,13 @@ def key_parameters(args: "Any") -> "Dict[str, int]":
     stdin, where the fixed line allows no option at all."""
     from conntrack_zbx import options, params
 
+    own = options.params_of(args.command)
     if args.params_stdin:
         given = options.not_on_fixed_line(args, ("params_stdin",))
-        if given or any(getattr(args, p.name) for p in params.TALKERS_PARAMS):
+        if given or any(getattr(args, p.name) for p in own):
             raise Refused("--params-stdin takes every parameter from stdin, no options")
-        return params.from_wire(sys.stdin.buffer.read(4097))
-    return params.check_all({p.name: getattr(args, p.name) for p in params.TALKERS_PARAMS})
+        return params.from_wire(sys.stdin.buffer.read(4097), args.command)
+    return params.check_all({p.name: getattr(args, p.name) for p in own}, args.command)
 
 
 def talkers(args: "Any") -> "Written":
@@ -128,8 +129,19 @@ def _answer(args: "Any", command: str) -> "Written":
     deadline = time.monotonic() + args.budget
     p = key_parameters(args)
     if args.file:
+        if p["netns"]:
+            raise Refused("--netns reads a live table; --file is a saved snapshot: give one of them")
         written = _fresh(args, p, deadline, _live_max(args, required=False))
         return _finish(written, command, cached=False, age=0.0)
+    if p["netns"]:  # another namespace's table: step in for the whole answer (read, cache key)
+        from conntrack_zbx.sources.netns import entered, resolve
+
+        with entered(resolve(str(p["netns"]), args.proc_root).path):
+            return _live_answer(args, p, command, deadline)
+    return _live_answer(args, p, command, deadline)
+
+
+def _live_answer(args: "Any", p: "Dict[str, int]", command: str, deadline: float) -> "Written":
     from conntrack_zbx import cache as cachemod
 
     problem = None
@@ -143,7 +155,8 @@ def _answer(args: "Any", command: str) -> "Written":
 
 
 def _cache_names(p: "Dict[str, int]") -> "Dict[str, str]":
-    suffix = "-%d-%d-%d.json" % (p["prefix4"], p["prefix6"], p["top"])
+    suffix = "-%d-%d-%d%s.json" % (p["prefix4"], p["prefix6"], p["top"],
+                                   "-netns%d" % p["netns"] if p.get("netns") else "")
     return {"talkers": "talkers" + suffix, "discovery": "discovery" + suffix}
 
 
@@ -258,6 +271,8 @@ def render(t: "Tally", source: str, note: "Optional[str]", maximum: "Optional[in
     }  # type: Dict[str, Any]
     if note:
         doc["source_note"] = note
+    if p.get("netns"):
+        doc["netns"] = p["netns"]
     return doc
 
 
@@ -272,3 +287,96 @@ def _live_max(args: "Any", required: bool) -> "Optional[int]":
     except ConntrackError:
         return None
 
+
+
+# -- namespaces -----------------------------------------------------------------------------------
+def namespaces(args: "Any") -> "Dict[str, Any]":
+    """Every network namespace's own count against the one global limit, its drops, and the
+    host-wide sum against the one shared hash table (docs/namespaces.md).
+
+    Each namespace costs one small file read (``/proc/PID/net/stat/nf_conntrack`` of a process
+    inside; its ``entries`` column is that namespace's count) or, for a namespace held only by a
+    bind mount, a setns() there and back. Namespaces whose table is empty and never dropped are
+    counted but not listed. The budget bounds the whole pass; what was not reached is reported.
+    """
+    import time
+
+    from conntrack_zbx.sources import netns
+    from conntrack_zbx.sources.proc import ProcRoot
+
+    deadline = time.monotonic() + args.budget
+    p = key_parameters(args)
+    root = ProcRoot(args.proc_root)
+    maximum, buckets = root.max(), root.buckets()
+    found, own = netns.find(args.proc_root)
+    rows, seen, total, truncated = [], 0, 0, False
+    for f in sorted(found.values(), key=lambda f: (f.inode != own, f.inode)):  # ours first
+        if time.monotonic() > deadline:
+            truncated = True
+            break
+        row = _namespace_row(f, own, maximum, args.proc_root)
+        if row is None:
+            continue  # gone meanwhile
+        seen += 1
+        total += row["count"]
+        if row["count"] or row["drop"] or row["insert_failed"] or row["early_drop"] or row["host"]:
+            rows.append(row)
+    rows.sort(key=lambda r: (-r["count"], r["inode"]))
+    top = rows[:p["top"]]
+    for row in top:
+        _name(row, found[row["inode"]], args.proc_root)
+    from conntrack_zbx.talkers import pct
+
+    return {
+        "max": maximum,
+        "buckets": buckets,
+        "sum": total,
+        "sum_pct_of_max": pct(total, maximum),
+        "hash_load": round(total / buckets, 4) if buckets else None,
+        "namespaces_seen": seen,
+        "namespaces_in_use": len(rows),
+        "truncated": truncated,
+        "own_inode": own,
+        "namespaces": top,
+        # The template's namespaces discovery is a dependent LLD rule on this document: $.discovery
+        "discovery": [{"{#CT.NS.INODE}": str(r["inode"]), "{#CT.NS.NAME}": r["name"], "{#CT.NS.KIND}": r["kind"],
+                       "{#CT.NS.PATH}": "$.namespaces[?(@.inode==%d)]" % r["inode"]} for r in top],
+    }
+
+
+def _namespace_row(f: "Any", own: int, maximum: int, proc_root: str) -> "Optional[Dict[str, Any]]":
+    from conntrack_zbx.parse.stat import parse_stat
+    from conntrack_zbx.sources import netns
+    from conntrack_zbx.talkers import pct
+
+    try:
+        st = parse_stat(netns.stat_text(f, proc_root))
+    except (OSError, ConntrackError):
+        return None
+    count = st.entries or 0
+    c = st.counters
+    return {"inode": f.inode, "host": f.inode == own, "pid": f.pid, "count": count,
+            "pct_of_max": pct(count, maximum), "drop": c.get("drop", 0),
+            "insert_failed": c.get("insert_failed", 0), "early_drop": c.get("early_drop", 0)}
+
+
+def _name(row: "Dict[str, Any]", f: "Any", proc_root: str) -> None:
+    """A name on-call can act on: the pod or container, the ip netns name, else the process."""
+    from conntrack_zbx.sources import netns
+
+    owner = netns.owner_of(f.pid, proc_root) if f.pid is not None else {"comm": None, "container": None, "pod": None}
+    process = "%s[%d]" % (owner["comm"], f.pid) if owner["comm"] else None
+    row.update(comm=owner["comm"], container=owner["container"], pod=owner["pod"], netns_names=list(f.names))
+    if row["host"]:
+        kind, name = "host", "host (this agent's namespace)"
+    elif owner["pod"]:
+        kind, name = "pod", "pod %s" % owner["pod"]
+    elif owner["container"]:
+        kind, name = "container", "container %s" % owner["container"]
+    elif f.names:
+        kind, name = "netns", "netns %s" % f.names[0]
+    else:
+        kind, name = "process", "process %s" % (process or "pid %s" % f.pid)
+    if process and kind in ("pod", "container", "netns"):
+        name += " (%s)" % process
+    row.update(kind=kind, name=name)

@@ -41,6 +41,16 @@ KEYS = (
         "root-only entry table through the fixed sudo grant.",
         params_of("talkers"),
     ),
+    AgentKey(
+        "conntrack.namespaces",
+        ("namespaces",),
+        True,
+        "Every network namespace with conntrack in use (containers, pods, ip netns) with its own "
+        "count against the one global nf_conntrack_max and its drop counters, the host-wide sum "
+        "and the hash table's load, with LLD rows (JSON). Reads other processes' namespaces "
+        "through the fixed sudo grant.",
+        params_of("namespaces"),
+    ),
 )
 
 

@@ -24,8 +24,10 @@ if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~
 
 TEXT, CHOICE, SECONDS, FLAG, PARAM = "text", "choice", "seconds", "flag", "param"
 
-AGENT_COMMANDS = ("stats", "talkers", "discovery")
+AGENT_COMMANDS = ("stats", "talkers", "discovery", "namespaces")
 TABLE_COMMANDS = ("talkers", "discovery")
+# Commands that read what only root may read, through the fixed sudo line.
+ROOT_COMMANDS = ("talkers", "discovery", "namespaces")
 SOURCES = ("auto", "netlink", "proc")
 
 
@@ -62,18 +64,23 @@ OPTIONS = (
     Option("prefix6", TABLE_COMMANDS, PARAM, 64, "IPv6 network prefix length of the roll-up", lo=16, hi=128),
     Option("top", TABLE_COMMANDS, PARAM, 10, "how many sources and networks to report and discover",
            lo=1, hi=100),
+    Option("top", ("namespaces",), PARAM, 20, "how many namespaces to report and discover (by entries)",
+           lo=1, hi=1000),
     Option("max_age", TABLE_COMMANDS, PARAM, 20,
            "seconds a cached table read may be reused; 0 = always read afresh", lo=0, hi=3600),
+    Option("netns", TABLE_COMMANDS, PARAM, 0,
+           "read the table of this network namespace (its inode, from 'conntrack-zbx namespaces'); "
+           "0 = this process's own", lo=0, hi=4294967295),
     Option("cache_dir", TABLE_COMMANDS, TEXT, None,
            "snapshot cache directory (default /run/conntrack-zbx; must be owned by this user, mode 0700)",
            metavar="DIR"),
-    Option("budget", TABLE_COMMANDS, SECONDS, 2.5,
+    Option("budget", ROOT_COMMANDS, SECONDS, 2.5,
            "stop reading after this long and report truncated (default 2.5: inside the agent's "
            "default 3 s Timeout)", metavar="SECONDS"),
-    Option("sudo", TABLE_COMMANDS, FLAG, False,
+    Option("sudo", ROOT_COMMANDS, FLAG, False,
            "agent keys: validate the parameters, then run the fixed line 'sudo -n conntrack-zbx "
-           "talkers --params-stdin' and hand them over on stdin"),
-    Option("params_stdin", TABLE_COMMANDS, FLAG, False,
+           "COMMAND --params-stdin' and hand them over on stdin"),
+    Option("params_stdin", ROOT_COMMANDS, FLAG, False,
            "(the sudo line) read the parameters as name=value words from stdin"),
 )
 

@@ -27,7 +27,7 @@ def check(p: "Option", raw: "Optional[str]") -> int:
     """Validate one parameter as typed ('' or None = the default)."""
     if raw is None or raw == "":
         return p.default
-    if not isinstance(raw, str) or not (_ascii_digits(raw) and len(raw) <= 5):
+    if not isinstance(raw, str) or not (_ascii_digits(raw) and len(raw) <= max(5, len(str(p.hi)))):
         raise Refused("parameter %s=%r is not allowed: use a whole number %d..%d (plain digits), "
                       "or leave it empty for %d" % (p.name, str(raw)[:40], p.lo, p.hi, p.default))
     value = int(raw)
@@ -41,22 +41,22 @@ def _ascii_digits(text: str) -> bool:
     return bool(text) and all("0" <= c <= "9" for c in text)
 
 
-def check_all(given: "Dict[str, Optional[str]]") -> "Dict[str, int]":
-    """Validate a mapping of parameter name -> text; unknown names are refused."""
-    known = {p.name: p for p in TALKERS_PARAMS}
+def check_all(given: "Dict[str, Optional[str]]", command: str = "talkers") -> "Dict[str, int]":
+    """Validate a mapping of parameter name -> text for ``command``; unknown names are refused."""
+    known = {p.name: p for p in params_of(command)}
     unknown = sorted(set(given) - set(known))
     if unknown:
         raise Refused("unknown parameter(s) %s: allowed are %s"
                       % (", ".join(map(repr, unknown)), ", ".join(known)))
-    return {p.name: check(p, given.get(p.name)) for p in TALKERS_PARAMS}
+    return {p.name: check(p, given.get(p.name)) for p in known.values()}
 
 
 def to_wire(values: "Dict[str, int]") -> bytes:
     """What the agent side writes to the sudo line's stdin: ``name=value`` words, one line."""
-    return (" ".join("%s=%d" % (p.name, values[p.name]) for p in TALKERS_PARAMS) + "\n").encode("ascii")
+    return (" ".join("%s=%d" % kv for kv in values.items()) + "\n").encode("ascii")
 
 
-def from_wire(data: bytes) -> "Dict[str, int]":
+def from_wire(data: bytes, command: str = "talkers") -> "Dict[str, int]":
     """The root side of the sudo line: ``name=value`` words on one line, validated again,
     trusting nothing (size, encoding, names, duplicates, values)."""
     if len(data) > 4096:
@@ -73,4 +73,4 @@ def from_wire(data: bytes) -> "Dict[str, int]":
         if not eq or name in given:
             raise Refused("parameters on stdin must be distinct name=value words, got %r" % word[:40])
         given[name] = value
-    return check_all(given)
+    return check_all(given, command)

@@ -33,7 +33,7 @@ def run_via_sudo(args: "Any") -> int:
     changed = options.not_on_fixed_line(args, ("sudo",))
     if changed:
         raise Refused("--sudo runs only the fixed line '%s' with the key parameters (%s): drop %s"
-                      % (" ".join(sudo_command(key)), ", ".join(p.name for p in params.TALKERS_PARAMS),
+                      % (" ".join(sudo_command(key)), ", ".join(p.name for p in options.params_of(args.command)),
                          ", ".join(o.flag for o in changed)))
     values = key_parameters(args)  # refused here, before anything runs as root
     if os.geteuid() == 0:  # already root (e.g. run by hand): nothing to elevate

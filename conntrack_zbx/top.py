@@ -23,6 +23,13 @@ def top(args: "Any") -> str:
     root = ProcRoot(args.proc_root)
     if args.file:
         f, what = open_snapshot(args.file), args.file
+    elif args.netns:  # a container's or pod's own table: opened from inside its namespace
+        from conntrack_zbx.sources.netns import entered, resolve
+
+        found = resolve(args.netns, args.proc_root)
+        with entered(found.path):
+            f = root.open_table()
+        what = "network namespace %s (inode %d)" % (args.netns, found.inode)
     else:
         f, what = root.open_table(), root.path("proc/net/nf_conntrack")
     with f:

@@ -113,7 +113,7 @@ def test_sudo_grant_is_exactly_the_fixed_lines(grant):
     # zabbix-server package ships its own /etc/sudoers.d/zabbix for nmap; that one is not ours).
     binary, before = grant
     added = [r for r in sudo_rules() if r not in before]
-    assert added == ["(root) NOPASSWD: %s talkers --params-stdin" % binary]
+    assert added == ["(root) NOPASSWD: %s talkers --params-stdin, %s namespaces --params-stdin" % (binary, binary)]
     # any other argument list is refused by sudo itself: more, fewer or other arguments
     for argv in (["talkers", "--params-stdin", "--proc-root", "/tmp"], ["talkers"], ["stats"],
                  ["talkers", "--file", "/etc/shadow"]):

@@ -41,7 +41,8 @@ def test_sudoers_passes_visudo(tmp_path):
 
 def test_sudoers_lists_exact_privileged_lines_only():
     rule = [ln for ln in keys.sudoers().splitlines() if "NOPASSWD" in ln]
-    assert rule == ["zabbix ALL=(root) NOPASSWD: /usr/local/bin/conntrack-zbx talkers --params-stdin"]
+    assert rule == ["zabbix ALL=(root) NOPASSWD: /usr/local/bin/conntrack-zbx talkers --params-stdin, "
+                    "/usr/local/bin/conntrack-zbx namespaces --params-stdin"]
     assert "*" not in keys.sudoers() and "ALL:" not in keys.sudoers()
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from conntrack_zbx.cli import main
 from lab.agent import Agent, grant_sudo, install_plugin
+from lab.holder import Held
 from lab.monitor import Monitor, wait_for
 from lab.netns import Netns, entered, sh
 from lab.stack import Stack
@@ -34,6 +35,7 @@ FAST = {
     "{$CONNTRACK.TALKERS.MAX_AGE}": "0",
     "{$CONNTRACK.RECOVERY.WINDOW}": "10s",
     "{$MIRRORLIST.INTERVAL}": "3s",
+    "{$CONNTRACK.NAMESPACES.INTERVAL}": "3s",
     "{$MIRRORLIST.URL}": "http://127.0.0.1:8080/?release=9&arch=x86_64&repo=updates",
 }
 
@@ -53,11 +55,11 @@ def lab():
         stack.start()
         mirror = subprocess.Popen(ns.cmd([sys.executable, "-m", "lab", "mirrorlist",
                                           "127.0.0.1", "8080"]), cwd=REPO)
-        with Agent("agentd", AGENT_PORT, conf, netns=ns) as agent, entered(ns):
+        with Agent("agentd", AGENT_PORT, conf, netns=ns) as agent, entered(ns) as inside:
             os.environ.update(ZABBIX_URL=stack.url, ZABBIX_USER="Admin", ZABBIX_PASSWORD="zabbix")
             mon = Monitor(stack.url)
             mon.disable_host("Zabbix server")
-            yield {"ns": ns, "stack": stack, "agent": agent, "mon": mon, "binary": binary}
+            yield {"ns": ns, "stack": stack, "agent": agent, "mon": mon, "binary": binary, "inside": inside}
     finally:
         for k in ("ZABBIX_URL", "ZABBIX_USER", "ZABBIX_PASSWORD"):
             os.environ.pop(k, None)
@@ -204,3 +206,44 @@ def test_failed_import_exits_nonzero_with_the_api_message(lab, tmp_path, capsys)
         assert rc == 1 and "login" in err and "wrong" not in err  # never echo secrets
     finally:
         os.environ["ZABBIX_PASSWORD"] = "zabbix"
+
+
+MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
+
+
+def set_global_max(lab, value):
+    """nf_conntrack_max is global and writable only from the initial namespace: step out for it."""
+    lab["inside"].__exit__()
+    try:
+        with open(MAX) as f:
+            before = int(f.read())
+        with open(MAX, "w") as f:
+            f.write(str(value))
+    finally:
+        lab["inside"].__enter__()
+    return before
+
+
+def test_a_full_namespace_pages_for_itself_while_the_host_stays_quiet(lab, host):
+    """A pod-like namespace (held only by a process) fills its own table to 97 % of a lowered
+    global max; the agent's own namespace (the host here) stays low. The namespace's trigger
+    fires, naming it and its process; the host-level usage triggers stay quiet."""
+    mon = lab["mon"]
+    own = int(lab["ns"].read("/proc/sys/net/netfilter/nf_conntrack_count"))
+    limit = max(2000, own * 20)
+    saved = set_global_max(lab, limit)
+    try:
+        with Held(1, limit * 97 // 100) as full:
+            pid = full.namespaces[0]["pid"]
+            p = wait_for("the namespace's usage problem",
+                         lambda: mon.active_problem(host, "[%d] at more than 95%%" % pid), timeout=90)
+            assert p["name"].startswith("Conntrack: netns of process ") and "[%d]" % pid in p["name"]
+            assert p["name"].endswith("at more than 95% of nf_conntrack_max")
+            assert p["opdata"].startswith("Used: ") and 95 < float(p["opdata"].split()[1]) <= 97
+            assert not mon.active_problem(host, "table usage above")  # the host's own table is fine
+            items = {i["key_"]: i for i in mon.items(host)}
+            ns_count = items["conntrack.ns.count[%d]" % full.namespaces[0]["inode"]]
+            assert int(ns_count["lastvalue"]) == limit * 97 // 100
+            assert int(items["conntrack.namespaces.sum"]["lastvalue"]) >= limit * 97 // 100
+    finally:
+        set_global_max(lab, saved)

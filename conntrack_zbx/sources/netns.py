@@ -16,7 +16,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
-    from typing import Dict, Optional, Tuple
+    from typing import Dict, List, Optional, Tuple
 
 # <asm-generic/socket.h>: SO_NETNS_COOKIE (Linux >= 5.14) gives a 64-bit id of the socket's
 # network namespace that is unique for the boot and never reused, unlike an nsfs inode.
@@ -55,7 +55,7 @@ class Found:
 
     def __init__(self, inode: int, path: str, pid: "Optional[int]") -> None:
         self.inode, self.path, self.pid = inode, path, pid
-        self.names = []  # type: List[str]
+        self.names: "List[str]" = []
 
 
 def find(root: str = "/") -> "Tuple[Dict[int, Found], int]":
