@@ -23,8 +23,9 @@ def outputs() -> Dict[str, Callable[[], str]]:
         "sudoers.d/conntrack-zbx": keys.sudoers,
         "templates/conntrack_zbx.yaml": render.template_yaml,
     }  # type: Dict[str, Callable[[], str]]
-    for name, slug in ((model.CONNTRACK, "linux_conntrack"), (model.MIRRORLIST, "mirrorlist_http"),
-                       (model.NODE, "mirrorlist_node")):
+    for name, slug in ((model.CONNTRACK, "linux_conntrack"), (model.CONNTRACK_ACTIVE, "linux_conntrack_active"),
+                       (model.MIRRORLIST, "mirrorlist_http"), (model.NODE, "mirrorlist_node"),
+                       (model.NODE_ACTIVE, "mirrorlist_node_active")):
         out["docs/templates/%s.md" % slug] = partial(render.template_readme, name)
     return out
 

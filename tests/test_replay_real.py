@@ -44,24 +44,25 @@ def test_incident_replay(capsys, tmp_path):
             r.culprit_fixed()
         finally:
             r.collect_problems()
+            pages = r.pages()
             with capsys.disabled():
                 print("\nincident replay timeline:\n" + r.timeline())
         first_drop = r.first_drop
         fixed = r.find("fix: nf_conntrack_max raised")["clock"]
-        warn = float(r.seen["table usage above 80%"]["clock"])
         drop = float(r.seen["kernel is dropping packets"]["clock"])
         talker = r.seen["network %s holds more than" % LEAKY_NET]
+        warn = float(talker["clock"])
         mirror = r.seen["Mirrorlist: "]
         problems = {p["name"]: p for p in r.api.problems(r.hostid)}
         # the demo's pictures, rendered by the frontend itself, show lines (not an error image)
         pngs = save_graphs(r, str(tmp_path), since=r.find("nf_conntrack_max lowered")["clock"] + INTERVAL + 1)
         assert len(pngs) == 3 and all(os.path.getsize(p) > 5000 for p in pngs)
 
-    # the usage warning came before the first dropped packet
+    # the early warning, naming the range, came before the first dropped packet
     assert warn < first_drop
     # the drop trigger fired within two polling intervals of the first drop
     assert 0 <= drop - first_drop <= 2 * INTERVAL, (drop - first_drop)
-    # discovery found the leaky /24 and its trigger prototype named it
+    # discovery found the leaky /24, and the culprit trigger named it
     assert r.discovered["clock"] < fixed
     assert talker["name"] == "Conntrack: network %s holds more than 20%% of nf_conntrack_max" % LEAKY_NET
     # the service's own check went bad while the table was full
@@ -79,10 +80,23 @@ def test_incident_replay(capsys, tmp_path):
     # the culprit's problem stayed until the culprit was gone
     culprit = r.find("culprit fixed: %s entries deleted" % LEAKY_NET)["clock"]
     assert float(problems[talker["name"]]["r_clock"]) >= culprit
+    check_pages(pages, culprit)
     # and the machine is as it was
     assert (read(MAX_PATH), read(HASHSIZE_PATH)) == before
     assert not os.path.exists(RESTORE_FILE)
     assert leftovers() == []
+
+
+def check_pages(pages, culprit):
+    """On-call was paged three times at most: the range, the drops, the service; everything else
+    was dependent or below the paging severity. Each page says what, how bad now, and where to look."""
+    subjects = [p["body"]["subject"] for p in pages]
+    assert 1 <= len(pages) <= 3, subjects
+    assert any(LEAKY_NET in s for s in subjects) and any("dropping packets" in s for s in subjects), subjects
+    culprit_page = next(p["body"]["message"] for p in pages if LEAKY_NET in p["body"]["subject"])
+    assert "Now: Share: " in culprit_page and "network %s" % LEAKY_NET in culprit_page  # operational data
+    assert "Runbook: file:///usr/share/doc/conntrack-zbx/runbook.md#culprit" in culprit_page
+    assert all(p["clock"] < culprit for p in pages)  # all of them during the incident
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])

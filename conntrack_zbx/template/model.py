@@ -27,16 +27,23 @@ _NAMESPACES = next(k for k in KEYS if k.args == ("namespaces",))
 NAMESPACES_KEY = "%s[%s]" % (_NAMESPACES.key, ",".join("{$CONNTRACK.NAMESPACES.%s}" % p.name.upper()
                                                         for p in _NAMESPACES.params))
 
-RUNBOOK = (
-    "Find the culprit: run `conntrack-zbx top` on the host (top networks and sources by entries "
-    "held, with their state mix; `--by dport` or `--by state` to slice further), or look at the "
-    "discovered talkers of this host. "
-    "Raise the limit now and make it survive a reboot: `conntrack-zbx tune --auto` (or `--max N`) shows "
-    "the plan, `--apply` sets nf_conntrack_max and the hash size for this kernel (one bucket per entry "
-    "since 5.15, max/4 before) and writes /etc/sysctl.d, /etc/modprobe.d and /etc/modules-load.d: a "
-    "sysctl.d line alone is silently not applied when nf_conntrack loads after systemd-sysctl. "
-    "See docs/runbook.md."
-)
+CONNTRACK_ACTIVE = "Linux conntrack by Zabbix agent active"
+NODE_ACTIVE = "Mirrorlist node by Zabbix agent active and HTTP"
+CULPRIT = "%s: One network holds a large share of the table" % SHORT
+DROPS = "%s: Packets dropped, table full" % SHORT
+STATS_NODATA = "%s: No data from conntrack.stats" % SHORT
+FEW_BUCKETS = "%s: Too few hash buckets for the limit" % SHORT
+CHECK_FAILED = "Mirrorlist: Check failed"
+TOP_NETWORK_KEY = "conntrack.talkers.top.network"
+TOP_SHARE_KEY = "conntrack.talkers.top.share"
+# The networks the culprit trigger looks at: all but {$CONNTRACK.TALKER.NOT_MATCHES} (known NAT
+# gateways), first = the one holding most (the document lists them by entries, descending).
+_NOT_EXCLUDED = "@.network =~ \"^(?!(?:{$CONNTRACK.TALKER.NOT_MATCHES})$)\""
+TOP_FILTER = "$.networks[?(%s)]" % _NOT_EXCLUDED
+# The network item names only a network above the threshold ("none" otherwise): the trigger's
+# name is then taken from the very value that made it fire, never from a sibling item that the
+# server happened to store a moment later.
+CULPRIT_FILTER = "$.networks[?(@.pct_of_max > {$CONNTRACK.TALKER.SHARE.WARN} && %s)]" % _NOT_EXCLUDED
 
 
 def uid(*parts: str) -> str:
@@ -57,6 +64,12 @@ def macro(name: str, value: str, description: str) -> Dict[str, str]:
 
 CONNTRACK_MACROS = [
     macro("CONNTRACK.INTERVAL", "1m", "How often the counters (conntrack.stats) are polled."),
+    macro("CONNTRACK.RUNBOOK.URL", "file:///usr/share/doc/conntrack-zbx/runbook.md",
+          "Where the runbook is published (docs/runbook.md: a wiki, a Git forge). Every trigger links "
+          "to its section: this URL plus #section."),
+    macro("CONNTRACK.HEARTBEAT", "1h",
+          "Values that rarely change (limits, hash size, drift) are stored when they change, and at "
+          "least this often."),
     macro("CONNTRACK.TALKERS.INTERVAL", "5m",
           "How often the entry table is read for top talkers (conntrack.talkers); it walks the whole "
           "table, so it is polled less often than the counters."),
@@ -74,7 +87,10 @@ CONNTRACK_MACROS = [
           "How long a condition must stay clear before its problem resolves (hysteresis window)."),
     macro("CONNTRACK.FULL.WINDOW", "15m", "Period of history the 'will be full' forecast is fitted on."),
     macro("CONNTRACK.FULL.TIMELEFT", "1h", "Warn when the forecast says the table is full within this time."),
-    macro("CONNTRACK.INSERT_FAILED.MAX", "0", "insert_failed per second above which a problem is raised."),
+    macro("CONNTRACK.INSERT_FAILED.MAX", "10",
+          "insert_failed per second, sustained over {$CONNTRACK.INSERT_FAILED.WINDOW}, above which a problem "
+          "is raised. NAT- and DNS-heavy hosts see some insert clashes all the time; raise it there."),
+    macro("CONNTRACK.INSERT_FAILED.WINDOW", "5m", "Window insert failures must stay above the limit for."),
     macro("CONNTRACK.BUCKETS.RATIO.MAX", "8",
           "Entries per hash bucket (nf_conntrack_max / buckets) above which lookups get slow. Since "
           "kernel 5.15 the default is 1; older kernels defaulted to 4 (the 'hashsize = max/4' advice)."),
@@ -84,14 +100,15 @@ CONNTRACK_MACROS = [
           "No value from conntrack.talkers for this long raises a problem: the 'who' is no longer "
           "collected (e.g. the sudo grant is missing). At least 30s (Zabbix's nodata() minimum)."),
     macro("CONNTRACK.TALKER.SHARE.WARN", "20",
-          "Share of nf_conntrack_max one discovered source or network may hold; context macro: "
-          "{$CONNTRACK.TALKER.SHARE.WARN:\"192.0.2.0/24\"} sets it for one talker."),
+          "Share of nf_conntrack_max the network holding most of the table may hold before it is named "
+          "in a problem (the incident's culprit). It resolves below this minus "
+          "{$CONNTRACK.USAGE.HYSTERESIS}."),
     macro("CONNTRACK.TALKER.MATCHES", ".*", "Discover only talkers (address or network) matching this regex."),
     macro("CONNTRACK.TALKER.NOT_MATCHES", "CHANGE_IF_NEEDED",
-          "Do not discover talkers matching this regex (e.g. known NAT gateways)."),
-    macro("CONNTRACK.TALKER.GONE", "15m",
-          "A talker absent from the top list this long (its items get no value) resolves its share "
-          "problem. Keep it above {$CONNTRACK.TALKERS.INTERVAL}; at least 30s."),
+          "Talkers (addresses or networks, e.g. known NAT gateways) neither discovered nor named by the "
+          "share trigger: a regex matched against the whole address or network, e.g. ^192.0.2.0/24$. "
+          "Write it without backslashes (a '.' also matches itself): the share trigger uses it inside "
+          "a JSONPath string."),
     macro("CONNTRACK.TALKER.LOST", "1h",
           "Keep a talker's items this long after it left the top list (talkers churn)."),
     macro("CONNTRACK.NAMESPACES.INTERVAL", "1m",
@@ -156,7 +173,11 @@ def _dep(template: str, name: str, key: str, path: str, description: str, value_
 
 def _trigger(template: str, name: str, expression: str, priority: str, description: str,
              event_name: str = "", opdata: str = "", scope: str = "capacity",
-             recovery: str = "", dependencies: Sequence[Dict[str, str]] = ()) -> Dict[str, Any]:
+             recovery: str = "", anchor: str = "", depends: Sequence[str] = (),
+             manual_close: bool = False) -> Dict[str, Any]:
+    """A trigger. ``anchor``: its runbook section (the trigger's URL); ``depends``: names of the
+    triggers it depends on, resolved by ``resolve_dependencies`` once the whole export exists
+    (a name that resolves to nothing fails the generation)."""
     t = {"uuid": uid(template, "trigger", name), "expression": expression, "name": name}  # type: Dict[str, Any]
     if recovery:
         t["recovery_mode"] = "RECOVERY_EXPRESSION"
@@ -165,12 +186,19 @@ def _trigger(template: str, name: str, expression: str, priority: str, descripti
         t["event_name"] = event_name
     if opdata:
         t["opdata"] = opdata
+    t["url"] = runbook_url(template, anchor or "top")
     t["priority"] = priority
     t["description"] = description
-    if dependencies:
-        t["dependencies"] = list(dependencies)
+    if manual_close:
+        t["manual_close"] = "YES"
+    if depends:
+        t["dependencies"] = [{"name": d} for d in depends]
     t["tags"] = tags(scope=scope)
     return t
+
+
+def runbook_url(template: str, anchor: str) -> str:
+    return "{$%s.RUNBOOK.URL}#%s" % ("MIRRORLIST" if template == MIRRORLIST else "CONNTRACK", anchor)
 
 
 def _master(key: str, name: str, delay: str, description: str, trigger: Dict[str, Any]) -> Dict[str, Any]:
@@ -205,11 +233,12 @@ def conntrack_template() -> Dict[str, Any]:
             "Generated by conntrack_zbx; do not edit by hand."),
         "groups": [{"name": GROUP}],
         "items": items,
-        "discovery_rules": [talkers_discovery(), namespaces_discovery()],
+        "discovery_rules": [talkers_discovery("network"), talkers_discovery("source"), namespaces_discovery()],
         "tags": tags(**{"class": "os", "target": "linux"}),
         "macros": CONNTRACK_MACROS,
         "triggers": _bucket_triggers(),
         "graphs": conntrack_graphs(),
+        "dashboards": [conntrack_dashboard()],
     }
 
 
@@ -222,21 +251,24 @@ def _stats_items() -> List[Dict[str, Any]]:
         "Master item: `conntrack-zbx stats` as JSON. When the source cannot be read "
         "the item is not supported with a message saying what is wrong and how to fix it.",
         _trigger(
-            CONNTRACK, "%s: No data from conntrack.stats" % SHORT,
+            CONNTRACK, STATS_NODATA,
             "nodata(%s,{$CONNTRACK.NODATA.TIMEOUT})=1" % item_ref(CONNTRACK, STATS_KEY), "AVERAGE",
-            "No value for {$CONNTRACK.NODATA.TIMEOUT}. Either the agent is not reachable (when the "
-            "table is full the kernel drops the server's polls too: this is how the incident's "
-            "data 'went missing'), or the item is not supported: its error message in Latest data "
-            "says why (module not loaded, kernel without procfs, ...). " + RUNBOOK,
+            "No value for {$CONNTRACK.NODATA.TIMEOUT}: the agent is not reachable (when the table is full "
+            "the kernel drops the server's polls too: this is how the incident's data went missing), or "
+            "the item is not supported. First step: read the item's error in Latest data (module not "
+            "loaded, kernel without procfs...); if there is none, check the agent from the server with "
+            "zabbix_get and the host's dmesg for 'table full'.",
             event_name="%s: no data for {$CONNTRACK.NODATA.TIMEOUT}" % SHORT,
-            scope="availability"))]
+            scope="availability", anchor="no-data", manual_close=True))]
+    heartbeat = [{"type": "DISCARD_UNCHANGED_HEARTBEAT", "parameters": ["{$CONNTRACK.HEARTBEAT}"]}]
     items += [
         _dep(CONNTRACK, "%s: Entries" % SHORT, "conntrack.count", "$.count",
              "Connections tracked now (nf_conntrack_count)."),
         _dep(CONNTRACK, "%s: Max entries" % SHORT, "conntrack.max", "$.max",
-             "The table limit (nf_conntrack_max). At this count the kernel drops new connections."),
+             "The table limit (nf_conntrack_max). At this count the kernel drops new connections.",
+             extra_pre=heartbeat),
         _dep(CONNTRACK, "%s: Hash buckets" % SHORT, "conntrack.buckets", "$.buckets",
-             "Hash table size (nf_conntrack_buckets, the hashsize module parameter)."),
+             "Hash table size (nf_conntrack_buckets, the hashsize module parameter).", extra_pre=heartbeat),
         _dep(CONNTRACK, "%s: Free slots" % SHORT, "conntrack.free", "$.free",
              "nf_conntrack_max - nf_conntrack_count.", on_fail_discard=True),
     ]
@@ -244,7 +276,9 @@ def _stats_items() -> List[Dict[str, Any]]:
 
 
 def _usage_item() -> Dict[str, Any]:
-    """Usage in %, with the warning, high and forecast triggers."""
+    """Usage in %, with the warning, very high and forecast triggers. All three depend on the
+    culprit trigger (when one network is already named, the usage problems add nothing to page
+    about) and on the one above them; very high depends on the drops."""
     usage = item_ref(CONNTRACK, "conntrack.usage")
     usage_item = _dep(CONNTRACK, "%s: Usage, in %%" % SHORT, "conntrack.usage", "$.usage_pct",
                       "Entries as a share of nf_conntrack_max.", value_type="FLOAT", units="%",
@@ -252,31 +286,35 @@ def _usage_item() -> Dict[str, Any]:
     high = _trigger(
         CONNTRACK, "%s: Table usage is very high" % SHORT,
         "last(%s)>{$CONNTRACK.USAGE.HIGH}" % usage, "HIGH",
-        "The table is nearly full: at 100% the kernel logs 'nf_conntrack: table full, dropping "
-        "packet' and new connections (and monitoring polls) fail. " + RUNBOOK,
+        "The table is nearly full: at 100% the kernel logs 'nf_conntrack: table full, dropping packet' "
+        "and new connections (and monitoring polls) fail. First step: raise the limit now "
+        "(`conntrack-zbx tune --auto --apply`), then name who fills it (`conntrack-zbx top`).",
         event_name="%s: table usage above {$CONNTRACK.USAGE.HIGH}%% of nf_conntrack_max" % SHORT,
         opdata="Used: {ITEM.LASTVALUE1}",
         recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.HIGH}-{$CONNTRACK.USAGE.HYSTERESIS}"
-        % usage)
+        % usage, anchor="usage-high", depends=(DROPS, CULPRIT))
     warn = _trigger(
         CONNTRACK, "%s: Table usage is high" % SHORT,
         "last(%s)>{$CONNTRACK.USAGE.WARN}" % usage, "WARNING",
-        "The table is filling up; this is the early warning the incident lacked. " + RUNBOOK,
+        "The table is filling up: the early warning the incident lacked. First step: `conntrack-zbx "
+        "top` on the host: one range holding most entries, mostly ESTABLISHED, is a leak to fix at its "
+        "source; many ordinary sources are load: raise the limit (`conntrack-zbx tune --auto`).",
         event_name="%s: table usage above {$CONNTRACK.USAGE.WARN}%% of nf_conntrack_max" % SHORT,
         opdata="Used: {ITEM.LASTVALUE1}",
         recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS}"
-        % usage,
-        dependencies=[{"name": high["name"], "expression": high["expression"],
-                       "recovery_expression": high["recovery_expression"]}])
+        % usage, anchor="usage-high", depends=(high["name"], CULPRIT))
     full = _trigger(
         CONNTRACK, "%s: Table will be full soon" % SHORT,
-        "timeleft(%s,{$CONNTRACK.FULL.WINDOW},100)<{$CONNTRACK.FULL.TIMELEFT}" % usage, "WARNING",
-        "At the growth rate of the last {$CONNTRACK.FULL.WINDOW} the table reaches nf_conntrack_max "
-        "within {$CONNTRACK.FULL.TIMELEFT}. " + RUNBOOK,
+        "last(%s)>{$CONNTRACK.USAGE.WARN} and timeleft(%s,{$CONNTRACK.FULL.WINDOW},100)<{$CONNTRACK.FULL.TIMELEFT}"
+        % (usage, usage), "WARNING",
+        "Above {$CONNTRACK.USAGE.WARN}% and, at the growth rate of the last {$CONNTRACK.FULL.WINDOW}, full "
+        "within {$CONNTRACK.FULL.TIMELEFT} (only above the warning level: a forecast from a low table "
+        "flaps). First step: as for high usage, `conntrack-zbx top`, then raise the limit.",
         event_name="%s: table will be full within {$CONNTRACK.FULL.TIMELEFT}" % SHORT,
-        opdata="Used: {ITEM.LASTVALUE1}")
+        opdata="Used: {ITEM.LASTVALUE1}",
+        recovery="last(%s)<{$CONNTRACK.USAGE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS}" % usage,
+        anchor="usage-high", depends=(high["name"], CULPRIT))
     usage_item["triggers"] = [high, warn, full]
-
     return usage_item
 
 
@@ -289,117 +327,153 @@ def _rate_items() -> List[Dict[str, Any]]:
                     "%s Per second. Discarded when the running kernel lacks this counter." % COUNTER_HELP[name],
                     value_type="FLOAT", units="!/s", on_fail_discard=True,
                     extra_pre=[{"type": "CHANGE_PER_SECOND", "parameters": [""]}])
-        rate = item_ref(CONNTRACK, key)
-        if name == "drop":
-            item["triggers"] = [_trigger(
-                CONNTRACK, "%s: Packets dropped, table full" % SHORT,
-                "last(%s)>0" % rate, "HIGH",
-                "The kernel is dropping packets because it could not add an entry: the dmesg line "
-                "'nf_conntrack: table full, dropping packet'. Clients see timeouts; monitoring data "
-                "from this host may go missing. " + RUNBOOK,
-                event_name="%s: kernel is dropping packets, table full" % SHORT,
-                opdata="Drops: {ITEM.LASTVALUE1}", recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate)]
-        elif name == "insert_failed":
-            item["triggers"] = [_trigger(
-                CONNTRACK, "%s: Inserts failing" % SHORT,
-                "last(%s)>{$CONNTRACK.INSERT_FAILED.MAX}" % rate, "WARNING",
-                "Entries could not be inserted (clashes or a full table): connections are being "
-                "refused. " + RUNBOOK,
-                event_name="%s: inserts failing above {$CONNTRACK.INSERT_FAILED.MAX}/s" % SHORT,
-                opdata="Failed: {ITEM.LASTVALUE1}",
-                recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<={$CONNTRACK.INSERT_FAILED.MAX}" % rate)]
-        elif name == "chaintoolong":
-            item["triggers"] = [_trigger(
-                CONNTRACK, "%s: Hash chains too long" % SHORT,
-                "last(%s)>0" % rate, "WARNING",
-                "The kernel refused inserts because a hash chain grew too long: the hash table has "
-                "too few buckets for the load. Raise the hash size with the limit. " + RUNBOOK,
-                event_name="%s: inserts refused, hash chains too long" % SHORT,
-                opdata="Refused: {ITEM.LASTVALUE1}",
-                recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate, scope="performance")]
+        trigger = _rate_trigger(name, item_ref(CONNTRACK, key))
+        if trigger:
+            item["triggers"] = [trigger]
         items.append(item)
-
     return items
+
+
+def _rate_trigger(name: str, rate: str) -> Optional[Dict[str, Any]]:
+    if name == "drop":
+        return _trigger(
+            CONNTRACK, DROPS, "last(%s)>0" % rate, "HIGH",
+            "The kernel is dropping packets because it could not add an entry ('nf_conntrack: table "
+            "full, dropping packet'): clients see timeouts, monitoring data from this host may go "
+            "missing. First step: raise the limit now (`conntrack-zbx tune --max N --apply "
+            "--runtime-only`), then name who fills it (`conntrack-zbx top`) before flushing anything.",
+            event_name="%s: kernel is dropping packets, table full" % SHORT,
+            opdata="Drops: {ITEM.LASTVALUE1}", recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate,
+            anchor="drops")
+    if name == "insert_failed":
+        return _trigger(
+            CONNTRACK, "%s: Inserts failing" % SHORT,
+            "min(%s,{$CONNTRACK.INSERT_FAILED.WINDOW})>{$CONNTRACK.INSERT_FAILED.MAX}" % rate, "WARNING",
+            "Entries could not be inserted for {$CONNTRACK.INSERT_FAILED.WINDOW} on end: clashes between "
+            "simultaneous packets of one flow (NAT- and DNS-heavy hosts) or a full table. First step: if "
+            "drops come with it, the table is full; if not, look at the clash counter and the NAT rules.",
+            event_name="%s: inserts failing above {$CONNTRACK.INSERT_FAILED.MAX}/s" % SHORT,
+            opdata="Failed: {ITEM.LASTVALUE1}",
+            recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<={$CONNTRACK.INSERT_FAILED.MAX}" % rate,
+            anchor="inserts-failing", depends=(DROPS,))
+    if name == "chaintoolong":
+        return _trigger(
+            CONNTRACK, "%s: Hash chains too long" % SHORT, "last(%s)>0" % rate, "WARNING",
+            "The kernel refused inserts because a hash chain grew too long: too few buckets for the load. "
+            "First step: raise the hash size with the limit (`conntrack-zbx tune --auto` shows both).",
+            event_name="%s: inserts refused, hash chains too long" % SHORT,
+            opdata="Refused: {ITEM.LASTVALUE1}",
+            recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate, scope="performance",
+            anchor="hash-buckets", depends=(FEW_BUCKETS,))
+    return None
 
 
 def _boot_items() -> List[Dict[str, Any]]:
     """What a reboot would not keep, and the hash size this kernel should have."""
-    items = []
+    heartbeat = [{"type": "DISCARD_UNCHANGED_HEARTBEAT", "parameters": ["{$CONNTRACK.HEARTBEAT}"]}]
     drift_item = _dep(CONNTRACK, "%s: Settings a reboot would not keep" % SHORT, "conntrack.drift", "$.drift",
                       "Where the running nf_conntrack_max or hash size differs from what the next boot sets "
                       "(sysctl.d, modprobe.d, modules-load.d), or a sysctl.d setting the boot order would "
-                      "skip. Empty when a reboot keeps what runs now.", value_type="TEXT")
+                      "skip. Empty when a reboot keeps what runs now.", value_type="TEXT", extra_pre=heartbeat)
     drift_item["trends"] = "0"
     drift_item["triggers"] = [_trigger(
         CONNTRACK, "%s: Running settings will not survive a reboot" % SHORT,
         "length(last(%s))>0" % item_ref(CONNTRACK, "conntrack.drift"), "WARNING",
         "The running conntrack limits are not what the next boot sets: the fix was applied at runtime "
-        "only, or it is persisted in a way that boot skips (a sysctl.d line while nf_conntrack loads "
-        "after systemd-sysctl). After a reboot the table is as small as before the fix. "
-        "Persist it with `conntrack-zbx tune --max N --apply`. " + RUNBOOK,
+        "only, or persisted in a way boot skips (a sysctl.d line while nf_conntrack loads after "
+        "systemd-sysctl). After a reboot the table is as small as before the fix. First step: persist "
+        "it with `conntrack-zbx tune --max N --apply` (it writes sysctl.d, modprobe.d and modules-load.d).",
         event_name="%s: running settings differ from what boot sets" % SHORT,
-        opdata="{ITEM.LASTVALUE1}", scope="notice")]
-    items.append(drift_item)
-    items.append(_dep(CONNTRACK, "%s: Recommended hash buckets" % SHORT, "conntrack.buckets.recommended",
-                      "$.recommended_buckets", "Hash buckets this kernel should have for the running "
-                      "nf_conntrack_max: one per entry since 5.15, max/4 before.", on_fail_discard=True))
-    return items
+        opdata="{ITEM.LASTVALUE1}", scope="notice", anchor="reboot", manual_close=True)]
+    recommended = _dep(CONNTRACK, "%s: Recommended hash buckets" % SHORT, "conntrack.buckets.recommended",
+                       "$.recommended_buckets", "Hash buckets this kernel should have for the running "
+                       "nf_conntrack_max: one per entry since 5.15, max/4 before.", on_fail_discard=True,
+                       extra_pre=heartbeat)
+    return [drift_item, recommended]
 
 
 def _bucket_triggers() -> List[Dict[str, Any]]:
-    """Hash buckets against the limit: triggers over two items."""
-    triggers = [_trigger(
-        CONNTRACK, "%s: Hash buckets below the recommended ratio for this kernel" % SHORT,
-        "max(%s,#2)<min(%s,#2)" % (item_ref(CONNTRACK, "conntrack.buckets"),
-                                  item_ref(CONNTRACK, "conntrack.buckets.recommended")), "INFO",
-        "The hash table has fewer buckets than this kernel's default ratio for the running "
-        "nf_conntrack_max (one per entry since 5.15; the 'hashsize = max/4' advice is for older "
-        "kernels): lookups walk longer chains as the table fills. " + RUNBOOK,
-        event_name="%s: hash buckets below the recommended ratio for this kernel" % SHORT,
-        opdata="Buckets: {ITEM.LASTVALUE1}, recommended: {ITEM.LASTVALUE2}", scope="performance"),
-        _trigger(
-        CONNTRACK, "%s: Too few hash buckets for the limit" % SHORT,
+    """Triggers over two items: hash buckets against the limit, and the network named as culprit."""
+    few = _trigger(
+        CONNTRACK, FEW_BUCKETS,
         # over the last two values: max and buckets change one after the other when an admin
         # resizes, and the in-between ratio must not raise a problem
         "min(%s,#2)/max(%s,#2)>{$CONNTRACK.BUCKETS.RATIO.MAX}" % (item_ref(CONNTRACK, "conntrack.max"),
                                                                 item_ref(CONNTRACK, "conntrack.buckets")),
         "WARNING",
-        "nf_conntrack_max is more than {$CONNTRACK.BUCKETS.RATIO.MAX} times the number of hash "
-        "buckets: when the table fills, lookups walk long chains. Since kernel 5.15 the default is "
-        "one bucket per entry; 'hashsize = max/4' is older advice. " + RUNBOOK,
+        "nf_conntrack_max is more than {$CONNTRACK.BUCKETS.RATIO.MAX} times the number of hash buckets: "
+        "when the table fills, lookups walk long chains. Since kernel 5.15 the default is one bucket per "
+        "entry; 'hashsize = max/4' is older advice. First step: `conntrack-zbx tune --auto` shows the "
+        "size for this kernel; `--apply` sets it and makes it survive a reboot.",
         event_name="%s: more than {$CONNTRACK.BUCKETS.RATIO.MAX} entries per hash bucket" % SHORT,
-        opdata="Max: {ITEM.LASTVALUE1}, buckets: {ITEM.LASTVALUE2}", scope="performance")]
-
-    return triggers
+        opdata="Max: {ITEM.LASTVALUE1}, buckets: {ITEM.LASTVALUE2}", scope="performance", anchor="hash-buckets")
+    ratio = _trigger(
+        CONNTRACK, "%s: Hash buckets below the recommended ratio for this kernel" % SHORT,
+        "max(%s,#2)<min(%s,#2)" % (item_ref(CONNTRACK, "conntrack.buckets"),
+                                  item_ref(CONNTRACK, "conntrack.buckets.recommended")), "INFO",
+        "Fewer hash buckets than this kernel's default ratio for the running nf_conntrack_max (one per "
+        "entry since 5.15): lookups walk longer chains as the table fills. First step: nothing urgent; "
+        "`conntrack-zbx tune --auto` at the next change window.",
+        event_name="%s: hash buckets below the recommended ratio for this kernel" % SHORT,
+        opdata="Buckets: {ITEM.LASTVALUE1}, recommended: {ITEM.LASTVALUE2}", scope="performance",
+        anchor="hash-buckets", depends=(FEW_BUCKETS,))
+    share, network = item_ref(CONNTRACK, TOP_SHARE_KEY), item_ref(CONNTRACK, TOP_NETWORK_KEY)
+    culprit = _trigger(
+        CONNTRACK, CULPRIT,
+        "last(%s)>{$CONNTRACK.TALKER.SHARE.WARN} and last(%s)<>\"none\"" % (share, network), "AVERAGE",
+        "One network holds a large part of the table. In the incident it was a NAT firewall's range "
+        "that never closed its TCP connections: thousands of ESTABLISHED entries from one /24. First "
+        "step: `conntrack-zbx top` on the host shows its state mix (mostly ESTABLISHED: connections not "
+        "closed, a leak; many states: load) and its sources; contact the range's owners. A known "
+        "gateway is excluded with {$CONNTRACK.TALKER.NOT_MATCHES}. The usage triggers depend on this "
+        "one: while the culprit is named, they do not page again.",
+        event_name="%s: network {ITEM.LASTVALUE2} holds more than {$CONNTRACK.TALKER.SHARE.WARN}%% of "
+                   "nf_conntrack_max" % SHORT,
+        opdata="Share: {ITEM.LASTVALUE1}, network {ITEM.LASTVALUE2}",
+        recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.TALKER.SHARE.WARN}-"
+                 "{$CONNTRACK.USAGE.HYSTERESIS}" % share, anchor="culprit")
+    return [few, ratio, culprit]
 
 
 def _talkers_items() -> List[Dict[str, Any]]:
     """The talkers master item and what is taken from it (discovery is separate)."""
-    items = []
-    items.append(_master(
+    items = [_master(
         TALKERS_KEY, "%s: Get top talkers" % SHORT, "{$CONNTRACK.TALKERS.INTERVAL}",
         "Master item: `conntrack-zbx talkers` as JSON: top sources and networks by "
         "entries held. Reads the root-only entry table (ctnetlink, else /proc) through the sudo "
         "drop-in; without it the item is not supported with a message naming the grant. "
-        "Parameters: IPv4 and IPv6 roll-up prefix, how many talkers, and how many seconds a cached "
-        "table read may be reused (keep it below the interval); values outside the allow-list make "
-        "the item not supported with a message saying what is allowed.",
+        "Parameters: IPv4 and IPv6 roll-up prefix, how many talkers, how many seconds a cached "
+        "table read may be reused (keep it below the interval) and a network namespace (0: the "
+        "agent's own); values outside the allow-list make the item not supported with a message "
+        "saying what is allowed.",
         _trigger(
             CONNTRACK, "%s: Top talkers not collected" % SHORT,
             "nodata(%s,{$CONNTRACK.TALKERS.NODATA.TIMEOUT})=1" % item_ref(CONNTRACK, TALKERS_KEY), "WARNING",
             "conntrack.talkers has had no value for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}: nobody will be "
-            "named when the table fills. Usually the item is not supported and its error says why: "
-            "most often the sudo grant (sudoers.d/conntrack-zbx) is missing or the table is absent "
-            "(kernel without CONFIG_NF_CONNTRACK_PROCFS). See docs/permissions.md.",
+            "named when the table fills. First step: the item's error in Latest data; most often the "
+            "sudo grant (sudoers.d/conntrack-zbx) is missing, or the kernel has neither conntrack procfs "
+            "nor ctnetlink.",
             event_name="%s: top talkers not collected for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}" % SHORT,
-            scope="availability")))
+            scope="availability", anchor="not-collected", depends=(STATS_NODATA,), manual_close=True))]
     items.append(_dep(CONNTRACK, "%s: Entries read for talkers" % SHORT, "conntrack.talkers.entries",
                       "$.entries", "Entries the last talkers run read from the table.",
                       master=TALKERS_KEY))
     items.append(_dep(CONNTRACK, "%s: Distinct sources" % SHORT, "conntrack.talkers.sources",
                       "$.distinct_sources", "Distinct original-direction source addresses in the table.",
                       master=TALKERS_KEY))
-
+    top_network = _dep(CONNTRACK, "%s: Network holding more than the share threshold" % SHORT, TOP_NETWORK_KEY,
+                       CULPRIT_FILTER + ".network.first()",
+                       "The network (/{$CONNTRACK.TALKERS.PREFIX4}, /{$CONNTRACK.TALKERS.PREFIX6}) holding most "
+                       "entries if it holds more than {$CONNTRACK.TALKER.SHARE.WARN}% of nf_conntrack_max, known "
+                       "gateways ({$CONNTRACK.TALKER.NOT_MATCHES}) left out; \"none\" otherwise.",
+                       value_type="CHAR", master=TALKERS_KEY)
+    top_network["preprocessing"][0].update(error_handler="CUSTOM_VALUE", error_handler_params="none")
+    top_network["trends"] = "0"
+    items.append(top_network)
+    items.append(_dep(CONNTRACK, "%s: Share of the network holding most" % SHORT, TOP_SHARE_KEY,
+                      TOP_FILTER + ".pct_of_max.first()",
+                      "Its entries as a share of nf_conntrack_max: the culprit trigger watches this.",
+                      value_type="FLOAT", units="%", master=TALKERS_KEY, on_fail_discard=True))
     return items
 
 
@@ -415,10 +489,10 @@ def _namespaces_items() -> List[Dict[str, Any]]:
             CONNTRACK, "%s: Namespaces not collected" % SHORT,
             "nodata(%s,{$CONNTRACK.TALKERS.NODATA.TIMEOUT})=1" % item_ref(CONNTRACK, NAMESPACES_KEY), "WARNING",
             "conntrack.namespaces has had no value for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}: a container "
-            "or pod filling its own table would go unseen. Its error in Latest data says why "
-            "(most often the sudo grant). See docs/permissions.md.",
+            "or pod filling its own table would go unseen. First step: the item's error in Latest data "
+            "(most often the sudo grant, docs/permissions.md).",
             event_name="%s: namespaces not collected for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}" % SHORT,
-            scope="availability"))]
+            scope="availability", anchor="not-collected", depends=(STATS_NODATA,), manual_close=True))]
     items.append(_dep(CONNTRACK, "%s: Entries in all namespaces" % SHORT, "conntrack.namespaces.sum", "$.sum",
                       "The sum of every namespace's entries: what the one shared hash table holds.",
                       master=NAMESPACES_KEY))
@@ -430,10 +504,10 @@ def _namespaces_items() -> List[Dict[str, Any]]:
         "min(%s,#2)>{$CONNTRACK.HASH.LOAD.MAX}" % item_ref(CONNTRACK, "conntrack.namespaces.hash_load"), "WARNING",
         "All namespaces share one hash table: together they hold more than {$CONNTRACK.HASH.LOAD.MAX} "
         "entries per bucket, so every lookup walks long chains even where each table looks small. "
-        "Raise the hash size (conntrack-zbx tune) or find the namespaces that hold most "
-        "(discovered namespaces, `conntrack-zbx namespaces`).",
+        "First step: `conntrack-zbx namespaces` shows which namespaces hold most; raise the hash size "
+        "with `conntrack-zbx tune`.",
         event_name="%s: all namespaces hold more than {$CONNTRACK.HASH.LOAD.MAX} entries per hash bucket" % SHORT,
-        opdata="Load: {ITEM.LASTVALUE1}", scope="performance")]
+        opdata="Load: {ITEM.LASTVALUE1}", scope="performance", anchor="namespaces")]
     items.append(load)
     items.append(_dep(CONNTRACK, "%s: Namespaces in use" % SHORT, "conntrack.namespaces.in_use",
                       "$.namespaces_in_use", "Network namespaces with entries or drops.", master=NAMESPACES_KEY))
@@ -465,7 +539,8 @@ def namespaces_discovery() -> Dict[str, Any]:
         "last(%s)>0" % drop_ref, "max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % drop_ref, "HIGH",
         "The kernel refuses new connections in {#CT.NS.NAME}: its own table reached nf_conntrack_max "
         "('nf_conntrack: table full in netns ..., dropping packet'), while the host's table may look "
-        "calm. Name who fills it: `conntrack-zbx top --netns {#CT.NS.INODE}`. See docs/namespaces.md.",
+        "calm. First step: name who fills it with `conntrack-zbx top --netns {#CT.NS.INODE}` on the "
+        "host. See docs/namespaces.md.",
         "Drops: {ITEM.LASTVALUE1}")
     high = _ns_trigger(
         "high", "at more than {$CONNTRACK.NS.USAGE.HIGH:\"{#CT.NS.NAME}\"}% of nf_conntrack_max",
@@ -473,14 +548,15 @@ def namespaces_discovery() -> Dict[str, Any]:
         "max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.NS.USAGE.HIGH:\"{#CT.NS.NAME}\"}-"
         "{$CONNTRACK.USAGE.HYSTERESIS}" % usage_ref, "HIGH",
         "{#CT.NS.NAME} has nearly filled its own table: at 100% of the global nf_conntrack_max the "
-        "kernel drops its new connections. `conntrack-zbx top --netns {#CT.NS.INODE}` names who "
-        "holds it. See docs/namespaces.md.", "Used: {ITEM.LASTVALUE1}", depends=drops)
+        "kernel drops its new connections. First step: `conntrack-zbx top --netns {#CT.NS.INODE}` "
+        "names who holds it. See docs/namespaces.md.", "Used: {ITEM.LASTVALUE1}", depends=drops)
     warn = _ns_trigger(
         "warn", "at more than {$CONNTRACK.NS.USAGE.WARN:\"{#CT.NS.NAME}\"}% of nf_conntrack_max",
         "last(%s)>{$CONNTRACK.NS.USAGE.WARN:\"{#CT.NS.NAME}\"}" % usage_ref,
         "max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.NS.USAGE.WARN:\"{#CT.NS.NAME}\"}-"
         "{$CONNTRACK.USAGE.HYSTERESIS}" % usage_ref, "WARNING",
-        "{#CT.NS.NAME} is filling its own table. See docs/namespaces.md.", "Used: {ITEM.LASTVALUE1}",
+        "{#CT.NS.NAME} is filling its own table. First step: `conntrack-zbx top --netns {#CT.NS.INODE}` "
+        "on the host. See docs/namespaces.md.", "Used: {ITEM.LASTVALUE1}",
         depends=high)
     usage["trigger_prototypes"] = [high, warn]
     drop["trigger_prototypes"] = [drops]
@@ -519,61 +595,46 @@ def _ns_trigger(slug: str, what: str, expression: str, recovery: str, priority: 
         "name": "%s: {#CT.NS.NAME}: %s" % (SHORT, what),
         "event_name": "%s: netns of {#CT.NS.NAME} %s" % (SHORT, what),
         "opdata": opdata,
+        "url": runbook_url(CONNTRACK, "namespaces"),
         "priority": priority,
         "description": description,
         "tags": tags(scope="capacity", netns="{#CT.NS.NAME}"),
     }  # type: Dict[str, Any]
     if depends is not None:
-        t["dependencies"] = [{"name": depends["name"], "expression": depends["expression"],
-                              "recovery_expression": depends["recovery_expression"]}]
+        t["dependencies"] = [{"name": depends["name"]}]
     return t
 
 
-def talkers_discovery() -> Dict[str, Any]:
-    key_args = "{#CT.KIND},{#CT.TALKER}"
+def talkers_discovery(kind: str) -> Dict[str, Any]:
+    """One LLD rule per kind ("network", "source") over the talkers document's ``$.discovery``.
+
+    Neither pages: the culprit trigger names the network holding most, and a source's entries are
+    always counted in its network, so a source above the share is never news its network did not
+    already bring. The discovered items give every range and address its own history and graph.
+    """
+    plural = kind + "s"
 
     def proto(name: str, key: str, field: str, description: str, units: str = "",
               value_type: str = "UNSIGNED") -> Dict[str, Any]:
-        it = _dep(CONNTRACK, name, "%s[%s]" % (key, key_args), "{#CT.PATH}.%s.first()" % field, description,
-                  value_type=value_type, units=units, master=TALKERS_KEY, on_fail_discard=True)
-        it["uuid"] = uid(CONNTRACK, "prototype", key)
+        it = _dep(CONNTRACK, name, "%s[%s,{#CT.TALKER}]" % (key, kind), "{#CT.PATH}.%s.first()" % field,
+                  description, value_type=value_type, units=units, master=TALKERS_KEY, on_fail_discard=True)
+        it["uuid"] = uid(CONNTRACK, "prototype", key) if kind == "network" else uid(CONNTRACK, "prototype", kind, key)
         it["tags"] = tags(component="conntrack", talker="{#CT.TALKER}")
         return it
 
-    count = proto("%s: {#CT.KIND} {#CT.TALKER}: Entries held" % SHORT, "conntrack.talker.count", "count",
-                  "Entries whose original source is this {#CT.KIND}. Discarded while it is not in the "
-                  "top list (its count is then unknown, not 0).")
-    est = proto("%s: {#CT.KIND} {#CT.TALKER}: Established" % SHORT, "conntrack.talker.established",
-                "established", "TCP entries in ESTABLISHED state from this {#CT.KIND}: connections a NAT "
-                "that never closes them leaves behind.")
-    share = proto("%s: {#CT.KIND} {#CT.TALKER}: Share of max" % SHORT, "conntrack.talker.share",
+    count = proto("%s: %s {#CT.TALKER}: Entries held" % (SHORT, kind), "conntrack.talker.count", "count",
+                  "Entries whose original source is this %s. Discarded while it is not in the top list "
+                  "(its count is then unknown, not 0)." % kind)
+    est = proto("%s: %s {#CT.TALKER}: Established" % (SHORT, kind), "conntrack.talker.established",
+                "established", "TCP entries in ESTABLISHED state from this %s: connections a NAT that never "
+                "closes them leaves behind." % kind)
+    share = proto("%s: %s {#CT.TALKER}: Share of max" % (SHORT, kind), "conntrack.talker.share",
                   "pct_of_max", "Entries held as a share of nf_conntrack_max.", units="%", value_type="FLOAT")
-    share_key = item_ref(CONNTRACK, share["key"])
-    share["trigger_prototypes"] = [{
-        "uuid": uid(CONNTRACK, "trigger_prototype", "share"),
-        # A talker that left the top list gets no more values (its count is unknown, not 0); with
-        # a top list of 5 or more it cannot hold a share above 20%, so silence ends the problem.
-        # nodata() sits in the problem expression: Zabbix 6.0 evaluates timer functions there, but
-        # not in a recovery expression (seen on 6.0.14: the problem then never closed).
-        "expression": "last(%s)>{$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"} and "
-                      "nodata(%s,{$CONNTRACK.TALKER.GONE})=0" % (share_key, share_key),
-        "name": "%s: {#CT.KIND} {#CT.TALKER} holds more than {$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"}%% "
-                "of the table" % SHORT,
-        "event_name": "%s: {#CT.KIND} {#CT.TALKER} holds more than "
-                      "{$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"}%% of nf_conntrack_max" % SHORT,
-        "opdata": "Share: {ITEM.LASTVALUE1}",
-        "priority": "WARNING",
-        "description": "One {#CT.KIND} holds a large part of the table: in the incident it was a NAT "
-                       "firewall's range that never closed its TCP connections. Contact its owners; "
-                       "to exclude a known gateway set {$CONNTRACK.TALKER.NOT_MATCHES}, or raise "
-                       "{$CONNTRACK.TALKER.SHARE.WARN:\"{#CT.TALKER}\"} for it. " + RUNBOOK,
-        "tags": tags(scope="capacity", talker="{#CT.TALKER}"),
-    }]
     return {
-        "uuid": uid(CONNTRACK, "discovery", "talkers"),
-        "name": "%s: Top talkers discovery" % SHORT,
+        "uuid": uid(CONNTRACK, "discovery", "talkers") if kind == "network" else uid(CONNTRACK, "discovery", plural),
+        "name": "%s: Top %s discovery" % (SHORT, plural),
         "type": "DEPENDENT",
-        "key": "conntrack.talkers.discovery",
+        "key": "conntrack.talkers.discovery" + ("" if kind == "network" else "[%s]" % plural),
         "delay": "0",
         "filter": {
             "evaltype": "AND",
@@ -584,19 +645,20 @@ def talkers_discovery() -> Dict[str, Any]:
             ],
         },
         "lifetime": "{$CONNTRACK.TALKER.LOST}",
-        "description": "The top {$CONNTRACK.TALKERS.TOP} sources and networks (/{$CONNTRACK.TALKERS.PREFIX4}, "
-                       "/{$CONNTRACK.TALKERS.PREFIX6}) by entries held, from conntrack.talkers.",
+        "description": "The top {$CONNTRACK.TALKERS.TOP} %s by entries held, from conntrack.talkers%s." % (
+            plural, " (/{$CONNTRACK.TALKERS.PREFIX4}, /{$CONNTRACK.TALKERS.PREFIX6})" if kind == "network" else ""),
         "item_prototypes": [count, est, share],
         "graph_prototypes": [{
-            "uuid": uid(CONNTRACK, "graph_prototype", "talker"),
-            "name": "%s: {#CT.KIND} {#CT.TALKER}: Entries held" % SHORT,
+            "uuid": uid(CONNTRACK, "graph_prototype", "talker" if kind == "network" else plural),
+            "name": "%s: %s {#CT.TALKER}: Entries held" % (SHORT, kind),
             "graph_items": [
                 {"color": "F63100", "item": {"host": CONNTRACK, "key": count["key"]}},
                 {"sortorder": "1", "color": "199C0D", "item": {"host": CONNTRACK, "key": est["key"]}},
             ],
         }],
         "master_item": {"key": TALKERS_KEY},
-        "preprocessing": [{"type": "JSONPATH", "parameters": ["$.discovery"]}],
+        "preprocessing": [{"type": "JSONPATH",
+                           "parameters": ["$.discovery[?(@['{#CT.KIND}']=='%s')]" % kind]}],
     }
 
 
@@ -633,17 +695,26 @@ WEB_FAIL = "web.test.fail[%s]" % SCENARIO
 WEB_ERROR = "web.test.error[%s]" % SCENARIO
 
 MIRRORLIST_MACROS = [
-    macro("MIRRORLIST.URL", "http://{HOST.CONN}/?release=9&arch=x86_64&repo=updates",
-          "The mirrorlist URL to check, as yum would ask it."),
+    # The check's URL is built from the host's own address ({HOST.CONN}, expanded in the step URL)
+    # and these parts: a {HOST.CONN} inside a user macro's value is not expanded (6.0), so the
+    # defaults must not hide it there.
+    macro("MIRRORLIST.SCHEME", "http", "Scheme of the mirrorlist URL (http or https)."),
+    macro("MIRRORLIST.PORT", "80", "Port of the mirrorlist service on the host's address ({HOST.CONN})."),
+    macro("MIRRORLIST.PATH", "/?release=9&arch=x86_64&repo=updates",
+          "Path and query of the mirrorlist URL, as yum would ask it."),
     macro("MIRRORLIST.INTERVAL", "1m", "How often the web scenario runs."),
     macro("MIRRORLIST.TIMEOUT", "15s", "Timeout of one request."),
     macro("MIRRORLIST.RESPONSE.WARN", "1", "Average response time, in seconds, above which a problem is raised."),
     macro("MIRRORLIST.RESPONSE.WINDOW", "5m", "Window the response time is averaged over."),
     macro("MIRRORLIST.NODATA.TIMEOUT", "5m", "No response time for this long raises a problem."),
+    macro("MIRRORLIST.RUNBOOK.URL", "file:///usr/share/doc/conntrack-zbx/runbook.md",
+          "Where the runbook is published; every trigger links to its section."),
 ]
+STEP_URL = "{$MIRRORLIST.SCHEME}://{HOST.CONN}:{$MIRRORLIST.PORT}{$MIRRORLIST.PATH}"
 
 
 def mirrorlist_template() -> Dict[str, Any]:
+    fail, error, rtime = (item_ref(MIRRORLIST, k) for k in (WEB_FAIL, WEB_ERROR, WEB_TIME))
     return {
         "uuid": uid(MIRRORLIST),
         "template": MIRRORLIST,
@@ -658,34 +729,34 @@ def mirrorlist_template() -> Dict[str, Any]:
             "uuid": uid(MIRRORLIST, "httptest", SCENARIO),
             "name": SCENARIO,
             "delay": "{$MIRRORLIST.INTERVAL}",
-            "steps": [{"name": STEP, "url": "{$MIRRORLIST.URL}", "timeout": "{$MIRRORLIST.TIMEOUT}",
+            "steps": [{"name": STEP, "url": STEP_URL, "timeout": "{$MIRRORLIST.TIMEOUT}",
                        "status_codes": "200"}],
             "tags": tags(component="http"),
         }],
         "triggers": [
+            _trigger(MIRRORLIST, CHECK_FAILED,
+                     # three failed runs in a row, as the official HTTP service template
+                     "min(%s,#3)>0 and length(last(%s))>0" % (fail, error), "AVERAGE",
+                     "The web scenario failed three times in a row (timeout, refused connection, wrong "
+                     "status). First step: is the host's conntrack table full? Its 'Conntrack' problems "
+                     "(drops) say so; a full table drops new connections, clients' and this check's alike.",
+                     event_name="Mirrorlist: check failed", opdata="{ITEM.LASTVALUE2}", scope="availability",
+                     anchor="mirrorlist"),
             _trigger(MIRRORLIST, "Mirrorlist: Response time is high",
-                     "avg(%s,{$MIRRORLIST.RESPONSE.WINDOW})>{$MIRRORLIST.RESPONSE.WARN}"
-                     % item_ref(MIRRORLIST, WEB_TIME),
-                     "WARNING",
+                     "avg(%s,{$MIRRORLIST.RESPONSE.WINDOW})>{$MIRRORLIST.RESPONSE.WARN}" % rtime, "WARNING",
                      "Requests to the mirrorlist are slow. In the incident this came first, while the "
-                     "conntrack table was full and the kernel dropped packets: check the host's "
+                     "conntrack table was full and SYNs were retransmitted. First step: the host's "
                      "'Conntrack' problems.",
                      event_name="Mirrorlist: average response time above {$MIRRORLIST.RESPONSE.WARN}s "
                                 "over {$MIRRORLIST.RESPONSE.WINDOW}",
-                     opdata="Response time: {ITEM.LASTVALUE1}", scope="performance"),
-            _trigger(MIRRORLIST, "Mirrorlist: Check failed",
-                     "last(%s)>0 and length(last(%s))>0" % (item_ref(MIRRORLIST, WEB_FAIL),
-                                                           item_ref(MIRRORLIST, WEB_ERROR)), "AVERAGE",
-                     "The web scenario failed (timeout, refused connection or wrong status). With a full "
-                     "conntrack table new connections are dropped by the kernel.",
-                     event_name="Mirrorlist: check failed",
-                     opdata="{ITEM.LASTVALUE2}", scope="availability"),
+                     opdata="Response time: {ITEM.LASTVALUE1}", scope="performance", anchor="mirrorlist",
+                     depends=(CHECK_FAILED,)),
             _trigger(MIRRORLIST, "Mirrorlist: No response time data",
-                     "nodata(%s,{$MIRRORLIST.NODATA.TIMEOUT})=1" % item_ref(MIRRORLIST, WEB_TIME), "AVERAGE",
-                     "No successful response for {$MIRRORLIST.NODATA.TIMEOUT}: the graph has a gap, as "
-                     "in the incident's panel.",
+                     "nodata(%s,{$MIRRORLIST.NODATA.TIMEOUT})=1" % rtime, "AVERAGE",
+                     "No successful response for {$MIRRORLIST.NODATA.TIMEOUT}: the graph has a gap, as in "
+                     "the incident's panel. First step: the check's error (Latest data, web.test.error).",
                      event_name="Mirrorlist: no response time for {$MIRRORLIST.NODATA.TIMEOUT}",
-                     scope="availability"),
+                     scope="availability", anchor="mirrorlist", depends=(CHECK_FAILED,), manual_close=True),
         ],
         "graphs": [{
             "uuid": uid(MIRRORLIST, "graph", "response"),
@@ -698,18 +769,37 @@ def mirrorlist_template() -> Dict[str, Any]:
 
 # --- the mirrorlist node: both, with the incident's dashboard --------------------------------
 
+def graph_widget(host: str, graph: str, x: int, y: int, width: int = 12) -> Dict[str, Any]:
+    w = {"type": "GRAPH_CLASSIC", "width": str(width), "height": "5",
+         "fields": [{"type": "INTEGER", "name": "source_type", "value": "0"},
+                    {"type": "GRAPH", "name": "graphid", "value": {"host": host, "name": graph}}]}
+    if x:
+        w["x"] = str(x)
+    if y:
+        w["y"] = str(y)
+    return w
+
+
+def conntrack_dashboard() -> Dict[str, Any]:
+    """The template's own dashboard, as the official nginx template carries one."""
+    talkers = {"type": "PLAIN_TEXT", "name": "Who holds the table", "x": "12", "y": "5", "width": "12",
+               "height": "5",
+               "fields": [{"type": "ITEM", "name": "itemids", "value": {"host": CONNTRACK, "key": key}}
+                          for key in (TOP_NETWORK_KEY, TOP_SHARE_KEY, "conntrack.talkers.sources",
+                                      "conntrack.namespaces.in_use")]}
+    return {
+        "uuid": uid(CONNTRACK, "dashboard", "conntrack"),
+        "name": "Conntrack",
+        "pages": [{"widgets": [
+            graph_widget(CONNTRACK, "%s: Entries vs max" % SHORT, 0, 0),
+            graph_widget(CONNTRACK, "%s: Usage, in %%" % SHORT, 12, 0),
+            graph_widget(CONNTRACK, "%s: Drops and failures" % SHORT, 0, 5),
+            talkers,
+        ]}],
+    }
+
+
 def node_template() -> Dict[str, Any]:
-
-    def widget(graph: str, x: int, y: int) -> Dict[str, Any]:
-        w = {"type": "GRAPH_CLASSIC", "width": "12", "height": "5",
-             "fields": [{"type": "INTEGER", "name": "source_type", "value": "0"},
-                        {"type": "GRAPH", "name": "graphid", "value": {"host": NODE, "name": graph}}]}
-        if x:
-            w["x"] = str(x)
-        if y:
-            w["y"] = str(y)
-        return w
-
     return {
         "uuid": uid(NODE),
         "template": NODE,
@@ -724,21 +814,82 @@ def node_template() -> Dict[str, Any]:
             "uuid": uid(NODE, "dashboard", "incident"),
             "name": "Conntrack and mirrorlist",
             "pages": [{"widgets": [
-                widget("%s: Entries vs max" % SHORT, 0, 0),
-                widget("Mirrorlist: Response time", 12, 0),
-                widget("%s: Drops and failures" % SHORT, 0, 5),
-                widget("%s: Usage, in %%" % SHORT, 12, 5),
+                graph_widget(NODE, "%s: Entries vs max" % SHORT, 0, 0),
+                graph_widget(NODE, "Mirrorlist: Response time", 12, 0),
+                graph_widget(NODE, "%s: Drops and failures" % SHORT, 0, 5),
+                graph_widget(NODE, "%s: Usage, in %%" % SHORT, 12, 5),
             ]}],
         }],
     }
 
 
+def active_variant(t: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """The same template for agents in active mode: every agent item becomes "Zabbix agent
+    (active)" (the agent pushes its values, and buffers them while the server cannot be reached:
+    the values of a full table arrive afterwards instead of leaving a gap), everything else is the
+    same model under another name, with its own stable UUIDs. Availability: the no-data triggers
+    (an active agent's silence is the only sign it is gone)."""
+    old = t["template"]
+
+    def walk(o: Any) -> Any:
+        if isinstance(o, dict):
+            return {k: (uid(name, v) if k == "uuid" else name if k == "host" and v == old else walk(v))
+                    for k, v in o.items()}
+        if isinstance(o, list):
+            return [walk(x) for x in o]
+        if isinstance(o, str):
+            return o.replace("/%s/" % old, "/%s/" % name)
+        return o
+
+    new = walk(t)
+    new["template"] = new["name"] = name
+    for item in new.get("items", []):
+        if "type" not in item:  # an agent item (dependent ones say so)
+            item["type"] = "ZABBIX_ACTIVE"
+    links = {CONNTRACK: CONNTRACK_ACTIVE}
+    new["templates"] = [{"name": links.get(x["name"], x["name"])} for x in new.get("templates", [])] or None
+    if new["templates"] is None:
+        del new["templates"]
+    new["description"] = new["description"].replace(
+        "\n\nGenerated", " Active mode: the agent sends its values (ServerActive, Hostname).\n\nGenerated", 1)
+    return new
+
+
+def _all_triggers(t: Dict[str, Any]) -> List[Dict[str, Any]]:
+    out = list(t.get("triggers", []))
+    for item in t.get("items", []):
+        out += item.get("triggers", [])
+    for rule in t.get("discovery_rules", []):
+        out += rule.get("trigger_prototypes", [])
+        for proto in rule.get("item_prototypes", []):
+            out += proto.get("trigger_prototypes", [])
+    return out
+
+
+def resolve_dependencies(t: Dict[str, Any]) -> None:
+    """Dependencies are written by trigger name; Zabbix wants name and expressions. A name that
+    is not a trigger of the same template is a bug: fail here, not at import."""
+    triggers = _all_triggers(t)
+    by_name = {x["name"]: x for x in triggers}
+    for x in triggers:
+        for dep in x.get("dependencies", []):
+            target = by_name.get(dep["name"])
+            if target is None:
+                raise ValueError("%s: trigger %r depends on unknown %r" % (t["template"], x["name"], dep["name"]))
+            dep["expression"] = target["expression"]
+            if "recovery_expression" in target:
+                dep["recovery_expression"] = target["recovery_expression"]
+
+
 def export() -> Dict[str, Any]:
     """The whole 6.0 export. Triggers over several items (and web scenario items, which are not
     template items in the file) and graphs go at the top level, as Zabbix's own exports do."""
-    templates = [conntrack_template(), mirrorlist_template(), node_template()]
+    conntrack, node = conntrack_template(), node_template()
+    templates = [conntrack, active_variant(conntrack, CONNTRACK_ACTIVE), mirrorlist_template(), node,
+                 active_variant(node, NODE_ACTIVE)]
     triggers, graphs = [], []
     for t in templates:
+        resolve_dependencies(t)
         triggers += t.pop("triggers", [])
         graphs += t.pop("graphs", [])
     return {"zabbix_export": {
@@ -748,3 +899,5 @@ def export() -> Dict[str, Any]:
         "triggers": triggers,
         "graphs": graphs,
     }}
+
+

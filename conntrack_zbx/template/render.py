@@ -43,8 +43,10 @@ def template_readme(name: str) -> str:
     t = next(t for t in export["templates"] if t["template"] == name)
     out = ["# %s\n" % name, "## Overview\n", t["description"].split("\n\n")[0] + "\n"]
     out.append("\nGenerated from `conntrack_zbx/template/model.py` together with "
-               "`templates/conntrack_zbx.yaml`; see [the install guide](../install.md).\n")
+               "`templates/conntrack_zbx.yaml`.\n")
+    out.append("\n## Requirements\n\n%s\n" % REQUIREMENTS[_family(name)])
     out.append("\n## Tested versions\n\n%s\n" % TESTED_VERSIONS)
+    out.append("\n## Setup\n\n%s\n" % SETUP[_family(name)])
     if t.get("templates"):
         out.append("\nLinks: " + ", ".join("%s" % x["name"] for x in t["templates"]) + ".\n")
     if t.get("macros"):
@@ -65,10 +67,11 @@ def template_readme(name: str) -> str:
             for s in tt["steps"]]))
     for rule in t.get("discovery_rules", []):
         out.append("\n## Discovery rules\n\n")
+        conditions = "; ".join("`%s` %s `%s`" % (c["macro"], "does not match" if c.get("operator") else "matches",
+                                                  c["value"]) for c in rule["filter"]["conditions"])
         out.append(_table(["Name", "Description", "Type", "Key and additional info"], [[
             rule["name"], rule["description"], rule["type"],
-            "`%s`; filter: `{#CT.TALKER}` matches `{$CONNTRACK.TALKER.MATCHES}`, does not match "
-            "`{$CONNTRACK.TALKER.NOT_MATCHES}`; keep lost resources `%s`" % (rule["key"], rule["lifetime"])]]))
+            "`%s`; filter: %s; keep lost resources `%s`" % (rule["key"], conditions, rule["lifetime"])]]))
         out.append("\n### Item prototypes\n\n")
         out.append(_table(["Name", "Description", "Key and additional info"],
                           [[p["name"], p["description"], "`%s`%s" % (p["key"], _pre(p))]
@@ -87,8 +90,48 @@ def template_readme(name: str) -> str:
                             _extra(tr)] for tr in triggers]))
     for d in t.get("dashboards", []):
         out.append("\n## Dashboard\n\n`%s`: %s.\n" % (d["name"], ", ".join(
-            w["fields"][1]["value"]["name"] for w in d["pages"][0]["widgets"])))
+            _widget_title(w) for w in d["pages"][0]["widgets"])))
     return "".join(out)
+
+
+def _widget_title(w: Dict[str, Any]) -> str:
+    if w["type"] == "GRAPH_CLASSIC":
+        return str(w["fields"][1]["value"]["name"])
+    return "%s (%s)" % (w.get("name", w["type"]), ", ".join("`%s`" % f["value"]["key"] for f in w["fields"]))
+
+
+def _family(name: str) -> str:
+    return "mirrorlist" if name == model.MIRRORLIST else "active" if "active" in name else "passive"
+
+
+_AGENT_REQ = ("A Zabbix agent (zabbix_agentd or zabbix_agent2) with the conntrack_zbx package on the host: "
+              "its UserParameter conf and, for the talker and namespace keys, its sudo grant. The host's "
+              "system python3 (3.6 or newer) and nothing else. See [the install guide](../install.md).")
+REQUIREMENTS = {
+    "passive": _AGENT_REQ + " The server (or proxy) polls the agent: the agent's `Server` lists it.",
+    "active": _AGENT_REQ + " The agent sends its values: `ServerActive` points at the server or proxy and "
+              "`Hostname` equals the host's name in Zabbix.",
+    "mirrorlist": "A Zabbix server or proxy that can reach the service over HTTP; nothing on the host.",
+}
+SETUP = {
+    "passive": "Install the package on the host (`dpkg -i conntrack-zbx_*.deb` or the rpm), restart the "
+               "agent, import `templates/conntrack_zbx.yaml` (`conntrack-zbx template import`) and link "
+               "the template. Set `{$CONNTRACK.RUNBOOK.URL}` to where you publish the runbook, and "
+               "`{$CONNTRACK.TALKER.NOT_MATCHES}` to known NAT gateways. To be paged, create an action "
+               "for severity Average and above: the incident then pages three times (the network "
+               "named as culprit, the drops, the service), everything else shows as dependent or "
+               "below that severity.",
+    "active": "As for the passive template, with the agent in active mode. Recommended with "
+              "zabbix_agent2: while the table is full the kernel drops the agent's connections to the "
+              "server too; agent2 keeps collecting, buffers the values and sends them afterwards with "
+              "their own time stamps, so the incident's graphs are not blank (measured: all ~9 values "
+              "of 20 s cut off arrived). zabbix_agentd 6.0 in active mode does not: it stalls on the "
+              "failing connection and loses nearly all of them (1 of ~9), like passive polls. Keep "
+              "agent2's buffer large enough for the outage (`BufferSize`, `EnablePersistentBuffer=1`).",
+    "mirrorlist": "Link it to the host that serves the mirrorlist: the check asks "
+                  "`{$MIRRORLIST.SCHEME}://{HOST.CONN}:{$MIRRORLIST.PORT}{$MIRRORLIST.PATH}` from the "
+                  "server; the defaults work for a service on port 80 of the host's address.",
+}
 
 
 def _pre(item: Dict[str, Any]) -> str:

@@ -1,0 +1,174 @@
+"""Alerts on-call can trust, structurally: root-cause dependencies, no flapping, a runbook link
+on every trigger, closable no-data problems, an active variant of every agent template, and a
+mirrorlist check that works with its defaults."""
+
+import os
+import re
+
+import pytest
+
+from conntrack_zbx.template import model
+from tests.test_template import EXPORT, TEMPLATES, items_of
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def triggers_of(name):
+    """Every trigger and trigger prototype belonging to one template (multi-item ones included)."""
+    t = TEMPLATES[name]
+    out = [tr for i in t.get("items", []) for tr in i.get("triggers", [])]
+    for rule in t.get("discovery_rules", []):
+        out += [tp for p in rule["item_prototypes"] for tp in p.get("trigger_prototypes", [])]
+    out += [tr for tr in EXPORT["triggers"] if "/%s/" % name in tr["expression"]]
+    return out
+
+
+AGENT_TEMPLATES = (model.CONNTRACK, model.CONNTRACK_ACTIVE)
+ALL = sorted(TEMPLATES)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_dependencies_resolve_to_triggers_of_the_same_template(name):
+    own = {tr["name"]: tr for tr in triggers_of(name)}
+    for tr in own.values():
+        for dep in tr.get("dependencies", []):
+            target = own.get(dep["name"])
+            assert target is not None, (tr["name"], dep["name"])
+            assert dep["expression"] == target["expression"]
+            assert dep.get("recovery_expression") == target.get("recovery_expression")
+            assert "/%s/" % name in dep["expression"]
+
+
+@pytest.mark.parametrize("name", AGENT_TEMPLATES)
+def test_root_cause_dependencies(name):
+    deps = {tr["name"]: {d["name"] for d in tr.get("dependencies", [])} for tr in triggers_of(name)}
+    assert deps["Conntrack: Table usage is high"] == {"Conntrack: Table usage is very high", model.CULPRIT}
+    assert deps["Conntrack: Table usage is very high"] == {model.DROPS, model.CULPRIT}
+    assert deps["Conntrack: Table will be full soon"] == {"Conntrack: Table usage is very high", model.CULPRIT}
+    assert deps["Conntrack: Hash buckets below the recommended ratio for this kernel"] == {model.FEW_BUCKETS}
+    assert deps["Conntrack: Top talkers not collected"] == {model.STATS_NODATA}
+    assert deps["Conntrack: Namespaces not collected"] == {model.STATS_NODATA}
+    assert deps["Conntrack: Inserts failing"] == {model.DROPS}
+    # what pages stands alone: the culprit, the drops (and the service, below)
+    assert not deps[model.CULPRIT] and not deps[model.DROPS]
+
+
+def test_mirrorlist_symptoms_depend_on_the_check():
+    deps = {tr["name"]: {d["name"] for d in tr.get("dependencies", [])} for tr in triggers_of(model.MIRRORLIST)}
+    assert deps["Mirrorlist: No response time data"] == {model.CHECK_FAILED}
+    assert deps["Mirrorlist: Response time is high"] == {model.CHECK_FAILED}
+    check = next(tr for tr in triggers_of(model.MIRRORLIST) if tr["name"] == model.CHECK_FAILED)
+    assert check["expression"].startswith("min(/Mirrorlist by HTTP/web.test.fail[Mirrorlist],#3)>0")
+
+
+def test_what_pages_is_average_or_above_and_the_rest_is_not():
+    """The recommended action pages for Average and above: the incident's three causes do, the
+    symptoms that do not depend on them are below it."""
+    pri = {tr["name"]: tr["priority"] for name in ALL for tr in triggers_of(name)}
+    assert pri[model.CULPRIT] == "AVERAGE" and pri[model.DROPS] == "HIGH" and pri[model.CHECK_FAILED] == "AVERAGE"
+    for quiet in ("Conntrack: Table usage is high", "Conntrack: Table will be full soon",
+                  "Conntrack: Running settings will not survive a reboot", "Mirrorlist: Response time is high",
+                  "Conntrack: Hash buckets below the recommended ratio for this kernel"):
+        assert pri[quiet] in ("INFO", "WARNING"), quiet
+
+
+def test_forecast_only_above_the_warning_level_and_recovers():
+    tr = next(t for t in triggers_of(model.CONNTRACK) if t["name"] == "Conntrack: Table will be full soon")
+    assert tr["expression"].startswith(
+        "last(/%s/conntrack.usage)>{$CONNTRACK.USAGE.WARN} and timeleft(" % model.CONNTRACK)
+    assert tr["recovery_mode"] == "RECOVERY_EXPRESSION" and "{$CONNTRACK.USAGE.HYSTERESIS}" in tr["recovery_expression"]
+
+
+def test_insert_failures_need_a_sustained_rate():
+    tr = next(t for t in triggers_of(model.CONNTRACK) if t["name"] == "Conntrack: Inserts failing")
+    assert tr["expression"].startswith("min(/%s/conntrack.rate[insert_failed],{$CONNTRACK.INSERT_FAILED.WINDOW})>"
+                                       % model.CONNTRACK)
+    macros = {m["macro"]: m["value"] for m in TEMPLATES[model.CONNTRACK]["macros"]}
+    assert int(macros["{$CONNTRACK.INSERT_FAILED.MAX}"]) > 0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_nodata_trigger_is_manually_closable(name):
+    nodata = [tr for tr in triggers_of(name) if "nodata(" in tr["expression"]]
+    for tr in nodata:
+        assert tr.get("manual_close") == "YES", tr["name"]
+    if name != model.NODE and name != model.NODE_ACTIVE:
+        assert nodata
+
+
+def test_every_trigger_links_its_runbook_section():
+    with open(os.path.join(REPO, "docs", "runbook.md")) as f:
+        anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', f.read()))
+    seen = 0
+    for name in ALL:
+        for tr in triggers_of(name):
+            m = re.fullmatch(r"\{\$(CONNTRACK|MIRRORLIST)\.RUNBOOK\.URL\}#([a-z0-9-]+)", tr.get("url", ""))
+            assert m, (name, tr["name"], tr.get("url"))
+            assert m.group(2) in anchors, (tr["name"], m.group(2))
+            seen += 1
+    assert seen > 30
+
+
+def test_descriptions_are_each_triggers_own():
+    descriptions = [tr["description"] for name in ALL for tr in triggers_of(name)]
+    assert [d for d in descriptions if "First step" not in d] == []
+    # no shared paragraph pasted into every description any more
+    tails = {d[-80:] for d in descriptions}
+    assert len(tails) > len(descriptions) // 3
+
+
+def test_values_that_rarely_change_are_stored_on_change_with_a_heartbeat():
+    items = {i["key"]: i for i in TEMPLATES[model.CONNTRACK]["items"]}
+    for key in ("conntrack.max", "conntrack.buckets", "conntrack.buckets.recommended", "conntrack.drift"):
+        steps = [s["type"] for s in items[key]["preprocessing"]]
+        assert "DISCARD_UNCHANGED_HEARTBEAT" in steps, key
+
+
+@pytest.mark.parametrize("passive, active", [(model.CONNTRACK, model.CONNTRACK_ACTIVE),
+                                             (model.NODE, model.NODE_ACTIVE)])
+def test_active_variant_is_the_same_model_in_active_mode(passive, active):
+    p, a = TEMPLATES[passive], TEMPLATES[active]
+    assert sorted(i["key"] for i in p.get("items", [])) == sorted(i["key"] for i in a.get("items", []))
+    for item in a.get("items", []):
+        assert item.get("type") in ("ZABBIX_ACTIVE", "DEPENDENT"), item["key"]
+    assert any(i.get("type") == "ZABBIX_ACTIVE" for i in a.get("items", [])) or passive == model.NODE
+    assert sorted(tr["name"] for tr in triggers_of(passive)) == sorted(tr["name"] for tr in triggers_of(active))
+    for tr in triggers_of(active):
+        assert "/%s/" % passive not in tr["expression"]
+    if passive == model.NODE:
+        assert [t["name"] for t in a["templates"]] == [model.CONNTRACK_ACTIVE, model.MIRRORLIST]
+
+
+def test_mirrorlist_url_works_with_its_defaults():
+    """{HOST.CONN} inside a user macro's value is not expanded by 6.0: the step URL carries it
+    itself, and no default hides a built-in macro."""
+    t = TEMPLATES[model.MIRRORLIST]
+    (step,) = t["httptests"][0]["steps"]
+    assert "{HOST.CONN}" in step["url"]
+    for m in t["macros"]:
+        assert "{HOST." not in m["value"], m
+    defaults = {m["macro"]: m["value"] for m in t["macros"]}
+    url = step["url"]
+    for k, v in defaults.items():
+        url = url.replace(k, v)
+    assert url == "http://{HOST.CONN}:80/?release=9&arch=x86_64&repo=updates"
+
+
+def test_conntrack_template_has_its_own_dashboard():
+    dash = TEMPLATES[model.CONNTRACK]["dashboards"][0]
+    kinds = [w["type"] for w in dash["pages"][0]["widgets"]]
+    assert kinds.count("GRAPH_CLASSIC") == 3 and "PLAIN_TEXT" in kinds
+    text = next(w for w in dash["pages"][0]["widgets"] if w["type"] == "PLAIN_TEXT")
+    assert {f["value"]["key"] for f in text["fields"]} <= items_of(model.CONNTRACK)
+    assert model.TOP_NETWORK_KEY in {f["value"]["key"] for f in text["fields"]}
+
+
+def test_culprit_names_the_network_and_pages_once():
+    tr = next(t for t in EXPORT["triggers"] if t["name"] == model.CULPRIT and
+              "/%s/" % model.CONNTRACK in t["expression"])
+    assert "{ITEM.LASTVALUE2}" in tr["event_name"] and "network" in tr["event_name"]
+    assert tr["recovery_mode"] == "RECOVERY_EXPRESSION"
+    assert "{$CONNTRACK.USAGE.HYSTERESIS}" in tr["recovery_expression"]
+    rules = TEMPLATES[model.CONNTRACK]["discovery_rules"]
+    assert not [tp for r in rules if r["key"].startswith("conntrack.talkers.discovery")
+                for p in r["item_prototypes"] for tp in p.get("trigger_prototypes", [])]
