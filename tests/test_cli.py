@@ -316,3 +316,28 @@ def test_admin_commands_say_which_python_they_need(capsys, monkeypatch):
         assert rc == 2 and "need Python 3.8 or newer" in err
     else:
         assert "Python 3.8" not in err and rc != 0  # refused for the missing URL instead
+
+
+@pytest.mark.parametrize("cgroup, kind", [
+    ("0::/system.slice/docker-%s.scope\n" % ("a" * 64), "container"),
+    ("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234abcd_5678_9abc_def0_123456789abc.slice/"
+     "cri-containerd-%s.scope\n" % ("b" * 64), "pod"),
+    ("0::/user.slice/user-0.slice/session-1.scope\n", "process"),
+], ids=["docker", "kubernetes", "plain"])
+def test_namespace_owner_names_pod_container_or_process(tmp_path, cgroup, kind):
+    """Who is inside a namespace, from /proc/PID/comm and /proc/PID/cgroup (cgroup v2 paths of
+    Docker and of a Kubernetes pod under containerd)."""
+    from conntrack_zbx.sources.netns import owner_of
+
+    proc = tmp_path / "proc" / "4242"
+    proc.mkdir(parents=True)
+    (proc / "comm").write_text("pause\n")
+    (proc / "cgroup").write_text(cgroup)
+    owner = owner_of(4242, str(tmp_path))
+    assert owner["comm"] == "pause"
+    if kind == "pod":
+        assert owner["pod"] == "1234abcd-5678-9abc-def0-123456789abc" and owner["container"] == "b" * 12
+    elif kind == "container":
+        assert owner["container"] == "a" * 12 and owner["pod"] is None
+    else:
+        assert owner["container"] is None and owner["pod"] is None

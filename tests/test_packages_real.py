@@ -13,6 +13,7 @@ import pytest
 from lab.agent import Agent
 from lab.netns import Netns, sh
 from tests.conftest import MIXED, require_root
+from tests.test_agent_real import get_json
 
 pytestmark = pytest.mark.real
 
@@ -45,14 +46,6 @@ def installed(tmp_path_factory):
     dpkg("-i", deb)
     yield deb
     subprocess.run(["dpkg", "--purge", "conntrack-zbx"], capture_output=True)
-
-
-def get_json(agent, key):
-    raw = agent.get(key)
-    try:
-        return json.loads(raw)
-    except ValueError:
-        pytest.fail("%s: %s returned %r\n%s" % (agent.kind, key, raw, agent.log()))
 
 
 def test_deb_installs_the_agent_side_and_a_checked_grant(installed):

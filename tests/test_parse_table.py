@@ -90,3 +90,42 @@ def test_state_label_covers_stateless_protocols():
     assert labels["ESTABLISHED"] == 5
     assert labels["UNREPLIED"] == 3  # two IPv4 UDP + one IPv6 UDP to a closed port
     assert labels["REPLIED"] == 3  # replied UDP, ICMP echo, ICMPv6 echo
+
+
+PRINTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "printed-formats", "nf_conntrack")
+
+
+def test_every_shape_the_kernel_prints_is_an_entry():
+    """Offloaded flows (no timeout field), GRE's fields before the tuple, SCTP/DCCP states, an
+    unknown protocol, directional zones, accounting, secctx, delta-time: counted, none skipped."""
+    from conntrack_zbx.sources.text import tally_sources
+
+    with open(PRINTED, "rb") as f:
+        raw = f.read()
+    es = [parse_line(ln) for ln in raw.splitlines(True)]
+    assert len(es) == 11
+    by_src = {e.src: e for e in es}
+    offload = by_src["192.0.2.10"]
+    assert (offload.proto, offload.state, offload.assured) == ("tcp", "ESTABLISHED", True)
+    assert by_src["192.0.2.11"].assured and by_src["2001:db8::19"].assured  # [HW_OFFLOAD], IPv6 [OFFLOAD]
+    assert by_src["192.0.2.12"].proto == "gre" and by_src["192.0.2.12"].dst == "198.51.100.2"
+    assert by_src["192.0.2.14"].state == "COOKIE_WAIT" and by_src["192.0.2.14"].unreplied
+    assert by_src["192.0.2.15"].state == "OPEN" and by_src["192.0.2.16"].proto == "unknown"
+    zoned = by_src["192.0.2.18"]
+    assert (zoned.zone, zoned.mark, zoned.sport, zoned.dport) == (5, 7, 40003, 443)
+    import io
+
+    t = tally_sources(io.BytesIO(raw))
+    assert (t.entries, t.skipped) == (11, 0)
+    assert sum(t.counts.values()) == 11
+    assert entry_label(by_src["192.0.2.16"]) == "ASSURED" and entry_label(by_src["192.0.2.17"]) == "UNREPLIED"
+
+
+def test_printed_shapes_through_the_cli(capsys):
+    from conntrack_zbx.cli import main
+
+    assert main(["talkers", "--file", PRINTED, "--top=20"]) == 0
+    import json
+
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["entries"] == 11 and doc["skipped"] == 0 and doc["distinct_sources"] == 11

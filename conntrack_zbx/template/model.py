@@ -435,6 +435,18 @@ def _bucket_triggers() -> List[Dict[str, Any]]:
     return [few, ratio, culprit]
 
 
+def _not_collected(key: str, what: str, consequence: str) -> Dict[str, Any]:
+    """No value from a root-side master item (talkers, namespaces) for a while."""
+    return _trigger(
+        CONNTRACK, "%s: %s not collected" % (SHORT, what),
+        "nodata(%s,{$CONNTRACK.TALKERS.NODATA.TIMEOUT})=1" % item_ref(CONNTRACK, key), "WARNING",
+        "%s has had no value for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}: %s. First step: the item's error "
+        "in Latest data; most often the sudo grant (sudoers.d/conntrack-zbx, docs/permissions.md) is "
+        "missing, or the kernel has neither conntrack procfs nor ctnetlink." % (key.split("[")[0], consequence),
+        event_name="%s: %s not collected for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}" % (SHORT, what.lower()),
+        scope="availability", anchor="not-collected", depends=(STATS_NODATA,), manual_close=True)
+
+
 def _talkers_items() -> List[Dict[str, Any]]:
     """The talkers master item and what is taken from it (discovery is separate)."""
     items = [_master(
@@ -446,15 +458,7 @@ def _talkers_items() -> List[Dict[str, Any]]:
         "table read may be reused (keep it below the interval) and a network namespace (0: the "
         "agent's own); values outside the allow-list make the item not supported with a message "
         "saying what is allowed.",
-        _trigger(
-            CONNTRACK, "%s: Top talkers not collected" % SHORT,
-            "nodata(%s,{$CONNTRACK.TALKERS.NODATA.TIMEOUT})=1" % item_ref(CONNTRACK, TALKERS_KEY), "WARNING",
-            "conntrack.talkers has had no value for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}: nobody will be "
-            "named when the table fills. First step: the item's error in Latest data; most often the "
-            "sudo grant (sudoers.d/conntrack-zbx) is missing, or the kernel has neither conntrack procfs "
-            "nor ctnetlink.",
-            event_name="%s: top talkers not collected for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}" % SHORT,
-            scope="availability", anchor="not-collected", depends=(STATS_NODATA,), manual_close=True))]
+        _not_collected(TALKERS_KEY, "Top talkers", "nobody will be named when the table fills"))]
     items.append(_dep(CONNTRACK, "%s: Entries read for talkers" % SHORT, "conntrack.talkers.entries",
                       "$.entries", "Entries the last talkers run read from the table.",
                       master=TALKERS_KEY))
@@ -485,14 +489,7 @@ def _namespaces_items() -> List[Dict[str, Any]]:
         "(containers, pods, ip netns) with its own entry count against the one global "
         "nf_conntrack_max, its drop counters, the host-wide sum and the hash table load. Reads other "
         "processes' namespaces through the sudo drop-in.",
-        _trigger(
-            CONNTRACK, "%s: Namespaces not collected" % SHORT,
-            "nodata(%s,{$CONNTRACK.TALKERS.NODATA.TIMEOUT})=1" % item_ref(CONNTRACK, NAMESPACES_KEY), "WARNING",
-            "conntrack.namespaces has had no value for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}: a container "
-            "or pod filling its own table would go unseen. First step: the item's error in Latest data "
-            "(most often the sudo grant, docs/permissions.md).",
-            event_name="%s: namespaces not collected for {$CONNTRACK.TALKERS.NODATA.TIMEOUT}" % SHORT,
-            scope="availability", anchor="not-collected", depends=(STATS_NODATA,), manual_close=True))]
+        _not_collected(NAMESPACES_KEY, "Namespaces", "a container or pod filling its own table would go unseen"))]
     items.append(_dep(CONNTRACK, "%s: Entries in all namespaces" % SHORT, "conntrack.namespaces.sum", "$.sum",
                       "The sum of every namespace's entries: what the one shared hash table holds.",
                       master=NAMESPACES_KEY))
