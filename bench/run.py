@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -140,6 +141,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="262144,1048576", help="real table sizes (entries)")
     ap.add_argument("--files", default="262144,524288,1048576", help="synthetic snapshot sizes (lines)")
     ap.add_argument("--namespaces", default="500", help="network namespace counts for `namespaces`")
+    ap.add_argument("--longtail", default="262144:63000,1048576:250000",
+                    help="long-tail tables as ENTRIES:DISTINCT_SOURCES (a public mirror's shape)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--markdown", metavar="PATH", help="replace the results section of this file")
     args = ap.parse_args()
@@ -162,6 +165,11 @@ def main() -> int:
             lines += real_table(n, plugin.binary, interpreter, args.runs, verdicts)
         for n in [int(x) for x in args.files.split(",") if x]:
             lines += snapshot_file(n, plugin.binary, args.runs, verdicts)
+        for spec in [x for x in args.longtail.split(",") if x]:
+            n, distinct = (int(v) for v in spec.split(":"))
+            with open(MAX, "w") as f:
+                f.write(str(max(int(saved_max), n + 65536)))
+            lines += long_tail(n, distinct, plugin.binary, args.runs, verdicts)
         for n in [int(x) for x in args.namespaces.split(",") if x]:
             lines += many_namespaces(n, plugin.binary, interpreter, args.runs, verdicts)
     finally:
@@ -267,6 +275,50 @@ def snapshot_file(n: int, binary: str, runs: int, verdicts: List[str]) -> List[s
                         "(target ≥ 3)" % ("MET " if ratio >= 3 else "MISSED", ratio))
     return table("Snapshot file, %d lines (%.0f MiB)" % (n, os.path.getsize(path) / 2**20),
                  res, "incident awk pipeline")
+
+
+def long_tail(n: int, distinct: int, binary: str, runs: int, verdicts: List[str]) -> List[str]:
+    """The shape of a public mirror: n entries from ``distinct`` sources, most seen once or
+    twice, IPv4 and IPv6, with the incident's culprit /24 inside. A real table, then its copy."""
+    flows = bulk.long_tail_mix(n, distinct)
+    path = os.path.join(WORK, "longtail-%d.list" % n)
+    with Netns(conntrack=False) as ns:
+        with entered(ns):
+            report = bulk.insert(flows)
+            if report["errors"]:
+                raise SystemExit("long-tail table build failed: %r" % report)
+            talkers = [binary, "talkers", "--max-age=0", "--cache-dir", os.path.join(WORK, "cache-lt")]
+            methods = {
+                "cat (floor)": (["cat", "/proc/net/nf_conntrack"], False, ""),
+                "talkers (agent default)": (talkers, False, ""),
+                "talkers netlink, no budget": (talkers + ["--source=netlink", "--budget=60"], False, ""),
+            }
+            res = measure(methods, max(3, runs - 2), None)
+            first = json.loads(subprocess.run(talkers, capture_output=True).stdout)
+            with open("/proc/net/nf_conntrack", "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    out = table("Long-tail real table, %d entries, %d sources" % (n, distinct), res, "cat (floor)")
+    files = {
+        "incident pipeline, C.UTF-8": (["LC_ALL=C.UTF-8 sh -c %s" % shlex.quote(INCIDENT % path)], True, ""),
+        "incident pipeline, en_US.UTF-8": (["LC_ALL=en_US.UTF-8 sh -c %s" % shlex.quote(INCIDENT % path)], True, ""),
+        "talkers --file": ([binary, "talkers", "--file", path, "--budget", "60"], False, ""),
+    }
+    fres = measure(files, max(3, runs - 2), None)
+    out += table("Long-tail snapshot, %d lines" % n, fres, "incident pipeline, C.UTF-8")
+    med = {k: statistics.median(r.walls) for k, r in list(res.items()) + list(fres.items())}
+    t = res["talkers (agent default)"]
+    named = first["networks"][0]["network"] if first.get("networks") else None
+    verdicts.append("%s long-tail %d: fresh talkers %.2f × cat floor, max %.2f s, %s, culprit first: %s, "
+                    "peak RSS %.1f MiB" % (
+                        "MET " if med["talkers (agent default)"] <= med["cat (floor)"] else "MISSED", n,
+                        med["talkers (agent default)"] / med["cat (floor)"], max(t.walls),
+                        "truncated after %d" % first["entries"] if first.get("truncated") else "complete",
+                        named, t.rss / 1024.0))
+    for locale in ("C.UTF-8", "en_US.UTF-8"):
+        verdicts.append("long-tail %d --file: %.2f× the incident pipeline in %s" % (
+            n, med["incident pipeline, %s" % locale] / med["talkers --file"], locale))
+    os.remove(path)
+    return out
 
 
 def many_namespaces(n: int, binary: str, interpreter: str, runs: int, verdicts: List[str]) -> List[str]:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~
     from conntrack_zbx.talkers import Tally
 
 
+EXIT_MARGIN = 0.1  # seconds
+
+
 class Written(str):
     """A JSON document already written out: ``cli`` emits it as it is."""
 
@@ -122,11 +125,13 @@ def _answer(args: "Any", command: str) -> "Written":
     answer), one table read refreshes both answers. A cache that fails its safety checks is not
     used, and the talkers answer says why in ``cache_error``.
     """
-    import time
 
-    # One time budget for waiting on another call's read and for our own read: together they
-    # must end inside the agent's Timeout.
-    deadline = time.monotonic() + args.budget
+    # One time budget, from the process's start, for waiting on another call's read, our own read,
+    # ranking and writing: together they must end inside the agent's Timeout. EXIT_MARGIN covers
+    # the interpreter's start before STARTED and its exit after the answer.
+    from conntrack_zbx import STARTED
+
+    deadline = STARTED + args.budget - EXIT_MARGIN
     p = key_parameters(args)
     if args.file:
         if p["netns"]:

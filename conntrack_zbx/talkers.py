@@ -42,6 +42,15 @@ class Tally(NamedTuple):
 
 
 CHECK_EVERY = 8192  # lines between looks at the clock
+# What one distinct key costs after the read (labelling, ranking, rendering): measured ~2.7 µs on
+# a 2-CPU VM with a quarter of a million distinct sources. Readers stop early enough to leave
+# this much time per key they hold, so the whole call ends inside its budget.
+RANK_COST_PER_KEY = 3e-6
+
+
+def read_deadline(deadline: float, keys: int, parts: int = 1) -> float:
+    """When a reader holding ``keys`` distinct keys (of ``parts`` readers alike) must stop."""
+    return deadline - RANK_COST_PER_KEY * keys * parts
 
 
 def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = None) -> Tally:

@@ -168,3 +168,21 @@ def write_snapshot(path: str, flows: List[Flow]) -> Tuple[int, int]:
             size += len(data)
             iters = nxt
     return lines, size
+
+
+def long_tail_mix(n: int, distinct: int) -> List[Flow]:
+    """A public service's table: most sources seen once or twice (``distinct`` of them in ``n``
+    entries, IPv4 and IPv6 mixed), and still the incident's culprit: one /24 holding 12 % as
+    ESTABLISHED TCP, spread over its hosts so that no single address stands out."""
+    culprit = n * 12 // 100
+    flows = [Flow("127.66.6.%d" % (i + 1), "tcp", "ESTABLISHED", culprit // 254 + (1 if i < culprit % 254 else 0))
+             for i in range(254)]
+    rest, sources = n - culprit, distinct - 254
+    for i in range(sources):
+        c = rest // sources + (1 if i < rest % sources else 0)
+        if i % 3 == 2:  # a third of the clients over IPv6
+            src = str(ipaddress.IPv6Address("2001:db8::") + (i << 64))  # one client per /64
+        else:
+            src = "127.%d.%d.%d" % (100 + (i >> 16 & 63), i >> 8 & 255, i & 255)
+        flows.append(Flow(src, "tcp" if i % 5 else "udp", "ESTABLISHED" if i % 5 else "ASSURED", c))
+    return flows

@@ -218,3 +218,19 @@ def test_talkers_ranking_equals_the_general_ranking(counts, top, prefix4, prefix
     src, net = rank_sources_and_networks(counts, top, prefix4, prefix6)
     assert src == rank(counts, top, text=address_text)
     assert net == rank(counts, top, network_of(prefix4, prefix6), network_text)
+
+
+@SETTINGS
+@given(st.text(alphabet="0123456789abcdefABCDEF.:", min_size=1, max_size=45))
+def test_fast_address_packing_accepts_what_ipaddress_accepts(text):
+    """The block counter packs addresses with inet_pton, the line parser with ipaddress: for every
+    string the line grammar lets through they must accept and pack the same."""
+    import ipaddress
+
+    from conntrack_zbx.parse.table import _pack
+
+    try:
+        expected = ipaddress.ip_address(text).packed
+    except ValueError:
+        expected = None
+    assert _pack(text.encode()) == expected

@@ -13,6 +13,7 @@ opened the connection) and the first flag; the line parser then walks the ``key=
 for the rest (the first ``dst``/``sport``/``dport``; a second ``src=`` starts the reply).
 """
 
+import _socket  # the C module: inet_pton without importing socket's enums
 import ipaddress
 import re
 from collections import Counter
@@ -162,6 +163,18 @@ def count_block(block: bytes) -> Tuple[List[RawKey], int]:
     return counts, lines
 
 
+def _pack(src: bytes) -> Optional[bytes]:
+    """An address's 4 or 16 bytes, None when it is not one. inet_pton costs ~0.15 µs against
+    ~3-8 µs for ipaddress, and a long-tail table has a quarter of a million distinct sources; it
+    accepts exactly what ipaddress accepts for the characters the grammar lets through (a test
+    holds them equal)."""
+    try:
+        text = src.decode("ascii")
+        return _socket.inet_pton(_socket.AF_INET6 if ":" in text else _socket.AF_INET, text)
+    except (UnicodeDecodeError, OSError):
+        return None
+
+
 def label_lines(raw: Dict[RawKey, int]) -> Counter:
     """Raw block counts -> (packed src, proto, label) -> entries. Entries whose address is not
     one, or not of the line's family, are left out (the caller counts them as skipped).
@@ -175,11 +188,7 @@ def label_lines(raw: Dict[RawKey, int]) -> Counter:
     for (family, proto, state, src, flag), n in raw.items():
         p = packed.get(src, b"")
         if p == b"":
-            try:
-                p = ipaddress.ip_address(src.decode("ascii")).packed
-            except (UnicodeDecodeError, ValueError):
-                p = None
-            packed[src] = p
+            p = packed[src] = _pack(src)
         if p is None or (len(p) == 16) != (family == b"ipv6"):
             continue
         pl = names.get((proto, state, flag))

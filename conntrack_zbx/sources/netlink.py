@@ -19,6 +19,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 
 from conntrack_zbx.errors import Malformed, NotAvailable, NotPermitted
 from conntrack_zbx.parse import netlink as nl
+from conntrack_zbx.talkers import read_deadline
 
 NETLINK_NETFILTER = 12
 RCVBUF = 1 << 21
@@ -119,9 +120,13 @@ def dump(deadline: Optional[float] = None) -> Dump:
     tally = _Counting()
     f = os.fdopen(filled_r, "rb", buffering=1 << 16)
     try:
+        last = time.monotonic()
         while not tally.done:
-            if deadline is not None and time.monotonic() > deadline:
-                break  # report what was counted, truncated
+            if deadline is not None:
+                now = time.monotonic()
+                step, last = now - last, now
+                if now + step > read_deadline(deadline, len(tally.raw) + len(tally.slow)):
+                    break  # report what was counted, truncated, leaving time to rank it
             head = f.read(_FRAME.size)
             if len(head) != _FRAME.size:
                 raise Malformed("the ctnetlink reader process stopped before the dump was complete")

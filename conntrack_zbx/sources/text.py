@@ -10,7 +10,7 @@ from typing import IO, Optional, Tuple
 
 from conntrack_zbx.errors import Malformed
 from conntrack_zbx.parse.table import count_block, label_lines
-from conntrack_zbx.talkers import Tally
+from conntrack_zbx.talkers import Tally, read_deadline
 
 
 BLOCK = 1 << 20  # bytes per regex pass: ~6,500 lines, a clock check every ~10 ms
@@ -41,7 +41,7 @@ def tally_sources(f: IO[bytes], deadline: Optional[float] = None) -> Tally:
     else:
         boundary, pid, r = half
         try:
-            raw, lines, truncated = _scan(f, boundary, deadline)
+            raw, lines, truncated = _scan(f, boundary, deadline, 2)
         finally:
             theirs = _collect(pid, r)
         raw.update(dict(theirs[0]))
@@ -55,7 +55,8 @@ def tally_sources(f: IO[bytes], deadline: Optional[float] = None) -> Tally:
 SPLIT_MIN = 16 << 20  # below ~80,000 lines a second process costs more than it saves
 
 
-def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float]) -> Tuple[Counter, int, bool]:
+def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float],
+          parts: int = 1) -> Tuple[Counter, int, bool]:
     """Count whole lines from the current position up to byte ``limit`` (None: to the end)."""
     import time
 
@@ -63,6 +64,7 @@ def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float]) -> Tupl
     lines = 0
     rest = b""
     left = limit
+    last = time.monotonic()
     while True:
         want = BLOCK if left is None else min(BLOCK, left)
         try:
@@ -91,8 +93,13 @@ def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float]) -> Tupl
             lines += n
         if not chunk:
             return raw, lines, False
-        if deadline is not None and time.monotonic() > deadline:
-            return raw, lines, True
+        if deadline is not None:
+            # stop if the next block (as long as the last one took) would end past the point
+            # where ranking what we hold must start
+            now = time.monotonic()
+            step, last = now - last, now
+            if now + step > read_deadline(deadline, len(raw), parts):
+                return raw, lines, True
 
 
 def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float]):
@@ -120,7 +127,7 @@ def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float]):
             os.close(r)
             with os.fdopen(fd, "rb") as g:
                 g.seek(boundary)
-                raw, lines, truncated = _scan(g, None, deadline)
+                raw, lines, truncated = _scan(g, None, deadline, 2)
             data = marshal.dumps((list(raw.items()), lines, truncated))
         except BaseException as e:  # reported, never raised into the caller's stack
             data = marshal.dumps(("error", "%s: %s" % (type(e).__name__, e)))
