@@ -308,9 +308,10 @@ def long_tail(n: int, distinct: int, binary: str, runs: int, verdicts: List[str]
     med = {k: statistics.median(r.walls) for k, r in list(res.items()) + list(fres.items())}
     t = res["talkers (agent default)"]
     named = first["networks"][0]["network"] if first.get("networks") else None
+    met = med["talkers (agent default)"] <= med["cat (floor)"] and not first.get("truncated")
     verdicts.append("%s long-tail %d: fresh talkers %.2f × cat floor, max %.2f s, %s, culprit first: %s, "
                     "peak RSS %.1f MiB" % (
-                        "MET " if med["talkers (agent default)"] <= med["cat (floor)"] else "MISSED", n,
+                        "MET " if met else "MISSED", n,
                         med["talkers (agent default)"] / med["cat (floor)"], max(t.walls),
                         "truncated after %d" % first["entries"] if first.get("truncated") else "complete",
                         named, t.rss / 1024.0))
