@@ -5,9 +5,4 @@ library only and stay Python 3.6 compatible: they run on the monitored host's sy
 (3.6 on RHEL 8 and CentOS 7, up to 3.13).
 """
 
-import time as _time
-
 __version__ = "0.1.0"
-# When this process started (near enough: the launcher imports this first). A time budget counts
-# from here, so the whole call, interpreter start to last byte written, fits the agent's Timeout.
-STARTED = _time.monotonic()

@@ -125,13 +125,12 @@ def _answer(args: "Any", command: str) -> "Written":
     answer), one table read refreshes both answers. A cache that fails its safety checks is not
     used, and the talkers answer says why in ``cache_error``.
     """
+    import time
 
-    # One time budget, from the process's start, for waiting on another call's read, our own read,
-    # ranking and writing: together they must end inside the agent's Timeout. EXIT_MARGIN covers
-    # the interpreter's start before STARTED and its exit after the answer.
-    from conntrack_zbx import STARTED
-
-    deadline = STARTED + args.budget - EXIT_MARGIN
+    # One time budget for waiting on another call's read, our own read, ranking and writing:
+    # together they must end inside the agent's Timeout. EXIT_MARGIN covers the interpreter's
+    # start before this point (the launcher gets here within a few ms) and its exit afterwards.
+    deadline = time.monotonic() + args.budget - EXIT_MARGIN
     p = key_parameters(args)
     if args.file:
         if p["netns"]:
