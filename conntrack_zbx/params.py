@@ -20,9 +20,6 @@ if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~
 
     from conntrack_zbx.options import Option
 
-TALKERS_PARAMS = params_of("talkers")
-
-
 def check(p: "Option", raw: "Optional[str]") -> int:
     """Validate one parameter as typed ('' or None = the default)."""
     if raw is None or raw == "":

@@ -12,9 +12,7 @@ How each state is made, for real, by the kernel:
 Per-namespace timeouts are raised so a test table stays put while it is read.
 """
 
-import ctypes
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,6 +20,7 @@ import time
 import uuid
 from typing import Dict, Iterable, List, Sequence, Tuple
 
+from conntrack_zbx.sources.netns import entered as _entered
 from lab import REPO
 
 SERVICE_PORT = 8080
@@ -245,35 +244,13 @@ def veth(a: Netns, b: Netns, addr_a: str, addr_b: str, prefix: int = 30) -> None
         sh(["ip", "-n", ns.name, "link", "set", ifname, "up"])
 
 
-CLONE_NEWNET = 0x40000000
-
-
-class entered:
-    """Move this thread (and the processes it starts) into a namespace, and back on exit.
+class entered(_entered):
+    """Move this thread (and the processes it starts) into a lab namespace, and back on exit:
+    the product's own setns helper, given the namespace by its ``ip netns`` name.
 
     Lets a test talk to services listening on the namespace's own 127.0.0.1 (the Zabbix API of a
     lab "monitoring host") with ordinary sockets."""
 
     def __init__(self, netns: Netns) -> None:
+        super().__init__("/run/netns/%s" % netns.name)
         self.netns = netns
-
-    def __enter__(self) -> "entered":
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open("/run/netns/%s" % self.netns.name, os.O_RDONLY)
-        try:
-            self._setns(target)
-        finally:
-            os.close(target)
-        return self
-
-    def _setns(self, fd: int) -> None:
-        if self._libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, "setns: %s" % os.strerror(err))
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self._setns(self._home)
-        finally:
-            os.close(self._home)

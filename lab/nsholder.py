@@ -10,9 +10,8 @@ import os
 import subprocess
 import sys
 
+from conntrack_zbx.sources.netns import CLONE_NEWNET
 from lab import bulk
-
-CLONE_NEWNET = 0x40000000
 
 
 def _child(entries: int, nft: str, ready_w: int, hold_r: int) -> None:

@@ -70,7 +70,6 @@ def test_adding_an_option_is_one_edit(monkeypatch, capsys):
     extra = (options.Option("limit_rows", options.TABLE_COMMANDS, options.TEXT, None, "test option", metavar="X"),
              options.Option("depth", options.TABLE_COMMANDS, options.PARAM, 3, "test parameter", lo=1, hi=9))
     monkeypatch.setattr(options, "OPTIONS", options.OPTIONS + extra)
-    monkeypatch.setattr(params, "TALKERS_PARAMS", options.params_of("talkers"))
     argv = ["talkers", "--limit-rows=5", "--depth", "4"]
     fast = fast_args(argv)
     assert fast is not None and fast.limit_rows == "5" and fast.depth == "4"
