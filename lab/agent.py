@@ -56,8 +56,7 @@ class Agent:
 
     def __init__(self, kind: str, port: int, userparameter_conf: str, netns: Optional[Netns] = None,
                  timeout: int = 10, listen_ip: str = "127.0.0.1", server: str = "127.0.0.1",
-                 binds: Optional[Dict[str, str]] = None, server_active: str = "", hostname: str = "",
-                 buffer_send: int = 1) -> None:
+                 binds: Optional[Dict[str, str]] = None, server_active: str = "", hostname: str = "") -> None:
         """``binds``: {host dir: path it replaces}, bind-mounted in the agent's own mount namespace
         (``ip netns exec`` gives it one), e.g. a lab /etc/sysctl.d that tests may rewrite."""
         self.kind, self.port, self.netns, self.ip = kind, port, netns, listen_ip
@@ -77,7 +76,7 @@ class Agent:
         ]
         if server_active:  # active checks: the agent asks ServerActive for its items, as Hostname
             lines += ["ServerActive=%s" % server_active, "Hostname=%s" % hostname, "RefreshActiveChecks=60",
-                      "BufferSend=%d" % buffer_send]
+                      "BufferSend=1"]
         if kind == "agent2":
             lines.append("ControlSocket=%s/agent2.sock" % self.dir)
         else:

@@ -256,7 +256,6 @@ class Replay:
         self.write_node_config()
         plugin = install_plugin(self.repo, sys.executable)
         self.plugin_dir, binary, conf = plugin
-        self.conf = conf
         grant_sudo(binary, SUDOERS)
         self.spawn(self.node, ["-m", "lab", "mirrorlist", "0.0.0.0", str(SERVICE_PORT)])
         self.agent = Agent("agentd", AGENT_PORT, conf, netns=self.node, listen_ip=NODE_IP, server=MON_IP,
