@@ -229,7 +229,14 @@ def _top_parser(sub: "Any") -> None:
     top.add_argument("--netns", metavar="NAME|INODE",
                      help="read the table of another network namespace (an 'ip netns' name or the inode "
                           "'conntrack-zbx namespaces' lists): who fills a container's or pod's table")
-    top.add_argument("--by", choices=GROUP_BY, default="src")
+    top.add_argument("--by", choices=GROUP_BY + ("idle",), default="src",
+                     help="rank by entries held per source (default), destination, port, state or "
+                          "protocol; 'idle': sources and networks by ESTABLISHED entries silent longer "
+                          "than --idle-min (a leak rather than load)")
+    top.add_argument("--idle-min", type=_positive(31536000), default=3600, metavar="SECONDS",
+                     help="silence that makes an ESTABLISHED entry idle (default 3600)")
+    top.add_argument("--timeout-established", metavar="SECONDS",
+                     help="--file only: nf_conntrack_tcp_timeout_established of the snapshot's host")
     top.add_argument("-n", type=_positive(100000), default=10, metavar="N", help="rows (default 10)")
     top.add_argument("--prefix4", type=_positive(32), default=24, metavar="N")
     top.add_argument("--prefix6", type=_positive(128), default=64, metavar="N")

@@ -48,6 +48,9 @@ def stats(args: "Any") -> "Dict[str, Any]":
         "usage_pct": round(100.0 * count / maximum, 2) if maximum else None,
         "free": maximum - count if maximum else None,
         "stat": None,
+        # The namespace's timeouts: ESTABLISHED still at the 5-day default on a filling table
+        # is what lets leaked connections (never closed) hold it (docs/runbook.md#idle).
+        "timeouts": root.timeouts(),
     }  # type: Dict[str, Any]
     doc.update(_stat_counters(root, args))
     doc.update(_boot(root, maximum, buckets, args.etc_root))
@@ -159,7 +162,7 @@ def _live_answer(args: "Any", p: "Dict[str, int]", command: str, deadline: float
 
 
 def _cache_names(p: "Dict[str, int]") -> "Dict[str, str]":
-    suffix = "-%d-%d-%d%s.json" % (p["prefix4"], p["prefix6"], p["top"],
+    suffix = "-%d-%d-%d-%d%s.json" % (p["prefix4"], p["prefix6"], p["top"], p["idle_min"],
                                    "-netns%d" % p["netns"] if p.get("netns") else "")
     return {"talkers": "talkers" + suffix, "discovery": "discovery" + suffix}
 
@@ -204,12 +207,40 @@ def _fresh(args: "Any", p: "Dict[str, int]", deadline: float, maximum: "Optional
     """Read the table once and write both answers: (talkers document, discovery rows)."""
     from conntrack_zbx.jsonout import dumps
 
-    t, source, note = read_table(args, deadline)
+    rule, why = idle_rule(args, p["idle_min"])
+    t, source, note = read_table(args, deadline, rule)
     doc = render(t, source, note, maximum, p)
+    if why:
+        doc["idle_note"] = why
     return dumps(doc), dumps(doc["discovery"])
 
 
-def read_table(args: "Any", deadline: float) -> "Tuple[Tally, str, Optional[str]]":
+def idle_rule(args: "Any", idle_min: int) -> "Tuple[Optional[Any], Optional[str]]":
+    """How idle time is judged for this read -> (IdleRule or None, why not). The live table's
+    timeouts come from its namespace's sysctls (read after any --netns step); a snapshot's from
+    ``--timeout-established``, since the host it came from is not this one."""
+    from conntrack_zbx.parse.idle import IdleRule
+    from conntrack_zbx.sources.proc import ProcRoot
+
+    if args.file:
+        given = args.timeout_established
+        if given is None:
+            return None, ("idle times unknown: a snapshot's timeouts are its host's; give "
+                          "--timeout-established (its nf_conntrack_tcp_timeout_established)")
+        if not given.isdigit() or not 0 < int(given) <= 1 << 31:
+            raise Refused("--timeout-established takes whole seconds, got %r" % given[:32])
+        return IdleRule(int(given), 300, idle_min), None
+    if args.timeout_established is not None:
+        raise Refused("--timeout-established is for --file; the live table's timeout is read from its sysctl")
+    t = ProcRoot(args.proc_root).timeouts()
+    if t["tcp_established"] is None:
+        return None, ("idle times unknown: nf_conntrack_tcp_timeout_established could not be read "
+                      "below %s" % args.proc_root)
+    caps = [c for c in (t["tcp_max_retrans"], t["tcp_unacknowledged"]) if c is not None]
+    return IdleRule(t["tcp_established"], max(caps) if caps else 300, idle_min), None
+
+
+def read_table(args: "Any", deadline: float, rule: "Optional[Any]" = None) -> "Tuple[Tally, str, Optional[str]]":
     """One pass over the live table (or --file) until ``deadline`` (time.monotonic())
     -> (Tally, source served, note on fallback)."""
     from conntrack_zbx.sources.proc import ProcRoot, open_snapshot
@@ -217,38 +248,43 @@ def read_table(args: "Any", deadline: float) -> "Tuple[Tally, str, Optional[str]
 
     if args.file:
         with open_snapshot(args.file) as f:
-            return tally_sources(f, deadline), "file", None
+            return tally_sources(f, deadline, rule), "file", None
     root = ProcRoot(args.proc_root)
     note = None
     # A fixture tree (--proc-root) is text: netlink would read the live kernel instead.
     if args.source == "netlink" or (args.source == "auto" and args.proc_root == "/"):
         try:
-            return _read_netlink(deadline), "netlink", None
+            return _read_netlink(deadline, rule), "netlink", None
         except (NotPermitted, NotAvailable) as e:
             if args.source == "netlink":
                 raise
             note = "netlink not used: %s" % e
     with root.open_table() as f:
-        return tally_sources(f, deadline), "proc", note
+        return tally_sources(f, deadline, rule), "proc", note
 
 
-def _read_netlink(deadline: float) -> "Tally":
+def _read_netlink(deadline: float, rule: "Optional[Any]") -> "Tally":
     from conntrack_zbx.sources import netlink
     from conntrack_zbx.talkers import Tally
 
-    d = netlink.dump(deadline)
-    return Tally(d.entries, d.skipped, d.counts, d.truncated)
+    d = netlink.dump(deadline, rule)
+    return Tally(d.entries, d.skipped, d.counts, d.truncated, d.kinds, d.idle, rule)
 
 
 def render(t: "Tally", source: str, note: "Optional[str]", maximum: "Optional[int]",
            p: "Dict[str, int]") -> "Dict[str, Any]":
     """The talkers document of one pass: top sources and networks, and their LLD rows."""
     from conntrack_zbx.lld import discovery_rows
-    from conntrack_zbx.talkers import family_of, pct, rank_sources_and_networks
+    from conntrack_zbx.talkers import family_of, pct, rank_talkers
 
     top = p["top"]
-    ranked, by_net = rank_sources_and_networks(t.counts, top, p["prefix4"], p["prefix6"])
+    ranked, by_net = rank_talkers(t, top, p["prefix4"], p["prefix6"])
     sources, networks = ranked.groups, by_net.groups
+    est = t.rule.established if t.rule is not None else None
+
+    def idle_max(g: "Any") -> "Optional[int]":
+        return est - g.idle_remaining if est is not None and g.idle_remaining is not None else None
+
     doc = {
         "source": source,
         "entries": t.entries,
@@ -257,16 +293,20 @@ def render(t: "Tally", source: str, note: "Optional[str]", maximum: "Optional[in
         "truncated": t.truncated,
         "prefix4": p["prefix4"],
         "prefix6": p["prefix6"],
+        "idle_min": p["idle_min"],
+        "timeout_established": est,
         "distinct_sources": ranked.distinct,
         "sources": [
             {"address": g.key, "family": family_of(g.key), "count": g.count,
              "pct_of_max": pct(g.count, maximum), "established": g.established,
+             "idle": g.idle, "idle_max": idle_max(g),
              "protocols": g.protocols, "states": g.states}
             for g in sources[:top]
         ],
         "networks": [
             {"network": g.key, "family": family_of(g.key), "count": g.count,
              "pct_of_max": pct(g.count, maximum), "established": g.established,
+             "idle": g.idle, "idle_max": idle_max(g),
              "sources": g.members, "protocols": g.protocols, "states": g.states}
             for g in networks[:top]
         ],

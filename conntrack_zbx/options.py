@@ -71,6 +71,12 @@ OPTIONS = (
     Option("netns", TABLE_COMMANDS, PARAM, 0,
            "read the table of this network namespace (its inode, from 'conntrack-zbx namespaces'); "
            "0 = this process's own", lo=0, hi=4294967295),
+    Option("idle_min", TABLE_COMMANDS, PARAM, 3600,
+           "seconds an ESTABLISHED TCP entry must have been silent to count as idle (a leak "
+           "rather than load)", lo=60, hi=31536000),
+    Option("timeout_established", TABLE_COMMANDS, TEXT, None,
+           "--file only: the nf_conntrack_tcp_timeout_established (s) of the host the snapshot "
+           "came from, so idle times can be told (without it they are unknown)", metavar="SECONDS"),
     Option("cache_dir", TABLE_COMMANDS, TEXT, None,
            "snapshot cache directory (default /run/conntrack-zbx; must be owned by this user, mode 0700)",
            metavar="DIR"),

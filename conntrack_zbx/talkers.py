@@ -13,6 +13,8 @@ from typing import Any, Callable, Dict, Hashable, Iterable, List, NamedTuple, Op
 
 from conntrack_zbx.parse import labels
 from conntrack_zbx.errors import BadLine
+from conntrack_zbx.parse.idle import IdleRule, add_idle
+from conntrack_zbx.parse.labels import KINDS, count_kind, kind_counts
 from conntrack_zbx.parse.table import AddressCache, Entry, parse_line
 
 GROUP_BY = ("src", "dst", "dport", "state", "proto")
@@ -24,7 +26,7 @@ def entry_label(e: Entry) -> str:
 
 
 _KEYS: Dict[str, Callable[[Entry], Any]] = {
-    "src": lambda e: e.src,  # packed by tally(): addresses rank as bytes (see rank)
+    "src": lambda e: e.src,  # compact keys in tally() (see rank_talkers)
     "dst": lambda e: e.dst,
     "dport": lambda e: "%s/%s" % (e.proto, "-" if e.dport is None else e.dport),
     "state": entry_label,
@@ -37,15 +39,20 @@ class Tally(NamedTuple):
 
     entries: int  # lines read that were entries
     skipped: int  # lines that were not (malformed, truncated): counted, never silently lost
-    counts: Counter  # (key, proto, state label) -> entries
+    # by source: packed source -> entries; other views: (key, proto, state label) -> entries
+    counts: Dict
     truncated: bool = False  # the time budget ran out: counts cover the first entries+skipped lines
+    kinds: Optional[Dict[bytes, Any]] = None  # by source: its (protocol, label) numbers (labels.count_kind)
+    idle: Optional[Dict[bytes, List[int]]] = None  # by source: [idle entries, least remaining]
+    rule: Optional[IdleRule] = None  # how idle was judged; None: the timeout was not known
 
 
 CHECK_EVERY = 8192  # lines between looks at the clock
-# What one distinct key costs after the read (labelling, ranking, rendering): measured ~2.7 µs on
-# a 2-CPU VM with a quarter of a million distinct sources. Readers stop early enough to leave
-# this much time per key they hold, so the whole call ends inside its budget.
-RANK_COST_PER_KEY = 3e-6
+# What one distinct key costs after the read (labelling, ranking, rendering): measured ~1.5 µs on
+# a 2-CPU VM with a quarter of a million distinct sources; kept at 2 µs for slower hosts. Readers
+# stop early enough to leave this much time per key they hold, so the whole call ends inside
+# its budget.
+RANK_COST_PER_KEY = 2e-6
 
 
 def read_deadline(deadline: float, keys: int, parts: int = 1) -> float:
@@ -53,24 +60,27 @@ def read_deadline(deadline: float, keys: int, parts: int = 1) -> float:
     return deadline - RANK_COST_PER_KEY * keys * parts
 
 
-def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = None) -> Tally:
-    """One streaming pass: count entries per (key, proto, state). With a ``deadline``
-    (time.monotonic()), stop there and say so: a partial answer inside the agent's timeout beats
-    being killed with nothing, exactly when the table is at its largest."""
+def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = None,
+          rule: Optional[IdleRule] = None) -> Tally:
+    """One streaming pass, line by line: count entries per (key, proto, state). With a
+    ``deadline`` (time.monotonic()), stop there and say so: a partial answer inside the agent's
+    timeout beats being killed with nothing, exactly when the table is at its largest.
+
+    By source it gives what the fast readers give (compact keys, idle entries under ``rule``);
+    the tests hold them equal."""
     import time
 
     keyfunc = _KEYS[by]
-    if by in ("src", "dst"):
-        text = keyfunc
-        keyfunc = lambda e: addresses.packed(text(e))  # noqa: E731 (text was validated)
     addresses = AddressCache()
-    counts = Counter()  # type: Counter
+    counts = {}  # type: Dict
+    kinds = {}  # type: Dict[bytes, Any]
+    idle = {}  # type: Dict[bytes, List[int]]
     entries = skipped = 0
     seen = 0
     for line in lines:
         seen += 1
         if deadline is not None and seen % CHECK_EVERY == 0 and time.monotonic() > deadline:
-            return Tally(entries, skipped, counts, True)
+            return Tally(entries, skipped, counts, True, kinds, idle, rule)
         try:
             e = parse_line(line, addresses)
         except BadLine:
@@ -81,8 +91,19 @@ def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = N
             skipped += 1  # a garbled destination cannot be placed in a by-destination view
             continue
         entries += 1
-        counts[(keyfunc(e), e.proto, entry_label(e))] += 1
-    return Tally(entries, skipped, counts)
+        label = entry_label(e)
+        if by == "src":
+            src = addresses.packed(e.src)
+            count_kind(counts, kinds, src, KINDS.index(e.proto, label), 1)
+            if rule is not None and e.proto == "tcp" and label == "ESTABLISHED" and rule.is_idle(e.timeout):
+                add_idle(idle, src, 1, e.timeout)  # type: ignore[arg-type]  # is_idle: not None
+            continue
+        if by == "dst":
+            key = (addresses.packed(e.dst or ""), e.proto, label)  # type: Tuple[Any, str, str]
+        else:
+            key = (keyfunc(e), e.proto, label)
+        counts[key] = counts.get(key, 0) + 1
+    return Tally(entries, skipped, counts, False, kinds, idle, rule)
 
 
 class Group(NamedTuple):
@@ -94,6 +115,8 @@ class Group(NamedTuple):
     protocols: Dict[str, int]
     states: Dict[str, int]
     members: int  # distinct sources rolled into a network; 1 for plain keys
+    idle: Optional[int] = None  # ESTABLISHED TCP entries idle longer than the rule's idle_min
+    idle_remaining: Optional[int] = None  # the least remaining timeout among them (longest idle)
 
 
 class Ranking(NamedTuple):
@@ -102,14 +125,12 @@ class Ranking(NamedTuple):
 
 
 def _order(key: Hashable) -> Tuple:
-    # Packed addresses (and networks: address, prefix) sort IPv4 before IPv6, then numerically;
-    # text keys alphabetically.
-    if isinstance(key, tuple):
-        key = key[0]
+    # Packed addresses (and networks) sort IPv4 before IPv6, then numerically; text keys
+    # alphabetically.
     return (len(key), key) if isinstance(key, bytes) else (0, key)
 
 
-def rank(counts: Counter, top: Optional[int] = None, keyer: Optional[Callable] = None,
+def rank(counts: Dict, top: Optional[int] = None, keyer: Optional[Callable] = None,
          text: Optional[Callable] = None) -> Ranking:
     """The ``top`` keys (all when None) by entries held, optionally mapped (e.g. source to its
     network), with their protocol and state mix and how many members each rolled up.
@@ -123,38 +144,87 @@ def rank(counts: Counter, top: Optional[int] = None, keyer: Optional[Callable] =
     if keyer is not None:
         totals, members, mapped = _roll_up(totals, keyer)
     chosen = _top(totals, top)
-    wanted = {g: (Counter(), Counter()) for g, _ in chosen}  # type: Dict[Hashable, Tuple[Counter, Counter]]
+    wanted = {g: _Row() for g, _ in chosen}  # type: Dict[Hashable, _Row]
     for (key, proto, state), n in counts.items():
         row = wanted.get(mapped[key] if mapped is not None else key)
         if row is not None:
-            row[0][proto] += n
-            row[1][state] += n
-    return Ranking(_groups(chosen, wanted, members, text), len(totals))
+            row.add(proto, state, n, None)
+    return Ranking(_groups(chosen, wanted, members, text, False), len(totals))
 
 
-def rank_sources_and_networks(counts: Counter, top: int, prefix4: int, prefix6: int) -> Tuple[Ranking, Ranking]:
-    """``rank`` by source and by network at once (what talkers reports): the per-source totals
-    are summed once and rolled up into networks, and one more pass over the counts builds the
-    breakdown of the top rows of both."""
-    by_src = _totals(counts)
-    by_net, members, net_of = _roll_up(by_src, network_of(prefix4, prefix6))
-    top_src, top_net = _top(by_src, top), _top(by_net, top)
-    want_src = {g: (Counter(), Counter()) for g, _ in top_src}  # type: Dict[Hashable, Tuple[Counter, Counter]]
-    want_net = {g: (Counter(), Counter()) for g, _ in top_net}  # type: Dict[Hashable, Tuple[Counter, Counter]]
-    for (key, proto, state), n in counts.items():
-        row = want_src.get(key)
+def rank_talkers(t: Tally, top: int, prefix4: int, prefix6: int, by_idle: bool = False) -> Tuple[Ranking, Ranking]:
+    """The ``top`` sources and networks of a by-source tally (by entries held, or with
+    ``by_idle`` by idle entries), with their protocol and state mix and idle entries.
+
+    Two passes over the sources, one dictionary step each: networks rolled up on the packed
+    bytes (a slice for whole-byte prefixes such as /24 and /64, an integer mask otherwise), then
+    the breakdown of the rows that made the top only."""
+    by_src, kinds, idle = t.counts, t.kinds or {}, t.idle or {}
+    net_of = network_of(prefix4, prefix6)
+    by_net = {}  # type: Dict[Hashable, int]
+    members = {}  # type: Dict[Hashable, int]
+    nget, mget = by_net.get, members.get
+    for src, n in by_src.items():
+        net = net_of(src)
+        by_net[net] = nget(net, 0) + n
+        members[net] = mget(net, 0) + 1
+    if by_idle:
+        idle_src = {src: v[0] for src, v in idle.items()}
+        idle_net = {}  # type: Dict[Hashable, int]
+        for src, n in idle_src.items():
+            net = net_of(src)
+            idle_net[net] = idle_net.get(net, 0) + n
+        top_src = [(g, by_src[g]) for g, _ in _top(idle_src, top)]
+        top_net = [(g, by_net[g]) for g, _ in _top(idle_net, top)]
+    else:
+        top_src, top_net = _top(by_src, top), _top(by_net, top)
+    want_src = {g: _Row() for g, _ in top_src}  # type: Dict[Hashable, _Row]
+    want_net = {g: _Row() for g, _ in top_net}  # type: Dict[Hashable, _Row]
+    for src, _n in top_src:
+        _add_source(want_src[src], src, by_src, kinds, idle)
+    for src in by_src:
+        row = want_net.get(net_of(src))
         if row is not None:
-            row[0][proto] += n
-            row[1][state] += n
-        row = want_net.get(net_of[key])
-        if row is not None:
-            row[0][proto] += n
-            row[1][state] += n
-    return (Ranking(_groups(top_src, want_src, None, address_text), len(by_src)),
-            Ranking(_groups(top_net, want_net, members, network_text), len(by_net)))
+            _add_source(row, src, by_src, kinds, idle)
+    rule = t.rule is not None
+    return (Ranking(_groups(top_src, want_src, None, address_text, rule), len(by_src)),
+            Ranking(_groups(top_net, want_net, members, network_namer(prefix4, prefix6), rule), len(by_net)))
 
 
-def _totals(counts: Counter) -> Dict[Hashable, int]:
+def _add_source(row: "_Row", src: Hashable, by_src: Dict, kinds: Dict, idle: Dict) -> None:
+    names = KINDS.names
+    for kind, n in kind_counts(kinds, src, by_src[src]).items():  # type: ignore[arg-type]
+        proto, label = names[kind]
+        row.add(proto, label, n, None)
+    iv = idle.get(src)
+    if iv is not None:
+        row.add_idle(iv)
+
+
+class _Row:
+    """The breakdown of one top row."""
+
+    __slots__ = ("protos", "states", "idle", "remaining")
+
+    def __init__(self) -> None:
+        self.protos = Counter()  # type: Counter
+        self.states = Counter()  # type: Counter
+        self.idle = 0
+        self.remaining = None  # type: Optional[int]
+
+    def add(self, proto: str, label: str, n: int, idle: Optional[List[int]]) -> None:
+        self.protos[proto] += n
+        self.states[label] += n
+        if idle is not None:
+            self.add_idle(idle)
+
+    def add_idle(self, idle: List[int]) -> None:
+        self.idle += idle[0]
+        if self.remaining is None or idle[1] < self.remaining:
+            self.remaining = idle[1]
+
+
+def _totals(counts: Dict) -> Dict[Hashable, int]:
     totals = {}  # type: Dict[Hashable, int]
     get = totals.get
     for (key, _proto, _state), n in counts.items():
@@ -174,7 +244,7 @@ def _roll_up(totals: Dict[Hashable, int], keyer: Callable):
     return grouped, members, mapped
 
 
-def _top(totals: Dict[Hashable, int], top: Optional[int]) -> List[Tuple[Hashable, int]]:
+def _top(totals: Dict[Any, int], top: Optional[int]) -> List[Tuple[Hashable, int]]:
     items = list(totals.items())
     if top is not None and len(totals) > top:
         # Only rows that can make the top need the full sort key (ties broken by key).
@@ -184,18 +254,21 @@ def _top(totals: Dict[Hashable, int], top: Optional[int]) -> List[Tuple[Hashable
     return order if top is None else order[:top]
 
 
-def _groups(chosen, wanted, members: Optional[Dict[Hashable, int]], text: Optional[Callable]) -> List[Group]:
+def _groups(chosen, wanted, members: Optional[Dict[Hashable, int]], text: Optional[Callable],
+            idle_known: bool) -> List[Group]:
     show = text or (lambda k: k)
     groups = []
     for g, count in chosen:
-        protos, states = wanted[g]
+        row = wanted[g]
         groups.append(Group(
             key=show(g),
             count=count,
-            established=states.get("ESTABLISHED", 0),
-            protocols=dict(sorted(protos.items())),
-            states=dict(sorted(states.items(), key=lambda kv: (-kv[1], kv[0]))),
+            established=row.states.get("ESTABLISHED", 0),
+            protocols=dict(sorted(row.protos.items())),
+            states=dict(sorted(row.states.items(), key=lambda kv: (-kv[1], kv[0]))),
             members=members[g] if members is not None else 1,
+            idle=row.idle if idle_known else None,
+            idle_remaining=row.remaining,
         ))
     return groups
 
@@ -205,26 +278,28 @@ def address_text(packed: bytes) -> str:
     return str(ipaddress.ip_address(packed))
 
 
-def network_of(prefix4: int, prefix6: int) -> Callable[[bytes], Tuple[bytes, int]]:
-    """Packed address -> (packed network address, prefix length); called once per distinct key.
-    Whole-byte prefixes (the /24 and /64 defaults) are a slice, others a mask."""
-    shapes = {}  # type: Dict[int, Tuple[int, int, int, bytes]]
+def network_of(prefix4: int, prefix6: int) -> Callable[[bytes], bytes]:
+    """Packed address -> packed network address (same length, so the family stays known);
+    called once per distinct source. Whole-byte prefixes (the /24 and /64 defaults) are a slice,
+    others a mask."""
+    shapes = {}  # type: Dict[int, Tuple[int, int, bytes]]
     for size, prefix in ((4, prefix4), (16, prefix6)):
         bits = size * 8
-        shapes[size] = (prefix, prefix // 8 if prefix % 8 == 0 else -1,
+        shapes[size] = (prefix // 8 if prefix % 8 == 0 else -1,
                         ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1), bytes(size - prefix // 8))
 
-    def keyer(packed: bytes) -> Tuple[bytes, int]:
-        prefix, whole, mask, pad = shapes[len(packed)]
+    def keyer(packed: bytes) -> bytes:
+        whole, mask, pad = shapes[len(packed)]
         if whole >= 0:
-            return packed[:whole] + pad, prefix
-        return (int.from_bytes(packed, "big") & mask).to_bytes(len(packed), "big"), prefix
+            return packed[:whole] + pad
+        return (int.from_bytes(packed, "big") & mask).to_bytes(len(packed), "big")
 
     return keyer
 
 
-def network_text(net: Tuple[bytes, int]) -> str:
-    return "%s/%d" % (address_text(net[0]), net[1])
+def network_namer(prefix4: int, prefix6: int) -> Callable[[bytes], str]:
+    """Packed network address -> "address/prefix"."""
+    return lambda net: "%s/%d" % (address_text(net), prefix4 if len(net) == 4 else prefix6)
 
 
 def family_of(key: str) -> str:
@@ -236,3 +311,15 @@ def pct(count: int, maximum: Optional[int]) -> Optional[float]:
     if not maximum:
         return None
     return round(100.0 * count / maximum, 4)
+
+
+def expand(counts: Dict[bytes, int], kinds: Dict[bytes, Any]) -> Counter:
+    """A by-source tally's sources as (packed source, protocol, state label) -> entries: the
+    plain form, for comparing readers and for views that want every row's mix."""
+    out = Counter()  # type: Counter
+    names = KINDS.names
+    for src, n in counts.items():
+        for kind, m in kind_counts(kinds, src, n).items():
+            proto, label = names[kind]
+            out[(src, proto, label)] += m
+    return out

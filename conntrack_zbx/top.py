@@ -18,7 +18,7 @@ SECTION_TITLES = {"src": "sources", "dst": "destinations", "dport": "protocol/po
 
 def top(args: "Any") -> str:
     from conntrack_zbx.sources.proc import ProcRoot, iter_lines, open_snapshot
-    from conntrack_zbx.talkers import address_text, network_of, network_text, pct, rank, tally
+    from conntrack_zbx.talkers import address_text, network_namer, network_of, pct, rank, rank_talkers, tally
 
     root = ProcRoot(args.proc_root)
     if args.file:
@@ -32,37 +32,78 @@ def top(args: "Any") -> str:
         what = "network namespace %s (inode %d)" % (args.netns, found.inode)
     else:
         f, what = root.open_table(), root.path("proc/net/nf_conntrack")
-    with f:
-        t = tally(iter_lines(f), args.by)
+    if args.by in ("src", "idle"):
+        from conntrack_zbx.documents import idle_rule
+        from conntrack_zbx.sources.text import tally_sources
+
+        rule, why = idle_rule(args, args.idle_min)
+        with f:
+            t = tally_sources(f, None, rule)
+    else:
+        why = None
+        with f:
+            t = tally(iter_lines(f), args.by)
     maximum = args.max if args.max is not None else _max_or_none(root)
     share = " (%s%% of nf_conntrack_max %d)" % (pct(t.entries, maximum), maximum) if maximum else ""
     out = ["%d entries%s in %s; %d lines skipped\n" % (t.entries, share, what, t.skipped)]
     sections = []
-    if args.by in ("src", "dst"):
-        sections.append(("networks (/%d IPv4, /%d IPv6)" % (args.prefix4, args.prefix6),
-                         rank(t.counts, args.n, network_of(args.prefix4, args.prefix6), network_text).groups, True))
-    sections.append((SECTION_TITLES[args.by],
-                     rank(t.counts, args.n, text=address_text if args.by in ("src", "dst") else None).groups,
-                     False))
-    for title, groups, is_net in sections:
-        out.append("\nTop %s by entries held:\n" % title)
-        out.extend(_table(groups[:args.n], maximum, is_net))
+    if args.by in ("src", "idle"):
+        src, net = rank_talkers(t, args.n, args.prefix4, args.prefix6, by_idle=args.by == "idle")
+        if t.rule is not None:
+            out.append("idle = ESTABLISHED TCP entries silent for over %ds (timeout_established %ds)\n"
+                       % (t.rule.idle_min, t.rule.established))
+        else:
+            out.append("%s\n" % why)
+        est = t.rule.established if t.rule is not None else None
+        sections.append(("networks (/%d IPv4, /%d IPv6)" % (args.prefix4, args.prefix6), net.groups, True, est))
+        sections.append(("sources", src.groups, False, est))
+    else:
+        if args.by == "dst":
+            sections.append(("networks (/%d IPv4, /%d IPv6)" % (args.prefix4, args.prefix6),
+                             rank(t.counts, args.n, network_of(args.prefix4, args.prefix6),
+                                  network_namer(args.prefix4, args.prefix6)).groups, True, None))
+        sections.append((SECTION_TITLES[args.by],
+                         rank(t.counts, args.n, text=address_text if args.by == "dst" else None).groups,
+                         False, None))
+    order = "idle entries" if args.by == "idle" else "entries held"
+    for title, groups, is_net, est in sections:
+        out.append("\nTop %s by %s:\n" % (title, order))
+        out.extend(_table(groups[:args.n], maximum, is_net, est))
     return "".join(out)
 
 
-def _table(groups: "List[Any]", maximum: "Optional[int]", is_net: bool) -> "List[str]":
+def _table(groups: "List[Any]", maximum: "Optional[int]", is_net: bool, est: "Optional[int]") -> "List[str]":
     from conntrack_zbx.talkers import pct
 
     if not groups:
         return ["  (no entries)\n"]
     width = max(len(g.key) for g in groups)
-    rows = ["  %8s %7s  %-*s  %s\n" % ("ENTRIES", "%MAX", width, "KEY", "STATE MIX")]
+    idle = any(g.idle is not None for g in groups)
+    rows = ["  %8s %7s%s  %-*s  %s\n" % ("ENTRIES", "%MAX", "  %7s %9s" % ("IDLE", "IDLE MAX") if idle else "",
+                                        width, "KEY", "STATE MIX")]
     for g in groups:
         p = pct(g.count, maximum)
         mix = ", ".join("%s %d%%" % (s, round(100.0 * n / g.count)) for s, n in list(g.states.items())[:3])
         extra = "  [%d source%s]" % (g.members, "" if g.members == 1 else "s") if is_net else ""
-        rows.append("  %8d %7s  %-*s  %s%s\n" % (g.count, "-" if p is None else "%.2f" % p, width, g.key, mix, extra))
+        cols = ""
+        if idle:
+            longest = est - g.idle_remaining if est is not None and g.idle_remaining is not None else None
+            cols = "  %7s %9s" % ("-" if g.idle is None else g.idle, "-" if longest is None else _duration(longest))
+        rows.append("  %8d %7s%s  %-*s  %s%s\n" % (g.count, "-" if p is None else "%.2f" % p, cols, width, g.key,
+                                                 mix, extra))
     return rows
+
+
+def _duration(seconds: int) -> str:
+    """3 a.m. reading: 1d04h, 3h12m, 14m05s."""
+    d, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, sec = divmod(rest, 60)
+    if d:
+        return "%dd%02dh" % (d, h)
+    if h:
+        return "%dh%02dm" % (h, m)
+    return "%dm%02ds" % (m, sec)
 
 
 def _max_or_none(root: "Any") -> "Optional[int]":

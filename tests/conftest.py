@@ -41,3 +41,25 @@ def private_cache(tmp_path_factory, monkeypatch):
     os.chmod(str(d), 0o700)
     monkeypatch.setattr(cache, "DEFAULT_DIR", str(d / "c"))
     return str(d / "c")
+
+
+def netlink_fast(found, rule=None):
+    """The fast row pattern's captures labelled: ((source, protocol, label) -> entries, idle)."""
+    from collections import Counter
+
+    from conntrack_zbx.parse import netlink as nl
+    from conntrack_zbx.talkers import expand
+
+    counts, kinds, idle = {}, {}, {}
+    nl.label_rows(Counter(found), counts, kinds, idle)
+    return expand(counts, kinds), idle
+
+
+def netlink_slow(records, rule=None):
+    """The general decoder's records labelled, as ``netlink_fast``."""
+    from conntrack_zbx.parse import netlink as nl
+    from conntrack_zbx.talkers import expand
+
+    counts, kinds, idle = {}, {}, {}
+    nl.label_records(records, counts, kinds, idle, rule)
+    return expand(counts, kinds), idle

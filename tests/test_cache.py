@@ -15,7 +15,7 @@ import pytest
 from conntrack_zbx.cli import main
 from tests.conftest import MIXED, require_root
 
-NAME = "talkers-24-64-10.json"
+NAME = "talkers-24-64-10-3600.json"
 
 
 def talkers(capsys, cache_dir, *extra):

@@ -29,10 +29,10 @@ def test_fifty_concurrent_calls_one_table_read(tmp_path):
                      for _ in range(CALLS)]
             outs = [(p.communicate(timeout=120), p.returncode) for p in procs]
             # The LLD view is served from the same cached answer: the file is not rewritten.
-            written = os.stat(os.path.join(cache, "talkers-24-64-10.json")).st_mtime_ns
+            written = os.stat(os.path.join(cache, "talkers-24-64-10-3600.json")).st_mtime_ns
             d = subprocess.run([sys.executable, "-m", "conntrack_zbx", "discovery", "--max-age=60",
                                 "--cache-dir", cache], capture_output=True, check=True)
-            assert os.stat(os.path.join(cache, "talkers-24-64-10.json")).st_mtime_ns == written
+            assert os.stat(os.path.join(cache, "talkers-24-64-10-3600.json")).st_mtime_ns == written
     docs = []
     for (out, err), rc in outs:
         assert rc == 0 and err == b"", err

@@ -13,8 +13,9 @@ from conntrack_zbx.parse.stat import parse_stat
 from conntrack_zbx.parse.table import AddressCache, BadLine, parse_line
 from conntrack_zbx.parse import netlink as nl
 from conntrack_zbx.sources.text import tally_sources
-from conntrack_zbx.talkers import tally
-from tests.conftest import MIXED, fixture_tree
+from conntrack_zbx.parse.idle import IdleRule
+from conntrack_zbx.talkers import expand, tally
+from tests.conftest import MIXED, fixture_tree, netlink_fast, netlink_slow
 
 with open(os.path.join(MIXED, "proc/net/nf_conntrack"), "rb") as f:
     REAL_LINES = f.read().splitlines(True)
@@ -106,10 +107,12 @@ LINE_PARTS = st.one_of(
 def test_block_counter_equals_line_parser(parts):
     """Any byte stream (real lines mutated, cut, mixed with garbage): same entries, same skipped."""
     data = b"".join(mutate(p, cuts)[:cut] for p, cuts, cut in parts)
-    fast = tally_sources(io.BytesIO(data))
-    slow = tally(io.BytesIO(data), "src")
+    rule = IdleRule(432000, 300, 3600)
+    fast = tally_sources(io.BytesIO(data), rule=rule)
+    slow = tally(io.BytesIO(data), "src", rule=rule)
     assert (fast.entries, fast.skipped) == (slow.entries, slow.skipped)
-    assert fast.counts == slow.counts
+    assert expand(fast.counts, fast.kinds) == expand(slow.counts, slow.kinds)
+    assert fast.idle == slow.idle
 
 
 # -- the netlink decoder -----------------------------------------------------------------------
@@ -132,7 +135,7 @@ def _decode_all(buf):
                 nl.decode_stats_cpu(buf, off, length)
             except nl.BadMessage:
                 pass
-    return found, nl.label_records(slow)
+    return found, netlink_slow(slow)[0]
 
 
 @SETTINGS
@@ -158,7 +161,7 @@ def test_real_dumps_mutated(dump, cuts):
             for (src, _proto, _label), n in counts.items():
                 out[src] += n
             return out
-        assert by_source(nl.label_rows(Counter(found))) == by_source(slow)
+        assert by_source(netlink_fast(found)[0]) == by_source(slow)
 
 
 @SETTINGS
@@ -167,11 +170,11 @@ def test_real_dumps_mutated(dump, cuts):
 def test_network_roll_up_equals_ipaddress(packed, prefix4, prefix6):
     import ipaddress
 
-    from conntrack_zbx.talkers import network_of, network_text
+    from conntrack_zbx.talkers import network_namer, network_of
 
     ip = ipaddress.ip_address(packed)
     prefix = prefix4 if ip.version == 4 else prefix6
-    assert network_text(network_of(prefix4, prefix6)(packed)) == \
+    assert network_namer(prefix4, prefix6)(network_of(prefix4, prefix6)(packed)) == \
         str(ipaddress.ip_network("%s/%d" % (ip, prefix), strict=False))
 
 
@@ -209,28 +212,39 @@ def test_fields_added_to_a_written_object_equal_the_json_module(doc, fields):
                        st.integers(1, 50), max_size=40),
        st.integers(1, 5), st.integers(8, 32), st.integers(16, 128))
 def test_talkers_ranking_equals_the_general_ranking(counts, top, prefix4, prefix6):
-    """The fused source+network ranking talkers uses gives what `rank` gives for each view."""
+    """The compact by-source ranking talkers uses gives what the general `rank` gives over
+    plain (source, protocol, label) keys, for sources and for networks."""
     from collections import Counter
 
-    from conntrack_zbx.talkers import address_text, network_of, network_text, rank, rank_sources_and_networks
+    from conntrack_zbx.parse.labels import KINDS, count_kind
+    from conntrack_zbx.talkers import (Tally, address_text, network_namer, network_of, rank,
+                                       rank_talkers)
 
+    by_src, kinds = {}, {}
+    for (src, proto, label), n in counts.items():
+        count_kind(by_src, kinds, src, KINDS.index(proto, label), n)
+    t = Tally(sum(counts.values()), 0, by_src, kinds=kinds)
+    src, net = rank_talkers(t, top, prefix4, prefix6)
     counts = Counter(counts)
-    src, net = rank_sources_and_networks(counts, top, prefix4, prefix6)
     assert src == rank(counts, top, text=address_text)
-    assert net == rank(counts, top, network_of(prefix4, prefix6), network_text)
+    assert net == rank(counts, top, network_of(prefix4, prefix6), network_namer(prefix4, prefix6))
 
 
 @SETTINGS
-@given(st.text(alphabet="0123456789abcdefABCDEF.:", min_size=1, max_size=45))
-def test_fast_address_packing_accepts_what_ipaddress_accepts(text):
-    """The block counter packs addresses with inet_pton, the line parser with ipaddress: for every
-    string the line grammar lets through they must accept and pack the same."""
+@given(st.text(alphabet="0123456789abcdefABCDEF.:", min_size=1, max_size=45), st.sampled_from(["ipv4", "ipv6"]))
+def test_fast_address_packing_accepts_what_ipaddress_accepts(text, family):
+    """The block counter packs addresses with inet_pton of the line's family, the line parser
+    with ipaddress: for every string the line grammar lets through they must accept and pack
+    the same."""
     import ipaddress
 
-    from conntrack_zbx.parse.table import _pack
+    from conntrack_zbx.parse.table import label_lines
 
     try:
-        expected = ipaddress.ip_address(text).packed
+        ip = ipaddress.ip_address(text)
+        expected = ip.packed if ip.version == int(family[-1]) else None
     except ValueError:
         expected = None
-    assert _pack(text.encode()) == expected
+    counts, kinds, idle = {}, {}, {}
+    label_lines({b" ".join([family.encode(), b"udp", b"", b"", text.encode(), b""]): 1}, counts, kinds, idle)
+    assert list(counts) == ([expected] if expected else [])

@@ -1,4 +1,5 @@
-"""The one rule that names an entry's state, whatever source it came from.
+"""The one rule that names an entry's state, whatever source it came from, and the small
+numbering of (protocol, label) pairs that keeps per-source counting keys compact.
 
 /proc prints a state word for TCP, SCTP and DCCP only; for every other protocol the flags say
 what happened: ``[UNREPLIED]`` (no answer seen), ``[ASSURED]`` (or ``[OFFLOAD]``: traffic both
@@ -7,7 +8,7 @@ carries the same facts as a state number and status bits. Both sources, and ever
 talkers, label entries through this function, so the labels cannot drift apart.
 """
 
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 
 def state_label(state: Optional[str], unreplied: bool, assured: bool) -> str:
@@ -16,3 +17,76 @@ def state_label(state: Optional[str], unreplied: bool, assured: bool) -> str:
     if unreplied:
         return "UNREPLIED"
     return "ASSURED" if assured else "REPLIED"
+
+
+# -- compact keys ---------------------------------------------------------------------------------
+# A talkers pass counts entries per (source, protocol, label). A public mirror's table holds a
+# quarter of a million distinct sources, so the key is one short bytes object: the packed
+# address (4 or 16 bytes, which also gives the family) followed by one byte numbering the
+# (protocol, label) pair. The numbering starts from a fixed list, the same in every process (a
+# forked counter and its parent agree without talking), and grows only for a pair the kernel
+# has never printed so far (a new state word), which ``KINDS.extra_since`` lets a parent adopt.
+TCP_STATES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
+              "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2")
+SCTP_STATES = ("NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+               "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED")
+DCCP_STATES = ("NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING",
+               "TIMEWAIT", "IGNORE", "INVALID")
+STATELESS = ("UNREPLIED", "ASSURED", "REPLIED")
+
+
+class Kinds:
+    """(protocol name, state label) <-> one byte."""
+
+    def __init__(self) -> None:
+        self.names = []  # type: List[Tuple[str, str]]
+        self._index = {}  # type: Dict[Tuple[str, str], int]
+        self.byte = [bytes((i,)) for i in range(256)]
+        for proto, states in (("tcp", TCP_STATES), ("sctp", SCTP_STATES), ("dccp", DCCP_STATES)):
+            for s in states:
+                self.index(proto, s)
+        for proto in ("udp", "udplite", "icmp", "icmpv6", "gre", "unknown", "tcp", "sctp", "dccp"):
+            for s in STATELESS:
+                self.index(proto, s)
+
+    def index(self, proto: str, label: str) -> int:
+        i = self._index.get((proto, label))
+        if i is None:
+            if len(self.names) == 256:
+                return self.index("unknown", "OTHER") if (proto, label) != ("unknown", "OTHER") else 255
+            i = self._index[(proto, label)] = len(self.names)
+            self.names.append((proto, label))
+        return i
+
+    def extra_since(self, n: int) -> List[Tuple[str, str]]:
+        """The pairs numbered after the first ``n`` (what a forked counter added)."""
+        return self.names[n:]
+
+
+KINDS = Kinds()
+TCP_ESTABLISHED = KINDS.index("tcp", "ESTABLISHED")
+
+
+def count_kind(counts: Dict[bytes, int], kinds: Dict[bytes, object], src: bytes, kind: int, n: int) -> None:
+    """Count ``n`` entries of ``kind`` for ``src``. ``kinds`` holds the one kind of a source
+    whose entries are all alike (most of a long tail: a client with one or two connections), and
+    a {kind: entries} dict only for a source with several, so per-source memory is two dict slots."""
+    c = counts.get(src)
+    if c is None:
+        counts[src] = n
+        kinds[src] = kind
+        return
+    counts[src] = c + n
+    k = kinds[src]
+    if k == kind:
+        return
+    if isinstance(k, dict):
+        k[kind] = k.get(kind, 0) + n
+    else:
+        kinds[src] = {k: c, kind: n}
+
+
+def kind_counts(kinds: Dict[bytes, object], src: bytes, total: int) -> Dict[int, int]:
+    """The {kind: entries} of one source (``total`` entries in all)."""
+    k = kinds[src]
+    return k if isinstance(k, dict) else {k: total}  # type: ignore[dict-item]

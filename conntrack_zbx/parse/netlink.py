@@ -15,11 +15,12 @@ layout raises ``BadMessage``; callers skip and count it, exactly like a bad /pro
 
 import re
 import struct
-from collections import Counter
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Pattern, Tuple
 
 from conntrack_zbx.errors import BadMessage
 from conntrack_zbx.parse import labels
+from conntrack_zbx.parse.idle import IdleRule, add_idle, be32_range
+from conntrack_zbx.parse.labels import KINDS, count_kind
 
 # netlink
 NLMSG_ERROR = 2
@@ -65,18 +66,14 @@ FAMILY_NAMES = {AF_INET: "ipv4", AF_INET6: "ipv6"}
 IPS_SEEN_REPLY = 1 << 1
 IPS_ASSURED = 1 << 2
 IPS_CONFIRMED = 1 << 3
+IPS_FIXED_TIMEOUT = 1 << 10
 IPS_OFFLOAD = 1 << 14
 IPS_HW_OFFLOAD = 1 << 15
 
 # The names /proc/net/nf_conntrack prints, so both sources give the same labels.
 PROTO_NAMES = {6: "tcp", 17: "udp", 136: "udplite", 1: "icmp", 58: "icmpv6", 132: "sctp",
                33: "dccp", 47: "gre"}
-TCP_STATES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
-              "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2")
-SCTP_STATES = ("NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
-               "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED")
-DCCP_STATES = ("NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING",
-               "TIMEWAIT", "IGNORE", "INVALID")
+TCP_STATES, SCTP_STATES, DCCP_STATES = labels.TCP_STATES, labels.SCTP_STATES, labels.DCCP_STATES
 STATE_TABLES = {6: TCP_STATES, 132: SCTP_STATES, 33: DCCP_STATES}
 
 # CTA_STATS_* attribute number -> our stable counter name (parse.stat.STABLE_NAMES' values).
@@ -99,7 +96,8 @@ class Record(NamedTuple):
     src: bytes  # 4 or 16 bytes, original direction
     proto: int  # IP protocol number
     state: int  # protocol state number, -1 for protocols without one
-    status: int  # the IPS_* bits that give [UNREPLIED] / [ASSURED]
+    status: int  # the IPS_* bits that give [UNREPLIED] / [ASSURED], offloaded, fixed timeout
+    timeout: int = -1  # CTA_TIMEOUT: seconds left, -1 when absent (offloaded flows)
 
 
 def align(n: int) -> int:
@@ -152,9 +150,10 @@ def decode_entry(buf: bytes, off: int, length: int) -> Record:
     state = -1
     status = None  # type: Optional[int]
     info = None  # type: Optional[Tuple[int, int]]
+    timeout = -1
     nla = _NLA.unpack_from
     pos = off + _PAYLOAD
-    # Top level, with early exit once the tuple, status and protoinfo (when due) are known.
+    # Top level, up to the protocol info (the kernel writes it after the tuples, status and timeout).
     while pos + 4 <= end:
         alen, atype = nla(buf, pos)
         if alen < 4 or pos + alen > end:
@@ -166,12 +165,14 @@ def decode_entry(buf: bytes, off: int, length: int) -> Record:
             if alen != 8:
                 raise BadMessage("CTA_STATUS of %d bytes" % (alen - 4))
             status = _U32.unpack_from(buf, pos + 4)[0]
+        elif atype == CTA_TIMEOUT:
+            if alen != 8:
+                raise BadMessage("CTA_TIMEOUT of %d bytes" % (alen - 4))
+            timeout = _U32.unpack_from(buf, pos + 4)[0]
         elif atype == CTA_PROTOINFO:
             info = (pos + 4, pos + alen)
             break
         pos += (alen + 3) & ~3
-        if status is not None and src is not None and proto not in STATE_TABLES:
-            break
     if src is None or status is None:
         raise BadMessage("conntrack message without %s"
                          % ("original tuple" if src is None else "status"))
@@ -180,7 +181,7 @@ def decode_entry(buf: bytes, off: int, length: int) -> Record:
         raise BadMessage("address of %d bytes in family %d" % (len(src), family))
     if info is not None and proto in STATE_TABLES:
         state = _proto_state(buf, info[0], info[1])
-    return Record(family, src, proto, state, status & _STATUS_BITS)
+    return Record(family, src, proto, state, status & _STATUS_BITS, timeout)
 
 
 def _orig_tuple(buf: bytes, start: int, end: int) -> Tuple[bytes, int]:
@@ -262,16 +263,23 @@ _ORIG_PROTO = (
 _TUPLE_ZONE = rb"(?:\x06\x00\x03\x00..\x00\x00)?"
 _REPLY = (rb".\x00\x02\x80(?:\x14\x00\x01\x80.{16}|\x2c\x00\x01\x80.{40})"
           rb"(?:\x1c\x00\x02\x80.{24}|\x24\x00\x02\x80.{32}|\x0c\x00\x02\x80.{8})" + _TUPLE_ZONE)
-DUMP_ROW = re.compile(
+_ROW = (
     rb"\x00\x01\x02\x00.{8}[\x02\x0a]\x00.."  # type CT_NEW, flags NLM_F_MULTI; nfgenmsg
     rb".\x00\x01\x80(?:" + _ORIG_ADDR + rb")" + _ORIG_PROTO + _TUPLE_ZONE + _REPLY +
     rb"(?:\x06\x00\x12\x00..\x00\x00)?"  # CTA_ZONE
     rb"\x08\x00\x03\x00(.{4})"  # CTA_STATUS
-    rb"(?:\x08\x00[\x07\x08\x0b\x0c\x11]\x00.{4})*"  # timeout, mark, use, id, secmark
-    rb"(?(sp).\x00\x04\x80.\x00[\x01-\x03]\x80\x05\x00\x01\x00(.)|)",  # protoinfo state: required
-    re.S,
+    # timeout (captured when it says idle, see parse.idle), mark, use, id, secmark
+    rb"(?:\x08\x00\x07\x00(%s)|\x08\x00[\x07\x08\x0b\x0c\x11]\x00.{4})*"
+    rb"(?(sp).\x00\x04\x80.\x00[\x01-\x03]\x80\x05\x00\x01\x00(.)|)"  # protoinfo state: required
 )
-_STATUS_BITS = IPS_SEEN_REPLY | IPS_ASSURED | IPS_OFFLOAD | IPS_HW_OFFLOAD
+DUMP_ROW = re.compile(_ROW % rb"(?!)", re.S)
+_STATUS_BITS = IPS_SEEN_REPLY | IPS_ASSURED | IPS_OFFLOAD | IPS_HW_OFFLOAD | IPS_FIXED_TIMEOUT
+_NO_IDLE = IPS_OFFLOAD | IPS_HW_OFFLOAD | IPS_FIXED_TIMEOUT  # the timeout says nothing of idle time
+
+
+def row_pattern(rule: "Optional[IdleRule]") -> "Pattern[bytes]":
+    """The row pattern capturing CTA_TIMEOUT where it says the entry is idle under ``rule``."""
+    return DUMP_ROW if rule is None else re.compile(_ROW % be32_range(rule.low, rule.high), re.S)
 
 
 class Walk(NamedTuple):
@@ -304,33 +312,64 @@ def walk(buf: bytes) -> Walk:
     return Walk(rows, other, False, 0)
 
 
-def count_rows(buf: bytes, rows: int) -> Optional[List[Tuple[bytes, ...]]]:
-    """The raw DUMP_ROW captures of a buffer holding ``rows`` CT_NEW messages (for
-    ``Counter.update``, which counts a list in C), or None when the fast pattern did not account
-    for every row (decode that buffer with ``decode_entry``)."""
-    found = DUMP_ROW.findall(buf)
-    return found if len(found) == rows else None
+def count_rows(buf: bytes, rows: int, pattern: "Pattern[bytes]" = DUMP_ROW) -> Optional[List[bytes]]:
+    """The raw row keys of a buffer holding ``rows`` CT_NEW messages (the captures joined: one
+    bytes object hashes faster and weighs a third of a tuple), for ``Counter.update`` (which
+    counts a list in C), or None when the pattern did not account for every row (decode that
+    buffer with ``decode_entry``)."""
+    found = pattern.findall(buf)
+    return list(map(b"".join, found)) if len(found) == rows else None
 
 
-def label_rows(raw: Counter) -> Counter:
-    """Raw DUMP_ROW capture counts -> (packed source, protocol name, state label) counts, the
-    key talkers ranks by; decoded once per distinct capture."""
-    out = Counter()  # type: Counter
-    labels = {}  # type: Dict[Tuple[int, int, bytes], Tuple[str, str]]
-    for (src4, src6, sp, other, status, state), n in raw.items():
-        proto = sp[0] if sp else other[8]
-        pl = labels.get((proto, state, status))
-        if pl is None:
-            r = Record(AF_INET, b"", proto, state[0] if state else -1,
-                       _U32.unpack(status)[0] & _STATUS_BITS)
-            pl = labels[(proto, state, status)] = (proto_name(proto), record_label(r))
-        out[(src4[4:] if src4 else src6[4:], pl[0], pl[1])] += n
-    return out
+_HAS_STATE = (6, 0x21, 0x84)
 
 
-def label_records(counts: Counter) -> Counter:
-    """Record counts (the general decoder's output) -> the same keys as ``label_rows``."""
-    out = Counter()  # type: Counter
-    for r, n in counts.items():
-        out[(r.src, proto_name(r.proto), record_label(r))] += n
-    return out
+def label_rows(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
+               idle: Dict[bytes, List[int]]) -> None:
+    """Raw row keys -> what ``parse.table.label_lines`` gives for text: entries per packed
+    source, their (protocol, label) numbers, and (count, smallest remaining) of idle
+    ESTABLISHED TCP entries; one step per distinct raw key.
+
+    A raw key is the row's captures joined: the source with its attribute header (8 bytes for
+    IPv4, 20 for IPv6), then the protocol (one byte for TCP/DCCP/SCTP, else the 9-byte protocol
+    attribute head ending in its number), the 4 status bytes, the 4 timeout bytes when they say
+    idle, and for TCP/DCCP/SCTP the state byte last."""
+    memo = {}  # type: Dict[Tuple[int, int, bytes], Tuple[int, bool]]
+    get = counts.get
+    for key, n in raw.items():
+        if key[0] == 8:
+            src, i = key[4:8], 8
+        else:
+            src, i = key[4:20], 20
+        proto = key[i]
+        if proto in _HAS_STATE:  # status, [timeout], state
+            status, state, i = key[i + 1:i + 5], key[-1], i + 5
+            rem = key[i:-1]
+        else:  # status, [timeout]
+            proto = key[i + 8]
+            status, state = key[i + 9:i + 13], -1
+            rem = key[i + 13:]
+        kind = memo.get((proto, state, status))
+        if kind is None:
+            st = _U32.unpack(status)[0]
+            r = Record(AF_INET, b"", proto, state, st & _STATUS_BITS)
+            kind = memo[(proto, state, status)] = (
+                KINDS.index(proto_name(proto), record_label(r)), proto == 6 and state == 3 and not st & _NO_IDLE)
+        if get(src) is None:
+            counts[src] = n
+            kinds[src] = kind[0]
+        else:
+            count_kind(counts, kinds, src, kind[0], n)
+        if rem and kind[1]:
+            add_idle(idle, src, n, _U32.unpack(rem)[0])
+
+
+def label_records(records: Dict[Record, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
+                  idle: Dict[bytes, List[int]], rule: "Optional[IdleRule]") -> None:
+    """Records (the general decoder's output) -> the same as ``label_rows``."""
+    for r, n in records.items():
+        label = record_label(r)
+        count_kind(counts, kinds, r.src, KINDS.index(proto_name(r.proto), label), n)
+        if rule is not None and r.proto == 6 and label == "ESTABLISHED" and not r.status & _NO_IDLE \
+                and rule.is_idle(r.timeout):
+            add_idle(idle, r.src, n, r.timeout)

@@ -8,7 +8,7 @@ A line looks like::
 Only TCP, SCTP and DCCP lines carry a state word, accounting adds ``packets=``/``bytes=`` after
 each tuple, ICMP has ``type=/code=/id=`` instead of ports, ``[UNREPLIED]`` sits between the two
 tuples. That is why the incident's ``awk '{print $7}'`` counted destinations for UDP lines.
-Here one grammar (``SRC_LINE``) accepts a line and finds the original direction's source (who
+Here one grammar (``LINE``) accepts a line and finds the original direction's source (who
 opened the connection) and the first flag; the line parser then walks the ``key=value`` tokens
 for the rest (the first ``dst``/``sport``/``dport``; a second ``src=`` starts the reply).
 """
@@ -16,11 +16,11 @@ for the rest (the first ``dst``/``sport``/``dport``; a second ``src=`` starts th
 import _socket  # the C module: inet_pton without importing socket's enums
 import ipaddress
 import re
-from collections import Counter
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Pattern, Tuple
 
 from conntrack_zbx.errors import BadLine
-from conntrack_zbx.parse.labels import state_label
+from conntrack_zbx.parse.idle import IdleRule, add_idle, decimal_range
+from conntrack_zbx.parse.labels import KINDS, count_kind, state_label
 
 FAMILIES = (b"ipv4", b"ipv6")
 # Flags the kernel prints after the reply tuple for an assured entry (offloaded ones say so).
@@ -41,6 +41,7 @@ class Entry(NamedTuple):
     unreplied: bool
     zone: int
     mark: int
+    timeout: Optional[int] = None  # remaining seconds; None for offloaded flows (not printed)
 
 
 class AddressCache:
@@ -76,28 +77,31 @@ class AddressCache:
 def parse_line(line: bytes, addresses: Optional[AddressCache] = None) -> Entry:
     """Parse one table line (bytes, as read from /proc). Raise BadLine if it is not one.
 
-    Acceptance, family, protocol, state, source and the first flag come from ``SRC_LINE``, the
+    Acceptance, family, protocol, state, source and the first flag come from ``LINE``, the
     same grammar the fast block counter uses, so both paths agree on every line by
     construction; the remaining ``key=value`` tokens give destination, ports, zone and mark.
     """
     if addresses is None:
         addresses = AddressCache()
     body = line[:-1] if line.endswith(b"\n") else line
-    m = SRC_LINE.match(body)
+    m = LINE.match(body + b"\n")
     if m is None or b"\n" in body:
         raise BadLine("not a complete conntrack line (the kernel's layout, ending with use=N)")
-    family_b, proto_b, state_b, src, flag = m.groups()
+    family_b, proto_b, timeout_b, state_b, src, flag = m.groups()
+    if state_b:  # the grammar looks for a flag only where the label needs it
+        flag = next((f for f in (b"[UNREPLIED]",) + ASSURED_FLAGS if f in body), None)
     family = family_b.decode("ascii")
     src_text = addresses.get(src)
     if (":" in src_text) != (family == "ipv6"):
         raise BadLine("address family does not match %s" % family)
-    dst, sport, dport, zone, mark = _fields(body[m.end(4) + 1:])
+    dst, sport, dport, zone, mark = _fields(body[m.end(5) + 1:])
     try:
         dst_text = addresses.get(dst) if dst is not None else None
     except BadLine:
         dst_text = None  # secondary field: the entry counts; a by-destination view skips it
     return Entry(family, proto_b.decode("ascii"), state_b.decode("ascii") if state_b else None, src_text,
-                 dst_text, sport, dport, flag in ASSURED_FLAGS, flag == b"[UNREPLIED]", zone, mark)
+                 dst_text, sport, dport, flag in ASSURED_FLAGS, flag == b"[UNREPLIED]", zone, mark,
+                 int(timeout_b) if timeout_b else None)
 
 
 def _fields(rest: bytes) -> Tuple[Optional[bytes], Optional[int], Optional[int], int, int]:
@@ -131,70 +135,86 @@ def _int(value: bytes) -> Optional[int]:
 
 
 # -- the fast path: sources only, counted in C ------------------------------------------------
-# One match per complete line (the lookahead demands the kernel's final ``use=N``; it is atomic,
-# so a bad line costs one scan, never backtracking), capturing what talkers need: family,
-# protocol, state word, original source and the first [FLAG] after it ([UNREPLIED] sits before
-# the reply tuple, [ASSURED] after it, so the first flag decides the label).
-# Shapes ``ct_seq_show()`` prints (tests/fixtures/printed-formats): the remaining timeout is left
-# out for offloaded flows; the protocol's ``print_conntrack`` hook writes a state word (TCP, SCTP,
-# DCCP) or, for GRE (``gre_print_conntrack``), ``timeout=N, stream_timeout=N`` before the tuple.
+# One match per complete line, capturing what talkers needs: family, protocol, the remaining
+# timeout when it says the entry is idle (below), state word, original source and, for
+# protocols without a state word, the first [FLAG] after it ([UNREPLIED] sits before the reply
+# tuple, [ASSURED] after it, so the first flag decides the label). The match runs to the line's
+# end, which must be the kernel's final ``use=N``: a truncated line is not counted, and the next
+# match starts right at the next line (a pattern stopping mid-line made the engine try every
+# following byte as a line start: 40 % of the cost). Shapes ``ct_seq_show()`` prints
+# (tests/fixtures/printed-formats): the remaining timeout is left out for offloaded flows; the
+# protocol's ``print_conntrack`` hook writes a state word (TCP, SCTP, DCCP) or, for GRE
+# (``gre_print_conntrack``), ``timeout=N, stream_timeout=N`` before the tuple.
 # Spelled out rather than a general key=value run: that would cost ~40 % more per line.
-SRC_LINE = re.compile(
-    rb"^(?=[^\n]* use=[0-9]+$)(ipv[46]) +[0-9]+ ([a-z0-9]+) +[0-9]+ (?:[0-9]+ )?"
+_LINE = (
+    rb"^(ipv[46]) +[0-9]+ ([a-z0-9]+) +[0-9]+ (?:%s)?"
     rb"(?:([A-Z][A-Z0-9_]*) )?(?:timeout=[0-9]+, stream_timeout=[0-9]+ )?"
-    rb"src=([0-9a-fA-F.:]+) dst=[0-9a-fA-F.:]+ [^\[\n]*(?:(\[[A-Z_]+\]) )?",
-    re.M,
+    rb"src=([0-9a-fA-F.:]+) dst=(?(4)|[^\[\n]*(\[[A-Z_]+\])?)[^\n]* use=[0-9]+\n"
 )
+# The timeout field: every value captured (the line parser), or only the values of an idle
+# ESTABLISHED entry (the counter: everything else keeps the one key it had).
+LINE = re.compile(_LINE % rb"([0-9]+) ", re.M)
 EMPTY_LINE = re.compile(rb"^\n", re.M)
 
-RawKey = Tuple[bytes, bytes, bytes, bytes, bytes]  # family, proto, state, src, first flag
+
+def line_pattern(rule: "Optional[IdleRule]") -> "Pattern[bytes]":
+    """The counting pattern for an idle rule (compiled once per rule and process)."""
+    # Busy values (refreshed less than idle_min ago) are tried first: most ESTABLISHED entries
+    # of a healthy table have them, and they fail the idle range only after several digits.
+    sub = rb"()[0-9]+ " if rule is None else (
+        decimal_range(rule.high + 1, rule.established) + rb" |(" + decimal_range(rule.low, rule.high) +
+        rb") (?=ESTABLISHED )|[0-9]+ ")
+    return re.compile(_LINE % sub, re.M)
 
 
-def count_block(block: bytes) -> Tuple[List[RawKey], int]:
-    """The entries of a block of whole lines as raw (family, proto, state, src, flag) tuples,
-    for ``Counter.update`` (which counts a list in C), and the number of non-empty lines, so
-    the caller knows how many were skipped (lines - matches) without looking at a line in
-    Python. Addresses are validated later, once per distinct value (``label_lines``).
+def count_block(block: bytes, pattern: "Pattern[bytes]") -> Tuple[List[bytes], int]:
+    """The entries of a block of whole lines as raw keys (the captures joined by spaces:
+    family, protocol, idle remaining, state, source, flag), for ``Counter.update`` (which
+    counts a list in C; one bytes key hashes faster and weighs a third of a tuple of six), and
+    the number of non-empty lines, so the caller knows how many were skipped (lines - matches)
+    without looking at a line in Python. Addresses are validated later, once per distinct key.
     """
-    counts = SRC_LINE.findall(block)
-    lines = block.count(b"\n") + (0 if not block or block.endswith(b"\n") else 1)
+    if not block.endswith(b"\n"):
+        block += b"\n"  # the last line of a file without a final newline
+    found = list(map(b" ".join, pattern.findall(block)))
+    lines = block.count(b"\n")
     if block.startswith(b"\n") or b"\n\n" in block:
         lines -= len(EMPTY_LINE.findall(block))
-    return counts, lines
+    return found, lines
 
 
-def _pack(src: bytes) -> Optional[bytes]:
-    """An address's 4 or 16 bytes, None when it is not one. inet_pton costs ~0.15 µs against
-    ~3-8 µs for ipaddress, and a long-tail table has a quarter of a million distinct sources; it
-    accepts exactly what ipaddress accepts for the characters the grammar lets through (a test
-    holds them equal)."""
-    try:
-        text = src.decode("ascii")
-        return _socket.inet_pton(_socket.AF_INET6 if ":" in text else _socket.AF_INET, text)
-    except (UnicodeDecodeError, OSError):
-        return None
+_AF = {b"ipv4": _socket.AF_INET, b"ipv6": _socket.AF_INET6}
 
 
-def label_lines(raw: Dict[RawKey, int]) -> Counter:
-    """Raw block counts -> (packed src, proto, label) -> entries. Entries whose address is not
-    one, or not of the line's family, are left out (the caller counts them as skipped).
+def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
+                idle: Dict[bytes, List[int]]) -> None:
+    """Raw block counts -> entries per packed source in ``counts`` with their (protocol, label)
+    numbers in ``kinds`` (``labels.count_kind``), and for idle ESTABLISHED TCP entries (count,
+    smallest remaining) in ``idle``. Entries whose address is not one, or not of the line's
+    family (``inet_pton`` of the line's family refuses both), are left out: the caller counts
+    them as skipped.
 
-    Each distinct address is validated and packed once; the text form is not kept (a table can
-    hold a hundred thousand distinct sources, and only the top rows are ever printed). Protocol
-    and label strings are shared between keys."""
-    out = Counter()  # type: Counter
-    packed = {}  # type: Dict[bytes, Optional[bytes]]
-    names = {}  # type: Dict[Tuple[bytes, bytes, bytes], Tuple[str, str]]
-    for (family, proto, state, src, flag), n in raw.items():
-        p = packed.get(src, b"")
-        if p == b"":
-            p = packed[src] = _pack(src)
-        if p is None or (len(p) == 16) != (family == b"ipv6"):
+    One step per distinct raw key: a long-tail table has a quarter of a million of them, so
+    nothing here is done per key that can be done per kind."""
+    memo = {}  # type: Dict[Tuple[bytes, bytes, bytes], int]
+    pton = _socket.inet_pton
+    get = counts.get
+    for key, n in raw.items():
+        family, proto, rem, state, src, flag = key.split(b" ")
+        try:
+            p = pton(_AF[family], src.decode())
+        except (OSError, UnicodeDecodeError):
             continue
-        pl = names.get((proto, state, flag))
-        if pl is None:
-            pl = names[(proto, state, flag)] = (
+        kind = memo.get((proto, state, flag))
+        if kind is None:
+            kind = memo[(proto, state, flag)] = KINDS.index(
                 proto.decode("ascii"),
                 state_label(state.decode("ascii") if state else None, flag == b"[UNREPLIED]", flag in ASSURED_FLAGS))
-        out[(p, pl[0], pl[1])] += n
-    return out
+        c = get(p)
+        if c is None:  # count_kind inlined for the common case: a source seen first
+            counts[p] = n
+            kinds[p] = kind
+        else:
+            count_kind(counts, kinds, p, kind, n)
+        if rem and proto == b"tcp":
+            add_idle(idle, p, n, int(rem))

@@ -15,10 +15,11 @@ import socket
 import struct
 import time
 from collections import Counter
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from conntrack_zbx.errors import Malformed, NotAvailable, NotPermitted
 from conntrack_zbx.parse import netlink as nl
+from conntrack_zbx.parse.idle import IdleRule
 from conntrack_zbx.talkers import read_deadline
 
 NETLINK_NETFILTER = 12
@@ -45,12 +46,14 @@ def dump_request(seq: int, family: int = 0) -> bytes:
 
 
 class Dump(NamedTuple):
-    """Counts of one dump by (packed source, protocol name, state label), as talkers ranks."""
+    """Counts of one dump by compact key (packed source + kind byte), as talkers ranks."""
 
-    counts: Counter
+    counts: Dict[bytes, int]  # packed source -> entries
     entries: int
     skipped: int
     truncated: bool
+    kinds: Dict[bytes, object]  # packed source -> its (protocol, label) numbers (labels.count_kind)
+    idle: Dict[bytes, List[int]]  # packed source -> [idle ESTABLISHED entries, least remaining]
 
 
 def open_socket() -> socket.socket:
@@ -90,7 +93,7 @@ def _walk(buf) -> nl.Walk:
     return w
 
 
-def dump(deadline: Optional[float] = None) -> Dump:
+def dump(deadline: Optional[float] = None, rule: "Optional[IdleRule]" = None) -> Dump:
     """One CT_GET dump, counted; nothing holds the table.
 
     The kernel does its part of a dump (walking the table, filling the next buffer) inside
@@ -117,7 +120,7 @@ def dump(deadline: Optional[float] = None) -> Dump:
     os.close(free_r)
     s.close()
     view = memoryview(ring)
-    tally = _Counting()
+    tally = _Counting(rule)
     f = os.fdopen(filled_r, "rb", buffering=1 << 16)
     try:
         last = time.monotonic()
@@ -165,7 +168,9 @@ class _Counting:
     """The counts of one dump so far: rows the compiled pattern matched (raw), rows decoded one
     by one (slow), entries, skipped messages, and whether NLMSG_DONE was seen."""
 
-    def __init__(self) -> None:
+    def __init__(self, rule: "Optional[IdleRule]") -> None:
+        self.rule = rule
+        self.pattern = nl.row_pattern(rule)
         self.raw = Counter()  # type: Counter
         self.slow = Counter()  # type: Counter
         self.entries = self.skipped = 0
@@ -175,7 +180,7 @@ class _Counting:
         wk = _walk(buf)
         self.skipped += wk.other
         if wk.rows:
-            c = nl.count_rows(buf, wk.rows)
+            c = nl.count_rows(buf, wk.rows, self.pattern)
             if c is not None:
                 self.raw.update(c)  # a list: counted in C
                 self.entries += wk.rows
@@ -186,10 +191,14 @@ class _Counting:
         self.done = wk.done
 
     def result(self) -> Dump:
-        counts = nl.label_rows(self.raw)
+        counts = {}  # type: Dict[bytes, int]
+        kinds = {}  # type: Dict[bytes, object]
+        idle = {}  # type: Dict[bytes, List[int]]
+        nl.label_rows(self.raw, counts, kinds, idle)
+        self.raw.clear()
         if self.slow:
-            counts.update(nl.label_records(self.slow))
-        return Dump(counts, self.entries, self.skipped, not self.done)
+            nl.label_records(self.slow, counts, kinds, idle, self.rule)
+        return Dump(counts, self.entries, self.skipped, not self.done, kinds, idle)
 
 
 # Reader -> counter frames: slot, bytes in it, and whether the reader carries on or failed (then

@@ -12,7 +12,7 @@ from conntrack_zbx.parse.stat import StatTable, parse_stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
-    from typing import IO, Iterator, Optional
+    from typing import IO, Dict, Iterator, Optional
 
 COUNT = "proc/sys/net/netfilter/nf_conntrack_count"
 MAX = "proc/sys/net/netfilter/nf_conntrack_max"
@@ -22,6 +22,16 @@ STAT = "proc/net/stat/nf_conntrack"
 OSRELEASE = "proc/sys/kernel/osrelease"
 MEMINFO = "proc/meminfo"
 TABLE = "proc/net/nf_conntrack"
+NETFILTER = "proc/sys/net/netfilter/"
+# The timeouts (s) stats reports and idle time is judged by; per network namespace.
+TIMEOUTS = {
+    "tcp_established": "nf_conntrack_tcp_timeout_established",
+    "tcp_close_wait": "nf_conntrack_tcp_timeout_close_wait",
+    "tcp_max_retrans": "nf_conntrack_tcp_timeout_max_retrans",
+    "tcp_unacknowledged": "nf_conntrack_tcp_timeout_unacknowledged",
+    "udp": "nf_conntrack_udp_timeout",
+    "udp_stream": "nf_conntrack_udp_timeout_stream",
+}
 
 MODULE_HINT = (
     "the nf_conntrack module is not loaded (no %s); nothing is tracked on this host, "
@@ -88,6 +98,17 @@ class ProcRoot:
         except (NotAvailable, NotPermitted, Malformed, ValueError, IndexError):
             pass
         return None
+
+    def timeouts(self) -> "Dict[str, Optional[int]]":
+        """The namespace's conntrack timeouts by our short name; None where a sysctl is missing
+        (an older kernel) or unreadable."""
+        out = {}  # type: Dict[str, Optional[int]]
+        for name, sysctl in TIMEOUTS.items():
+            try:
+                out[name] = self.read_int(NETFILTER + sysctl)
+            except (NotAvailable, NotPermitted, Malformed):
+                out[name] = None
+        return out
 
     def stat(self) -> "StatTable":
         if not self.module_loaded():

@@ -6,24 +6,26 @@ half counted by a forked process. Ranking the result is ``talkers.py``'s job.
 """
 
 from collections import Counter
-from typing import IO, Optional, Tuple
+from typing import IO, Any, Dict, List, Optional, Pattern, Tuple
 
 from conntrack_zbx.errors import Malformed
-from conntrack_zbx.parse.table import count_block, label_lines
+from conntrack_zbx.parse.idle import IdleRule, add_idle
+from conntrack_zbx.parse.labels import KINDS, count_kind, kind_counts
+from conntrack_zbx.parse.table import count_block, label_lines, line_pattern
 from conntrack_zbx.talkers import Tally, read_deadline
 
 
 BLOCK = 1 << 20  # bytes per regex pass: ~6,500 lines, a clock check every ~10 ms
 
 
-def tally_sources(f: IO[bytes], deadline: Optional[float] = None) -> Tally:
+def tally_sources(f: IO[bytes], deadline: Optional[float] = None, rule: Optional[IdleRule] = None) -> Tally:
     """The talkers pass over /proc text (or a snapshot), by source, in whole-line blocks.
 
-    Same result as ``tally(lines, "src")`` (tests hold them equal) at a fraction of the cost:
-    one compiled regex per block and ``Counter`` do the per-line work in C, and addresses are
-    validated once per distinct value. Memory: one block plus the distinct keys. A big regular
-    file (a saved snapshot) is cut in two at a line end and the second half is counted by a
-    forked process on the second CPU.
+    Same result as ``tally(lines, "src", rule=rule)`` (tests hold them equal) at a fraction of
+    the cost: one compiled pattern per block and ``Counter`` do the per-line work in C, and each
+    distinct raw key is labelled once into a compact key. Memory: one block plus the distinct
+    keys. A big regular file (a saved snapshot) is cut in two at a line end and the second half
+    is counted and labelled by a forked process on the second CPU.
     """
     import os
     import stat
@@ -33,29 +35,58 @@ def tally_sources(f: IO[bytes], deadline: Optional[float] = None) -> Tally:
         size = st.st_size if stat.S_ISREG(st.st_mode) else 0
     except (OSError, AttributeError, ValueError):
         size = 0
+    pattern = line_pattern(rule)
     half = None
     if size >= SPLIT_MIN and (os.cpu_count() or 1) > 1:
-        half = _fork_second_half(f, size, deadline)
+        half = _fork_second_half(f, size, deadline, pattern)
     if half is None:
-        raw, lines, truncated = _scan(f, None, deadline)
+        counts, kinds, idle, lines, truncated = _count(f, None, deadline, pattern)
     else:
-        boundary, pid, r = half
+        boundary, pid, r, numbered = half
         try:
-            raw, lines, truncated = _scan(f, boundary, deadline, 2)
+            counts, kinds, idle, lines, truncated = _count(f, boundary, deadline, pattern, 2)
         finally:
             theirs = _collect(pid, r)
-        raw.update(dict(theirs[0]))
-        lines += theirs[1]
-        truncated = truncated or theirs[2]
-    counts = label_lines(raw)
+        _merge(counts, kinds, idle, theirs, numbered)
+        lines += theirs[3]
+        truncated = truncated or theirs[4]
     entries = sum(counts.values())  # lines - entries: skipped, bad addresses included
-    return Tally(entries, lines - entries, counts, truncated)
+    return Tally(entries, lines - entries, counts, truncated, kinds, idle, rule)
+
+
+def _count(f: IO[bytes], limit: Optional[int], deadline: Optional[float], pattern: "Pattern[bytes]",
+           parts: int = 1) -> Tuple[Dict[bytes, int], Dict[bytes, Any], Dict[bytes, List[int]], int, bool]:
+    raw, lines, truncated = _scan(f, limit, deadline, pattern, parts)
+    counts = {}  # type: Dict[bytes, int]
+    kinds = {}  # type: Dict[bytes, Any]
+    idle = {}  # type: Dict[bytes, List[int]]
+    label_lines(raw, counts, kinds, idle)
+    return counts, kinds, idle, lines, truncated
+
+
+def _merge(counts: Dict[bytes, int], kinds: Dict[bytes, Any], idle: Dict[bytes, List[int]], theirs,
+           numbered: int) -> None:
+    """Add a forked counter's sources. Kinds it numbered itself (a state word this process had
+    not seen at the fork) are renumbered here."""
+    their_counts, their_kinds, their_idle, extra = theirs[0], theirs[1], theirs[2], theirs[5]
+    remap = {numbered + i: KINDS.index(proto, label) for i, (proto, label) in enumerate(extra)}
+    get = counts.get
+    for src, n in their_counts.items():
+        k = their_kinds[src]
+        if not remap and not isinstance(k, dict) and get(src) is None:
+            counts[src] = n
+            kinds[src] = k
+            continue
+        for kind, m in kind_counts(their_kinds, src, n).items():
+            count_kind(counts, kinds, src, remap.get(kind, kind), m)
+    for src, (n, rem) in their_idle.items():
+        add_idle(idle, src, n, rem)
 
 
 SPLIT_MIN = 16 << 20  # below ~80,000 lines a second process costs more than it saves
 
 
-def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float],
+def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float], pattern: "Pattern[bytes]",
           parts: int = 1) -> Tuple[Counter, int, bool]:
     """Count whole lines from the current position up to byte ``limit`` (None: to the end)."""
     import time
@@ -88,7 +119,7 @@ def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float],
                 continue
             block, rest = rest + chunk[:cut], chunk[cut:]
         if block:
-            found, n = count_block(block)
+            found, n = count_block(block, pattern)
             raw.update(found)  # a list: counted in C
             lines += n
         if not chunk:
@@ -102,9 +133,10 @@ def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float],
                 return raw, lines, True
 
 
-def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float]):
+def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float], pattern: "Pattern[bytes]"):
     """Start a child counting from the first line end after the middle to the end of the file;
-    returns (boundary, pid, read end of its pipe), or None if no line end was found."""
+    returns (boundary, pid, read end of its pipe, kinds numbered at the fork), or None if no
+    line end was found."""
     import marshal
     import os
 
@@ -117,6 +149,7 @@ def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float]):
             return None
         boundary = size // 2 + nl + 1
         r, w = os.pipe()
+        numbered = len(KINDS.names)
         pid = os.fork()
     except OSError:
         os.close(fd)
@@ -127,8 +160,8 @@ def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float]):
             os.close(r)
             with os.fdopen(fd, "rb") as g:
                 g.seek(boundary)
-                raw, lines, truncated = _scan(g, None, deadline, 2)
-            data = marshal.dumps((list(raw.items()), lines, truncated))
+                counts, kinds, idle, lines, truncated = _count(g, None, deadline, pattern, 2)
+            data = marshal.dumps((counts, kinds, idle, lines, truncated, KINDS.extra_since(numbered)))
         except BaseException as e:  # reported, never raised into the caller's stack
             data = marshal.dumps(("error", "%s: %s" % (type(e).__name__, e)))
             code = 1
@@ -139,7 +172,7 @@ def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float]):
             os._exit(code)
     os.close(w)
     os.close(fd)
-    return boundary, pid, r
+    return boundary, pid, r, numbered
 
 
 def _collect(pid: int, r: int):
