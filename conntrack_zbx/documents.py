@@ -229,7 +229,7 @@ def idle_rule(args: "Any", idle_min: int) -> "Tuple[Optional[Any], Optional[str]
                           "--timeout-established (its nf_conntrack_tcp_timeout_established)")
         if not given.isdigit() or not 0 < int(given) <= 1 << 31:
             raise Refused("--timeout-established takes whole seconds, got %r" % given[:32])
-        return IdleRule(int(given), 300, idle_min), None
+        return _knowable(IdleRule(int(given), 300, idle_min))  # the kernel's default caps
     if args.timeout_established is not None:
         raise Refused("--timeout-established is for --file; the live table's timeout is read from its sysctl")
     t = ProcRoot(args.proc_root).timeouts()
@@ -237,7 +237,18 @@ def idle_rule(args: "Any", idle_min: int) -> "Tuple[Optional[Any], Optional[str]
         return None, ("idle times unknown: nf_conntrack_tcp_timeout_established could not be read "
                       "below %s" % args.proc_root)
     caps = [c for c in (t["tcp_max_retrans"], t["tcp_unacknowledged"]) if c is not None]
-    return IdleRule(t["tcp_established"], max(caps) if caps else 300, idle_min), None
+    return _knowable(IdleRule(t["tcp_established"], max(caps) if caps else 300, idle_min))
+
+
+def _knowable(rule: "Any") -> "Tuple[Optional[Any], Optional[str]]":
+    """A rule under which no remaining value can say "idle longer than idle_min" (the timeout
+    minus idle_min is not above the retransmission caps) gives unknown, never a count of 0."""
+    if rule.high < rule.low:
+        return None, ("idle times unknown: an entry idle over %d s has less than %d s left, which the "
+                      "retransmission caps (%d s) also give; lower idle_min or raise "
+                      "nf_conntrack_tcp_timeout_established" % (rule.idle_min, rule.established - rule.idle_min,
+                                                                 rule.cap))
+    return rule, None
 
 
 def read_table(args: "Any", deadline: float, rule: "Optional[Any]" = None) -> "Tuple[Tally, str, Optional[str]]":

@@ -8,6 +8,9 @@
   properly, and UDP datagrams to a closed port.
 
 Both print one JSON status line per second on stdout (the replay reads them for its timeline).
+
+- ``chatter``: held connections, some silent after the handshake and some talking every second:
+  a leak and load side by side, for idle-time tests.
 """
 
 import json
@@ -90,9 +93,45 @@ def background(sources: List[str], dst: str, port: int, rate: float) -> None:
         time.sleep(1.0 / rate)
 
 
+def chatter(silent: List[str], busy: List[str], per_source: int, dst: str, port: int, interval: float) -> None:
+    """Connections that stay open: ``per_source`` from each ``silent`` source that say nothing
+    after the handshake (the leak: their entries are never refreshed), and as many from each
+    ``busy`` source that send a byte every ``interval`` seconds (load: refreshed all the time).
+    Prints {"ready": ...} once all are up, then runs until stdin closes."""
+    srv = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((dst, port))
+    srv.listen(4096)
+    held, chatty = [], []
+    for group, out in ((silent, None), (busy, chatty)):
+        for src in group:
+            for _ in range(per_source):
+                c = socket.socket(srv.family, socket.SOCK_STREAM)
+                c.bind((src, 0))
+                c.connect((dst, port))
+                a, _ = srv.accept()
+                held.append((c, a))
+                if out is not None:
+                    out.append((c, a))
+
+    def talk() -> None:
+        while True:
+            for c, a in chatty:
+                c.send(b".")
+                a.recv(16)
+            time.sleep(interval)
+
+    threading.Thread(target=talk, daemon=True).start()
+    print(json.dumps({"ready": len(held), "t": time.time()}), flush=True)
+    sys.stdin.read()
+
+
 if __name__ == "__main__":
     kind = sys.argv[1]
     if kind == "leaky":
         leaky(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     elif kind == "background":
         background(sys.argv[2].split(","), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+    elif kind == "chatter":
+        chatter([x for x in sys.argv[2].split(",") if x], [x for x in sys.argv[3].split(",") if x],
+                int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), float(sys.argv[7]))

@@ -42,8 +42,21 @@ def talkers(ns, *opts, user=None):
 
 
 def same_answer(a, b):
+    """Same table, same answer; idle_max moves with the clock between two reads, so it is
+    compared to within a few seconds, apart."""
     strip = ("source", "age", "cached", "source_note")
-    return {k: v for k, v in a.items() if k not in strip} == {k: v for k, v in b.items() if k not in strip}
+
+    def plain(doc):
+        out = {k: v for k, v in doc.items() if k not in strip}
+        for rows in ("sources", "networks"):
+            out[rows] = [{k: v for k, v in r.items() if k != "idle_max"} for r in doc[rows]]
+        return out
+
+    def idle_max(doc):
+        return [r["idle_max"] for rows in ("sources", "networks") for r in doc[rows]]
+
+    close = all((x is None) == (y is None) and (x is None or abs(x - y) <= 3) for x, y in zip(idle_max(a), idle_max(b)))
+    return plain(a) == plain(b) and close
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +130,8 @@ def test_big_table_known_answer_from_every_source(big, tmp_path):
     snap.write_bytes(ns.run(["cat", "/proc/net/nf_conntrack"]).stdout)
     docs = [talkers(ns, "--source=netlink", "--cache-dir", str(tmp_path / "e"))[1],
             talkers(ns, "--source=proc", "--cache-dir", str(tmp_path / "f"))[1],
-            talkers(ns, "--file", str(snap))[1]]
+            talkers(ns, "--file", str(snap), "--timeout-established",
+                    ns.read("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established").strip())[1]]
     for doc in docs:
         assert doc["entries"] == BIG and doc["skipped"] == 0 and doc["truncated"] is False
         assert [(s["address"], s["count"]) for s in doc["sources"]] == known[:100]
