@@ -103,6 +103,10 @@ CONNTRACK_MACROS = [
           "Share of nf_conntrack_max the network holding most of the table may hold before it is named "
           "in a problem (the incident's culprit). It resolves below this minus "
           "{$CONNTRACK.USAGE.HYSTERESIS}."),
+    macro("CONNTRACK.TALKER.IDLE.WARN", "5",
+          "Share of nf_conntrack_max a network's idle ESTABLISHED entries (silent for over "
+          "{$CONNTRACK.TALKERS.IDLE_MIN} s) may hold before it is named as a leak: connections nobody "
+          "closed, which the kernel's early drop never evicts."),
     macro("CONNTRACK.TALKER.MATCHES", ".*", "Discover only talkers (address or network) matching this regex."),
     macro("CONNTRACK.TALKER.NOT_MATCHES", "CHANGE_IF_NEEDED",
           "Talkers (addresses or networks, e.g. known NAT gateways) neither discovered nor named by the "
@@ -219,8 +223,8 @@ def _master(key: str, name: str, delay: str, description: str, trigger: Dict[str
 
 
 def conntrack_template() -> Dict[str, Any]:
-    items = (_stats_items() + [_usage_item()] + _rate_items() + _boot_items() + _talkers_items()
-             + _namespaces_items())
+    items = (_stats_items() + [_usage_item()] + _rate_items() + _boot_items() + _timeout_items()
+             + _talkers_items() + _namespaces_items())
     return {
         "uuid": uid(CONNTRACK),
         "template": CONNTRACK,
@@ -236,7 +240,7 @@ def conntrack_template() -> Dict[str, Any]:
         "discovery_rules": [talkers_discovery("network"), talkers_discovery("source"), namespaces_discovery()],
         "tags": tags(**{"class": "os", "target": "linux"}),
         "macros": CONNTRACK_MACROS,
-        "triggers": _bucket_triggers(),
+        "triggers": _bucket_triggers() + [_default_timeout_trigger()],
         "graphs": conntrack_graphs(),
         "dashboards": [conntrack_dashboard()],
     }
@@ -390,6 +394,45 @@ def _boot_items() -> List[Dict[str, Any]]:
                        "nf_conntrack_max: one per entry since 5.15, max/4 before.", on_fail_discard=True,
                        extra_pre=heartbeat)
     return [drift_item, recommended]
+
+
+# The namespace's timeouts stats reports: (short name, item name, what it means).
+TIMEOUTS = [
+    ("tcp_established", "TCP ESTABLISHED timeout",
+     "nf_conntrack_tcp_timeout_established: how long an ESTABLISHED TCP entry lives without a packet "
+     "(432000 s, 5 days, by default). Connections nobody closes hold the table this long."),
+    ("tcp_close_wait", "TCP CLOSE_WAIT timeout", "nf_conntrack_tcp_timeout_close_wait."),
+    ("udp", "UDP timeout", "nf_conntrack_udp_timeout: a UDP flow seen one way."),
+    ("udp_stream", "UDP stream timeout", "nf_conntrack_udp_timeout_stream: a UDP flow seen both ways."),
+]
+DEFAULT_ESTABLISHED = 432000
+
+
+def _timeout_items() -> List[Dict[str, Any]]:
+    heartbeat = [{"type": "DISCARD_UNCHANGED_HEARTBEAT", "parameters": ["{$CONNTRACK.HEARTBEAT}"]}]
+    return [_dep(CONNTRACK, "%s: %s" % (SHORT, title), "conntrack.timeout[%s]" % name, "$.timeouts.%s" % name,
+                 "%s Discarded when this kernel has no such sysctl." % help_, units="s", extra_pre=heartbeat,
+                 on_fail_discard=True)
+            for name, title, help_ in TIMEOUTS]
+
+
+def _default_timeout_trigger() -> Dict[str, Any]:
+    return _trigger(
+        CONNTRACK, "%s: Table filling with the 5-day ESTABLISHED timeout" % SHORT,
+        "last(%s)>{$CONNTRACK.USAGE.WARN} and last(%s)=%d" % (
+            item_ref(CONNTRACK, "conntrack.usage"), item_ref(CONNTRACK, "conntrack.timeout[tcp_established]"),
+            DEFAULT_ESTABLISHED), "INFO",
+        "The table is over the warning level and an ESTABLISHED TCP entry still lives 5 days without a "
+        "packet (the kernel default). Connections a NAT or a crashed client never closed hold their "
+        "slots that long, and early drop never evicts them. First step: `conntrack-zbx top --by idle`; "
+        "if idle entries hold the table, `conntrack-zbx tune --tcp-established-timeout` (see the "
+        "runbook for the trade-off) and `conntrack-zbx clean` for what already leaked.",
+        event_name="%s: table over {$CONNTRACK.USAGE.WARN}%% with the 5-day ESTABLISHED timeout" % SHORT,
+        opdata="Used: {ITEM.LASTVALUE1}, timeout: {ITEM.LASTVALUE2}",
+        recovery="last(%s)<{$CONNTRACK.USAGE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS} or last(%s)<>%d" % (
+            item_ref(CONNTRACK, "conntrack.usage"), item_ref(CONNTRACK, "conntrack.timeout[tcp_established]"),
+            DEFAULT_ESTABLISHED),
+        anchor="idle")
 
 
 def _bucket_triggers() -> List[Dict[str, Any]]:
@@ -627,6 +670,14 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
                 "closes them leaves behind." % kind)
     share = proto("%s: %s {#CT.TALKER}: Share of max" % (SHORT, kind), "conntrack.talker.share",
                   "pct_of_max", "Entries held as a share of nf_conntrack_max.", units="%", value_type="FLOAT")
+    idle = proto("%s: %s {#CT.TALKER}: Idle entries" % (SHORT, kind), "conntrack.talker.idle", "idle",
+                 "ESTABLISHED TCP entries from this %s silent for over {$CONNTRACK.TALKERS.IDLE_MIN} s, from the "
+                 "remaining timeout the kernel keeps per entry: connections nobody closed (a leak) rather than "
+                 "busy ones (load). Not supported, saying why, where the idle time cannot be known." % kind)
+    idle["preprocessing"].append({"type": "REGEX", "parameters": ["^([0-9]+)$", "\\1"],
+                                  "error_handler": "CUSTOM_ERROR",
+                                  "error_handler_params": "idle time unknown here: the talkers document's "
+                                                          "idle_note says why"})
     return {
         "uuid": uid(CONNTRACK, "discovery", "talkers") if kind == "network" else uid(CONNTRACK, "discovery", plural),
         "name": "%s: Top %s discovery" % (SHORT, plural),
@@ -644,7 +695,8 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
         "lifetime": "{$CONNTRACK.TALKER.LOST}",
         "description": "The top {$CONNTRACK.TALKERS.TOP} %s by entries held, from conntrack.talkers%s." % (
             plural, " (/{$CONNTRACK.TALKERS.PREFIX4}, /{$CONNTRACK.TALKERS.PREFIX6})" if kind == "network" else ""),
-        "item_prototypes": [count, est, share],
+        "item_prototypes": [count, est, share, idle],
+        "trigger_prototypes": _leak_or_load(count, est, share, idle) if kind == "network" else [],
         "graph_prototypes": [{
             "uuid": uid(CONNTRACK, "graph_prototype", "talker" if kind == "network" else plural),
             "name": "%s: %s {#CT.TALKER}: Entries held" % (SHORT, kind),
@@ -657,6 +709,45 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
         "preprocessing": [{"type": "JSONPATH",
                            "parameters": ["$.discovery[?(@['{#CT.KIND}']=='%s')]" % kind]}],
     }
+
+
+def _leak_or_load(count: Dict[str, Any], est: Dict[str, Any], share: Dict[str, Any],
+                  idle: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Leak or load, for one network, in the problem's name: its idle ESTABLISHED entries hold a
+    share of the table (connections not closed), or it has held a large share for longer than
+    the idle threshold and its entries are still refreshed (busy: raise the limit). The second
+    waits {$CONNTRACK.TALKERS.IDLE_MIN}: before that, a leak's entries are not idle yet either."""
+    def ref(item: Dict[str, Any]) -> str:
+        return item_ref(CONNTRACK, item["key"])
+    maximum = item_ref(CONNTRACK, "conntrack.max")
+    leak = _trigger(
+        CONNTRACK, "%s: network {#CT.TALKER}: idle connections hold the table" % SHORT,
+        "last(%s)/last(%s)*100>{$CONNTRACK.TALKER.IDLE.WARN}" % (ref(idle), maximum), "AVERAGE",
+        "This network's ESTABLISHED entries have been silent for over {$CONNTRACK.TALKERS.IDLE_MIN} s: "
+        "connections nobody closed (the incident's NAT firewall that never sent FIN/RST). They keep their "
+        "slot for the whole ESTABLISHED timeout and early drop never evicts them, so raising the limit only "
+        "postpones the outage. First step: tell the network's owners; `conntrack-zbx clean --network "
+        "{#CT.TALKER}` removes the idle entries (dry run first), `conntrack-zbx tune "
+        "--tcp-established-timeout` shortens how long new leaks last.",
+        event_name="%s: network {#CT.TALKER} holds {ITEM.LASTVALUE1} ESTABLISHED entries silent for over "
+                   "{$CONNTRACK.TALKERS.IDLE_MIN}s: connections not closed" % SHORT,
+        opdata="Idle: {ITEM.LASTVALUE1}, max: {ITEM.LASTVALUE2}",
+        recovery="last(%s)/last(%s)*100<{$CONNTRACK.TALKER.IDLE.WARN}/2" % (ref(idle), maximum),
+        anchor="leak")
+    load = _trigger(
+        CONNTRACK, "%s: network {#CT.TALKER}: busy connections hold the table" % SHORT,
+        "min(%s,{$CONNTRACK.TALKERS.IDLE_MIN})>{$CONNTRACK.TALKER.SHARE.WARN} and last(%s)*10<last(%s)"
+        % (ref(share), ref(idle), ref(est)), "INFO",
+        "This network has held a large share of the table for longer than {$CONNTRACK.TALKERS.IDLE_MIN} s "
+        "and fewer than a tenth of its ESTABLISHED entries are silent that long: its connections are in "
+        "use. That is load, not a leak. First step: raise the limit (`conntrack-zbx tune --auto`).",
+        event_name="%s: network {#CT.TALKER} holds {ITEM.LASTVALUE1} of nf_conntrack_max in connections "
+                   "still in use: load" % SHORT,
+        opdata="Share: {ITEM.LASTVALUE1}, idle: {ITEM.LASTVALUE2}, established: {ITEM.LASTVALUE3}",
+        recovery="last(%s)<{$CONNTRACK.TALKER.SHARE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS} or last(%s)*5>last(%s)"
+                 % (ref(share), ref(idle), ref(est)),
+        anchor="load")
+    return [leak, load]
 
 
 def conntrack_graphs() -> List[Dict[str, Any]]:
