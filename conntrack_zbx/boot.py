@@ -21,7 +21,6 @@ MODPROBE_DIRS = ("etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d",
                  "lib/modprobe.d")
 MODULES_LOAD_DIRS = ("etc/modules-load.d", "run/modules-load.d", "usr/local/lib/modules-load.d",
                      "usr/lib/modules-load.d", "lib/modules-load.d")
-MAX_KEYS = ("net.netfilter.nf_conntrack_max", "net/netfilter/nf_conntrack_max")
 MODULE = "nf_conntrack"
 
 
@@ -88,14 +87,22 @@ def lists_module(text: str, module: str = MODULE) -> bool:
     return False
 
 
-def read_boot(root: str = "/") -> "Boot":
-    """Files that cannot be read are skipped: they are not this user's to judge."""
-    max_value, max_source = None, None
+def boot_sysctl(root: str, name: str) -> "Tuple[Optional[int], Optional[str]]":
+    """The integer value boot gives ``net.netfilter.<name>`` and the file that sets it (later
+    files win), or (None, None)."""
+    value, source = None, None
+    keys = ("net.netfilter." + name, "net/netfilter/" + name)
     for path in [os.path.join(root, "etc/sysctl.conf")] + config_files(root, SYSCTL_DIRS):
         values = parse_sysctl(_read(path))
-        for key in MAX_KEYS:
+        for key in keys:
             if key in values and values[key].isdigit():
-                max_value, max_source = int(values[key]), path  # later files win
+                value, source = int(values[key]), path
+    return value, source
+
+
+def read_boot(root: str = "/") -> "Boot":
+    """Files that cannot be read are skipped: they are not this user's to judge."""
+    max_value, max_source = boot_sysctl(root, "nf_conntrack_max")
     hashsize, hs_source = None, None
     for path in config_files(root, MODPROBE_DIRS):
         opts = parse_modprobe_options(_read(path))

@@ -9,7 +9,9 @@ command        what                                                   module
 ``talkers``    top sources and networks by entries held (agent, JSON) ``documents``, ``privilege``
 ``discovery``  the talkers' LLD rows (agent, JSON)                    ``documents``
 ``top``        the on-call terminal view                              ``top``
-``tune``       raise the limit and make it survive a reboot           ``tune``
+``tune``       raise the limit or shorten the ESTABLISHED timeout,    ``tune``
+               and make it survive a reboot
+``clean``      remove one network's idle entries (a leak)             ``clean``
 ``template``   import the Zabbix template (admin, pyzabbix)           ``deploy``
 =============  =====================================================  =========================
 
@@ -36,7 +38,7 @@ if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~
     import argparse
     from typing import Any, Optional, Sequence
 
-COMMANDS = AGENT_COMMANDS + ("top", "tune", "template")
+COMMANDS = AGENT_COMMANDS + ("top", "tune", "clean", "template")
 
 
 def main(argv: "Optional[Sequence[str]]" = None) -> int:
@@ -73,6 +75,10 @@ def _dispatch(args: "Any") -> int:
         from conntrack_zbx import tune
 
         sys.stdout.write(tune.run(args))
+    elif args.command == "clean":
+        from conntrack_zbx import clean
+
+        sys.stdout.write(clean.run(args))
     else:
         _emit_pretty(_template(args))
     return 0
@@ -210,6 +216,7 @@ def build_parser(only: "Optional[str]" = None) -> "argparse.ArgumentParser":
         return p
     _top_parser(sub)
     _tune_parser(sub)
+    _clean_parser(sub)
     _template_parser(sub)
     return p
 
@@ -247,14 +254,30 @@ def _top_parser(sub: "Any") -> None:
 def _tune_parser(sub: "Any") -> None:
     tune = sub.add_parser("tune", help="raise nf_conntrack_max and the hash size, and make it survive reboot")
     _proc_root(tune)
-    size = tune.add_mutually_exclusive_group(required=True)
+    size = tune.add_mutually_exclusive_group()
     size.add_argument("--max", type=_positive(1 << 30), metavar="N", help="the new nf_conntrack_max")
-    size.add_argument("--auto", action="store_true", help="propose a value from RAM and the peak usage")
+    size.add_argument("--auto", action="store_true",
+                      help="propose a value from RAM and the peak usage (and an ESTABLISHED timeout when "
+                           "idle entries hold much of the table)")
+    tune.add_argument("--tcp-established-timeout", type=_positive(1 << 31), metavar="SECONDS",
+                      help="the new nf_conntrack_tcp_timeout_established (kernel default 432000, 5 days); "
+                           "see the runbook for the trade-off")
     tune.add_argument("--peak", type=_positive(1 << 30), metavar="N",
                       help="peak entries seen (e.g. from Zabbix history); default: the current count")
     tune.add_argument("--apply", action="store_true", help="write the files and set the runtime values")
     tune.add_argument("--runtime-only", action="store_true", help="change the running kernel only, no files")
     tune.add_argument("--root", default="/", metavar="DIR", help="write etc/... below DIR (tests)")
+
+
+def _clean_parser(sub: "Any") -> None:
+    c = sub.add_parser("clean", help="remove one network's idle ESTABLISHED entries (what a leak left behind)")
+    _proc_root(c)
+    c.add_argument("--network", required=True, metavar="CIDR",
+                   help="the network or address whose entries go (e.g. 198.51.100.0/24)")
+    c.add_argument("--idle-min", type=_positive(31536000), default=3600, metavar="SECONDS",
+                   help="only entries silent for longer than this (default 3600)")
+    c.add_argument("--netns", metavar="NAME|INODE", help="in this network namespace's table")
+    c.add_argument("--apply", action="store_true", help="delete them (default: a dry run listing them)")
 
 
 def _template_parser(sub: "Any") -> None:

@@ -1,5 +1,11 @@
 """`conntrack-zbx tune`: the incident's fix, done right and made to stick.
 
+``--tcp-established-timeout`` does the same for ``nf_conntrack_tcp_timeout_established``: the
+5-day default is how long a connection nobody closed keeps its slot. It is set at runtime for
+this network namespace and persisted in its own sysctl.d file (loaded after the module, for the
+same boot-order reason). A changed timeout applies from each entry's next packet: what already
+leaked is removed with ``conntrack-zbx clean``.
+
 Raises nf_conntrack_max and the hash size at runtime and persists both so a reboot keeps them:
 ``/etc/sysctl.d`` for the limit, ``/etc/modprobe.d`` for the hash size, and ``/etc/modules-load.d``
 so nf_conntrack is loaded before systemd-sysctl runs (otherwise the sysctl.d line is silently
@@ -20,6 +26,11 @@ from conntrack_zbx.sources.proc import HASHSIZE, MAX, ProcRoot
 SYSCTL_FILE = "etc/sysctl.d/99-conntrack-zbx.conf"
 MODPROBE_FILE = "etc/modprobe.d/99-conntrack-zbx.conf"
 MODULES_FILE = "etc/modules-load.d/99-conntrack-zbx.conf"
+TIMEOUT_FILE = "etc/sysctl.d/99-conntrack-zbx-timeout.conf"
+ESTABLISHED = "proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established"
+MIN_ESTABLISHED = 600  # below this, ordinary idle connections (SSH, pools) break all the time
+RECOMMENDED_ESTABLISHED = 86400  # what --auto proposes when idle entries hold the table
+IDLE_SHARE = 0.25  # ... that is, at least this share of it
 MIN_MAX = 1024  # the kernel's own floor for the default table; below it tuning is a mistake
 DEFAULT_ENTRY_BYTES = 320  # nf_conn slab object, rounded up; /proc/slabinfo says 256 on 6.18 x86_64
 BUCKET_BYTES = 8
@@ -126,13 +137,7 @@ def render(p: Plan, etc_root: str, applied: bool, runtime_only: bool) -> str:
         out.append("  files: none (--runtime-only): a reboot returns to what boot sets; the template's "
                    "drift trigger will say so")
     else:
-        for rel, content in sorted(p.files.items()):
-            path = os.path.join(etc_root, rel)
-            state = "replace (backup: %s.bak)" % path if os.path.exists(path) else "new"
-            if os.path.exists(path) and _read(path) == content:
-                state = "unchanged"
-            out.append("  %s  [%s]" % (path, state))
-            out += ["      " + ln for ln in content.splitlines() if not ln.startswith("#")]
+        out += _files(p.files, etc_root, runtime_only)
     return "\n".join(out) + "\n"
 
 
@@ -200,12 +205,119 @@ def check_boot(etc_root: str, p: Plan) -> None:
         raise TuneRefused("written, but nf_conntrack is still not loaded early (modules-load.d)")
 
 
+def plan_timeout(root: ProcRoot, seconds: int) -> Tuple[int, Dict[str, str]]:
+    """-> (the running timeout, {file: content})."""
+    if seconds < MIN_ESTABLISHED:
+        raise TuneRefused("refusing an ESTABLISHED timeout of %d s: below %d s every idle SSH session or "
+                          "connection pool through this host loses its state; this is a typo, not a tuning"
+                          % (seconds, MIN_ESTABLISHED))
+    now = root.read_int(ESTABLISHED)
+    files = {
+        TIMEOUT_FILE: "# Written by conntrack-zbx tune: how long an ESTABLISHED TCP entry lives without a\n"
+                      "# packet. Applied at boot by systemd-sysctl after %s loads nf_conntrack.\n"
+                      "net.netfilter.nf_conntrack_tcp_timeout_established = %d\n" % ("/" + MODULES_FILE, seconds),
+        MODULES_FILE: "# Written by conntrack-zbx tune: load nf_conntrack before systemd-sysctl runs, so\n"
+                      "# %s is not silently skipped.\nnf_conntrack\n" % ("/" + SYSCTL_FILE),
+    }
+    return now, files
+
+
+def render_timeout(now: int, seconds: int, files: Dict[str, str], etc_root: str, applied: bool,
+                   runtime_only: bool) -> str:
+    out = ["conntrack tune: %s" % ("applied" if applied else "plan (dry run; --apply makes it so)"),
+           "  nf_conntrack_tcp_timeout_established %d -> %d s (this network namespace)" % (now, seconds),
+           "  an ESTABLISHED connection silent for longer than %d s through this host loses its state: a"
+           % seconds,
+           "  stateful firewall or NAT then drops or resets its next packet (keepalives avoid that).",
+           "  Entries that already leaked keep their old expiry: remove them with conntrack-zbx clean.", ""]
+    out += _files(files, etc_root, runtime_only)
+    return "\n".join(out) + "\n"
+
+
+def _files(files: Dict[str, str], etc_root: str, runtime_only: bool) -> List[str]:
+    if runtime_only:
+        return ["  files: none (--runtime-only): a reboot returns to what boot sets"]
+    out = []
+    for rel, content in sorted(files.items()):
+        path = os.path.join(etc_root, rel)
+        state = "replace (backup: %s.bak)" % path if os.path.exists(path) else "new"
+        if os.path.exists(path) and _read(path) == content:
+            state = "unchanged"
+        out.append("  %s  [%s]" % (path, state))
+        out += ["      " + ln for ln in content.splitlines() if not ln.startswith("#")]
+    return out
+
+
+def apply_timeout(root: ProcRoot, seconds: int, files: Dict[str, str], etc_root: str, runtime_only: bool) -> str:
+    if not runtime_only:
+        for rel, content in sorted(files.items()):
+            write_atomic(os.path.join(etc_root, rel), content)
+        at_boot, source = boot.boot_sysctl(etc_root, "nf_conntrack_tcp_timeout_established")
+        if at_boot != seconds:
+            raise TuneRefused("written, but %s sets nf_conntrack_tcp_timeout_established %s later at boot: "
+                              "edit or remove it" % (source, at_boot))
+    try:
+        with open(root.path(ESTABLISHED), "w") as f:
+            f.write("%d\n" % seconds)
+    except PermissionError:
+        raise NotPermitted("cannot write %s: run tune --apply as root" % root.path(ESTABLISHED)) from None
+    except OSError as e:
+        raise TuneRefused("the kernel refused %d for %s: %s" % (seconds, root.path(ESTABLISHED), e.strerror)) from None
+    got = root.read_int(ESTABLISHED)
+    if got != seconds:
+        raise TuneRefused("runtime check failed: the ESTABLISHED timeout reads %d (wanted %d)" % (got, seconds))
+    return "  verified: nf_conntrack_tcp_timeout_established %d\n" % got
+
+
+def idle_advice(root: ProcRoot, proc_root: str) -> List[str]:
+    """--auto: an ESTABLISHED timeout to propose when idle entries hold the table (reads the table,
+    so it needs what talkers needs; says so instead of guessing)."""
+    import time
+    from types import SimpleNamespace
+
+    from conntrack_zbx.documents import idle_rule, read_table
+    from conntrack_zbx.errors import ConntrackError
+
+    args = SimpleNamespace(file=None, timeout_established=None, proc_root=proc_root, source="auto")
+    try:
+        rule, why = idle_rule(args, 3600)
+        if rule is None:
+            return ["idle entries: %s" % why]
+        t, _source, _note = read_table(args, time.monotonic() + 30, rule)
+    except ConntrackError as e:
+        return ["idle entries not checked: %s" % e]
+    idle = sum(v[0] for v in (t.idle or {}).values())
+    share = idle / t.entries if t.entries else 0.0
+    line = "idle entries: %d of %d (%.0f%%) ESTABLISHED TCP silent for over 1h" % (idle, t.entries, 100 * share)
+    if share >= IDLE_SHARE and rule.established > RECOMMENDED_ESTABLISHED:
+        return [line, "recommended: --tcp-established-timeout %d (now %d): idle connections hold the table; "
+                      "then conntrack-zbx clean --network ... for what already leaked (runbook: leak)"
+                % (RECOMMENDED_ESTABLISHED, rule.established)]
+    return [line + ": the ESTABLISHED timeout is not what fills the table"]
+
+
 def run(args) -> str:
     root = ProcRoot(args.proc_root)
+    if args.max is None and not args.auto and args.tcp_established_timeout is None:
+        raise TuneRefused("tune needs --max N, --auto or --tcp-established-timeout SECONDS")
     if args.apply and os.geteuid() != 0:
         raise NotPermitted("tune --apply changes kernel settings and /etc: run it as root "
                            "(the dry run needs no privilege)")
+    out = ""
+    if args.tcp_established_timeout is not None:
+        now, files = plan_timeout(root, args.tcp_established_timeout)
+        out += render_timeout(now, args.tcp_established_timeout, files, args.root, args.apply, args.runtime_only)
+        if args.apply:
+            out += apply_timeout(root, args.tcp_established_timeout, files, args.root, args.runtime_only)
+        if args.max is None and not args.auto:
+            return out
+    return out + _run_max(args, root)
+
+
+def _run_max(args, root: ProcRoot) -> str:
     p = plan(root, args.max, args.auto, args.peak)
+    if args.auto:
+        p.reasons.extend(idle_advice(root, args.proc_root))
     if not args.apply:
         return render(p, args.root, applied=False, runtime_only=args.runtime_only)
     report = render(p, args.root, applied=True, runtime_only=args.runtime_only)

@@ -25,6 +25,8 @@ SILENT = ["127.0.7.%d" % i for i in range(1, 5)]
 BUSY = ["127.0.8.%d" % i for i in range(1, 5)]
 PER = 5
 T_EST, CAP, IDLE_MIN, SILENCE = 400, 300, 60, 70
+with open("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established") as _f:
+    INIT_ESTABLISHED = _f.read().strip()
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +99,44 @@ def test_top_ranks_by_idle(table):
                  cwd=REPO).stdout.decode()
     nets = out.split("Top networks")[1].splitlines()
     assert "127.0.7.0/24" in nets[2] and " %d " % (PER * len(SILENT)) in nets[2], out
+
+
+def count_from(ns, prefix):
+    table = ns.run(["cat", "/proc/net/nf_conntrack"]).stdout.decode()
+    return sum(1 for ln in table.splitlines() if " src=%s" % prefix in ln.split(" dst=")[0])
+
+
+def clean(ns, *argv):
+    p = ns.run([sys.executable, "-m", "conntrack_zbx", "clean"] + list(argv), cwd=REPO, check=False)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def test_clean_removes_the_silent_range_only(table):
+    ns, _ = table
+    busy_before, silent_before = count_from(ns, "127.0.8."), count_from(ns, "127.0.7.")
+    assert (busy_before, silent_before) == (PER * len(BUSY), PER * len(SILENT))
+    # a network covering the whole table, or everything, is refused
+    for net in ("127.0.0.0/8", "0.0.0.0/0"):
+        rc, out, err = clean(ns, "--network", net, "--idle-min=%d" % IDLE_MIN, "--apply")
+        assert rc != 0 and "refusing" in err and count_from(ns, "127.0.7.") == silent_before, (net, err)
+    # the busy range has nothing idle: nothing to remove
+    rc, out, err = clean(ns, "--network", "127.0.8.0/24", "--idle-min=%d" % IDLE_MIN, "--apply")
+    assert rc == 0 and out.startswith("0 of ") and "deleted 0 entries" in out, err
+    # dry run: lists, deletes nothing
+    rc, out, err = clean(ns, "--network", "127.0.7.0/24", "--idle-min=%d" % IDLE_MIN)
+    assert rc == 0 and out.startswith("%d of " % silent_before) and "dry run: nothing deleted" in out, err
+    assert count_from(ns, "127.0.7.") == silent_before
+    rc, out, err = clean(ns, "--network", "127.0.7.0/24", "--idle-min=%d" % IDLE_MIN, "--apply")
+    assert rc == 0 and "deleted %d entries" % silent_before in out, err
+    assert count_from(ns, "127.0.7.") == 0 and count_from(ns, "127.0.8.") == busy_before
+
+
+def test_tune_shortens_the_namespaces_timeout(table):
+    ns, _ = table
+    p = ns.run([sys.executable, "-m", "conntrack_zbx", "tune", "--tcp-established-timeout", "3600", "--apply",
+                "--runtime-only"], cwd=REPO, check=False)
+    assert p.returncode == 0, p.stderr
+    assert ns.read("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established").strip() == "3600"
+    # the init namespace's own timeout is untouched (the sysctl is per namespace)
+    with open("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established") as f:
+        assert f.read().strip() == INIT_ESTABLISHED

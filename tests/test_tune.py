@@ -143,3 +143,51 @@ def test_apply_on_the_running_kernel(capsys, tmp_path):
             f.write(before[1])
     assert (read("/", MAX), read("/", HASHSIZE)) == before
 
+
+
+def test_established_timeout_dry_run_then_apply(capsys, host):
+    proc, etc = host
+    est = "proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established"
+    rc, out, err = tune(capsys, "--tcp-established-timeout", "86400", "--proc-root", proc, "--root", etc)
+    assert rc == 0, err
+    golden("tune-timeout-dry-run.txt", out.replace(etc, "<root>"))
+    assert os.listdir(etc) == [] and read(proc, est) == "432000\n"
+    rc, out, err = tune(capsys, "--tcp-established-timeout", "86400", "--apply", "--proc-root", proc, "--root", etc)
+    assert rc == 0, err
+    assert "verified: nf_conntrack_tcp_timeout_established 86400" in out and read(proc, est) == "86400\n"
+    assert "nf_conntrack_tcp_timeout_established = 86400" in read(etc, "etc/sysctl.d/99-conntrack-zbx-timeout.conf")
+    assert read(etc, "etc/modules-load.d/99-conntrack-zbx.conf").strip().endswith("nf_conntrack")
+    rc = main(["stats", "--proc-root", proc, "--etc-root", etc])
+    import json
+    assert json.loads(capsys.readouterr().out)["timeouts"]["tcp_established"] == 86400
+
+
+def test_established_timeout_refusals(capsys, host):
+    proc, etc = host
+    rc, out, err = tune(capsys, "--tcp-established-timeout", "60", "--apply", "--proc-root", proc, "--root", etc)
+    assert rc == 2 and "this is a typo" in err and os.listdir(etc) == []
+    rc, out, err = tune(capsys, "--proc-root", proc, "--root", etc)
+    assert rc == 2 and "--tcp-established-timeout" in err
+    os.makedirs(os.path.join(etc, "etc/sysctl.d"))
+    with open(os.path.join(etc, "etc/sysctl.d/zz-local.conf"), "w") as f:
+        f.write("net.netfilter.nf_conntrack_tcp_timeout_established = 432000\n")
+    rc, out, err = tune(capsys, "--tcp-established-timeout", "86400", "--apply", "--proc-root", proc, "--root", etc)
+    assert rc == 2 and "zz-local.conf sets nf_conntrack_tcp_timeout_established 432000 later at boot" in err
+
+
+def test_auto_recommends_a_timeout_when_idle_entries_hold_the_table(capsys, host):
+    """The captured table with its ESTABLISHED entries' remaining time set as if their connections
+    had been silent for two days."""
+    proc, etc = host
+    path = os.path.join(proc, "proc/net/nf_conntrack")
+    with open(path, "rb") as f:
+        table = f.read()
+    with open(path, "wb") as f:
+        f.write(table.replace(b" 431999 ESTABLISHED ", b" 259200 ESTABLISHED "))
+    rc, out, _ = tune(capsys, "--auto", "--proc-root", proc, "--root", etc)
+    assert rc == 0
+    assert "idle entries: 5 of 18 (28%)" in out and "recommended: --tcp-established-timeout 86400 (now 432000)" in out
+    with open(path, "wb") as f:
+        f.write(table)
+    rc, out, _ = tune(capsys, "--auto", "--proc-root", proc, "--root", etc)
+    assert "idle entries: 0 of 18" in out and "recommended: --tcp" not in out
