@@ -148,10 +148,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         replay.hold(args.hold)
         replay.fix()
         replay.persist()
+        idle_top = replay.idle_table()
+        replay.fix_leak()
         replay.culprit_fixed()
         replay.collect_problems()
         say("rendering graphs with the frontend's chart2.php")
-        from lab.replay import INTERVAL
+        from lab.replay import IDLE_MIN, INTERVAL
         pngs = save_graphs(replay, args.out, since=replay.find("nf_conntrack_max lowered")["clock"] + INTERVAL + 1)
         dashboard = replay.api.call("templatedashboard.get", output=["dashboardid", "name"])
         url = "http://127.0.0.1:%d/zabbix.php?action=host.dashboard.view&hostid=%s" % (args.port, replay.hostid)
@@ -159,6 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             url += "&dashboardid=%s" % dashboard[0]["dashboardid"]
         print("\nWhat on-call would have seen (server clocks):\n" + replay.timeline())
         print("\n`conntrack-zbx top` on the node while the table was full:\n" + top)
+        print("\n`conntrack-zbx top --by idle --idle-min %d` before the leak's fix:\n" % IDLE_MIN + idle_top)
         print("Graphs rendered by the Zabbix frontend:\n  " + "\n  ".join(pngs))
         replay.keep_stack = not args.stop  # the node goes, the monitoring host stays for a look
     if args.stop:

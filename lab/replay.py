@@ -43,6 +43,12 @@ NODE_NS, MON_NS = "ctzbx-node", "ctzbx-mon"
 MON_IP, NODE_IP = "169.254.77.1", "169.254.77.2"
 LEAKY_NET = "127.0.66.0/24"
 BACKGROUND = ["127.0.10.1", "127.0.10.2", "127.0.10.3", "127.0.20.1"]
+# A busy, legitimate range: long-lived connections that keep talking (load, never idle).
+BUSY_NET = "127.0.30.0/24"
+BUSY = ["127.0.30.%d" % i for i in range(1, 6)]
+BUSY_PER_SOURCE, BUSY_PORT = 20, 8081
+IDLE_MIN = 60  # seconds of silence that make an entry idle in the replay (the default is 3600)
+SHORT_TIMEOUT = 3600  # the ESTABLISHED timeout the fix sets
 SERVICE_PORT = 8080
 AGENT_PORT = 10050
 SUDOERS = "/etc/sudoers.d/conntrack-zbx-replay"
@@ -54,6 +60,7 @@ MACROS = {
     "{$CONNTRACK.INTERVAL}": "%ds" % INTERVAL,
     "{$CONNTRACK.TALKERS.INTERVAL}": "5s",
     "{$CONNTRACK.TALKERS.MAX_AGE}": "4",  # under the interval: every poll reads the table
+    "{$CONNTRACK.TALKERS.IDLE_MIN}": str(IDLE_MIN),
     "{$CONNTRACK.RECOVERY.WINDOW}": "15s",
     "{$CONNTRACK.NODATA.TIMEOUT}": "30s",
     "{$CONNTRACK.FULL.WINDOW}": "1m",
@@ -63,6 +70,7 @@ MACROS = {
     "{$MIRRORLIST.NODATA.TIMEOUT}": "30s",
     "{$MIRRORLIST.PORT}": str(SERVICE_PORT),  # the step URL is built on the host's address
 }
+LEAK = "ESTABLISHED entries silent for over"  # the leak trigger's name says this
 PAGER_PORT = 18099
 PAGES = "/var/tmp/ctzbx-replay-pages.jsonl"
 
@@ -233,7 +241,7 @@ class Replay:
             os.remove(RESTORE_FILE)
 
     def setup(self) -> None:
-        self.say("[1/8] two lab hosts: node %s (conntrack on, nf_conntrack_max %d, hashsize %d: max/4 as on "
+        self.say("[1/9] two lab hosts: node %s (conntrack on, nf_conntrack_max %d, hashsize %d: max/4 as on "
                  "the incident's kernels) and monitor %s, veth %s <-> %s"
                  % (NODE_NS, self.low_max, self.low_max // 4, MON_NS, MON_IP, NODE_IP))
         self.node = Netns(NODE_NS, leaky=[LEAKY_NET], stable=False).__enter__()
@@ -247,11 +255,11 @@ class Replay:
         self.set_limits(self.low_max, self.low_max // 4)
         self.event("nf_conntrack_max lowered", value=self.low_max, hashsize=self.low_max // 4)
 
-        self.say("[2/8] Zabbix 6.0 on the monitor: PostgreSQL, zabbix_server, frontend")
+        self.say("[2/9] Zabbix 6.0 on the monitor: PostgreSQL, zabbix_server, frontend")
         self.stack = Stack(base=self.stack_base, netns=self.mon, server_timeout=10)
         self.stack.start()
 
-        self.say("[3/8] the node: conntrack-zbx installed, agent with the shipped conf and sudo grant, "
+        self.say("[3/9] the node: conntrack-zbx installed, agent with the shipped conf and sudo grant, "
                  "mirrorlist service, background clients")
         self.write_node_config()
         plugin = install_plugin(self.repo, sys.executable)
@@ -263,8 +271,10 @@ class Replay:
         self.agent.__enter__()
         self.spawn(self.node, ["-m", "lab.clients", "background", ",".join(BACKGROUND),
                                "127.0.0.1", str(SERVICE_PORT), "2"])
+        self.spawn(self.node, ["-m", "lab.clients", "chatter", "", ",".join(BUSY), str(BUSY_PER_SOURCE),
+                               "127.0.0.1", str(BUSY_PORT), "1"], stdin=subprocess.PIPE)
 
-        self.say("[4/8] template imported, node linked, values flowing")
+        self.say("[4/9] template imported, node linked, values flowing")
         self.entered = entered(self.mon).__enter__()
         os.environ.update(ZABBIX_URL=self.stack.url, ZABBIX_USER="Admin", ZABBIX_PASSWORD="zabbix")
         from conntrack_zbx.cli import main
@@ -401,7 +411,7 @@ class Replay:
         return problems
 
     def fill(self) -> None:
-        self.say("[5/8] the leaky NAT range %s opens connections it never closes" % LEAKY_NET)
+        self.say("[5/9] the leaky NAT range %s opens connections it never closes" % LEAKY_NET)
         threading.Thread(target=self._sample_drops, daemon=True).start()
         self.nat = self.spawn(self.node, ["-m", "lab.clients", "leaky", LEAKY_NET,
                                           "127.0.0.1", str(SERVICE_PORT), "100"], stdin=subprocess.PIPE)
@@ -413,7 +423,14 @@ class Replay:
         # the usage warning stays quiet (it depends on the named culprit); let the NAT's
         # connections settle at 85 % before it overflows the table
         wait_for("the table at 80%", lambda: self.node.count() >= 0.8 * self.low_max, timeout=60)
-        time.sleep(2 * INTERVAL)
+        # a minute later its connections have said nothing since they connected: the leak is named
+        # as such, and the busy range (as many connections, all talking) is not
+        p = self.problem(LEAK, "the range named as idle connections (a leak)", timeout=IDLE_MIN + 120)
+        named = [x["name"] for x in self.api.problems(self.hostid) if BUSY_NET in x["name"]]
+        if LEAKY_NET not in p["name"] or named:
+            raise AssertionError("the leak problem named %r; problems naming the busy range: %r" % (p["name"], named))
+        self.idle_seen = self.idle_counts()
+        self.event("talkers: idle entries by range", **self.idle_seen)
 
     def push(self, n: int) -> None:
         """Ask the leaky NAT for n more connections."""
@@ -450,7 +467,7 @@ class Replay:
         time.sleep(seconds)
 
     def fix(self) -> None:
-        self.say("[6/8] the incident's fix, at runtime as they did: conntrack-zbx tune --max %d --apply "
+        self.say("[6/9] the incident's fix, at runtime as they did: conntrack-zbx tune --max %d --apply "
                  "--runtime-only (nf_conntrack_max %d -> %d, the hash size with this kernel's ratio)"
                  % (self.fixed_max, self.low_max, self.fixed_max))
         self.tune("--max", str(self.fixed_max), "--apply", "--runtime-only")
@@ -471,7 +488,7 @@ class Replay:
 
         # the limit ends the outage; the culprit's problem stays, and so does the news that the fix
         # lives in the running kernel only (and used the old hashsize advice)
-        still = {self.talker_problem(), DRIFT}
+        still = {self.talker_problem(), DRIFT, self.seen[LEAK]["name"]}
 
         def outage_over():
             now = set(self.open_problems())
@@ -490,12 +507,48 @@ class Replay:
 
     def persist(self) -> None:
         """Make the fix survive a reboot, with this kernel's bucket ratio: conntrack-zbx tune."""
-        self.say("[7/8] persist it the way it sticks: conntrack-zbx tune --max %d --apply" % self.fixed_max)
+        self.say("[7/9] persist it the way it sticks: conntrack-zbx tune --max %d --apply" % self.fixed_max)
         self.tune("--max", str(self.fixed_max), "--apply", "--root", NODE_ETC)
         self.event("persisted: conntrack-zbx tune --max %d --apply" % self.fixed_max,
                    hashsize=self.hashsize.read())
         wait_for("the drift and bucket problems to resolve",
-                 lambda: self.open_problems() == [self.talker_problem()], timeout=120, seen=self.open_problems)
+                 lambda: set(self.open_problems()) == {self.talker_problem(), self.seen[LEAK]["name"]}, timeout=120,
+                 seen=self.open_problems)
+
+    def idle_counts(self) -> Dict[str, Any]:
+        """What talkers says of the two ranges now: (entries, idle entries, longest idle)."""
+        p = sh(self.node.cmd([sys.executable, "-m", "conntrack_zbx", "talkers", "--max-age=0", "--top=100",
+                              "--idle-min=%d" % IDLE_MIN, "--cache-dir=/run/conntrack-zbx-replay"]), check=False)
+        nets = {n["network"]: n for n in json.loads(p.stdout)["networks"]}
+        return {name.split("/")[0]: "%s entries, %s idle, longest %s s" % (
+                    nets[net]["count"], nets[net]["idle"], nets[net]["idle_max"]) if net in nets else "none"
+                for name, net in (("leaky", LEAKY_NET), ("busy", BUSY_NET))}
+
+    def range_count(self, net: str) -> int:
+        """Entries of a /24 in the node's table, from /proc (independent of the product)."""
+        prefix = "src=%s." % net.split("/")[0].rsplit(".", 1)[0]
+        table = self.node.read("/proc/net/nf_conntrack")
+        return sum(1 for ln in table.splitlines() if prefix in ln.split(" dst=")[0])
+
+    def fix_leak(self) -> None:
+        """What the incident lacked: the leak's own fix. A shorter ESTABLISHED timeout (so the next
+        leak lasts an hour, not 5 days) and the leaked entries removed, the busy range untouched."""
+        self.say("[8/9] the leak's fix: conntrack-zbx tune --tcp-established-timeout %d --apply, then "
+                 "conntrack-zbx clean --network %s --idle-min %d --apply" % (SHORT_TIMEOUT, LEAKY_NET, IDLE_MIN))
+        busy_before, leaky_before = self.range_count(BUSY_NET), self.range_count(LEAKY_NET)
+        conntrack_zbx = [sys.executable, "-m", "conntrack_zbx"]
+        sh(self.node.cmd(conntrack_zbx + ["tune", "--tcp-established-timeout", str(SHORT_TIMEOUT), "--apply",
+                                          "--root", NODE_ETC]))
+        out = sh(self.node.cmd(conntrack_zbx + ["clean", "--network", LEAKY_NET, "--idle-min", str(IDLE_MIN),
+                                                "--apply"])).stdout.decode()
+        deleted = int(out.split("deleted ")[1].split()[0])
+        self.cleaned = self.event("fix: ESTABLISHED timeout %d s, %d idle entries of %s deleted"
+                                  % (SHORT_TIMEOUT, deleted, LEAKY_NET),
+                                  leaky_before=leaky_before, leaky_after=self.range_count(LEAKY_NET),
+                                  busy_before=busy_before, busy_after=self.range_count(BUSY_NET))
+        wait_for("the leak problem to resolve", lambda: not self.api.active_problem(self.hostid, LEAK),
+                 timeout=120, seen=self.open_problems)
+        self.event("leak problem resolved")
 
     def open_problems(self) -> List[str]:
         return sorted(p["name"] for p in self.api.problems(self.hostid) if p["r_clock"] == "0")
@@ -505,7 +558,7 @@ class Replay:
 
     def culprit_fixed(self) -> None:
         """The network team fixes the NAT: its stale connections are gone from the table."""
-        self.say("[8/8] the NAT's owners fix it: it closes connections again, its stale entries go")
+        self.say("[9/9] the NAT's owners fix it: it closes connections again")
         self.nat.kill()
         # the firewall closes properly again: its FIN/RST reach conntrack (and the service's
         # sockets, which otherwise keep retransmitting and get re-tracked mid-stream)
@@ -516,6 +569,12 @@ class Replay:
         wait_for("every problem to resolve", lambda: not self.open_problems(), timeout=180,
                  seen=self.open_problems)
         self.event("every problem resolved")
+
+    def idle_table(self) -> str:
+        """`conntrack-zbx top --by idle` on the node: leak or load, at a glance."""
+        p = sh(self.node.cmd([sys.executable, "-m", "conntrack_zbx", "top", "-n", "5", "--by", "idle",
+                              "--idle-min", str(IDLE_MIN)]), check=False)
+        return p.stdout.decode()
 
     def talkers_table(self) -> str:
         """What on-call runs on the node: `conntrack-zbx top`."""

@@ -12,7 +12,8 @@ import pytest
 
 from lab.demo import save_graphs
 from lab.monitor import wait_for
-from lab.replay import DRIFT, HASHSIZE_PATH, INTERVAL, LEAKY_NET, MAX_PATH, RESTORE_FILE, Replay
+from lab.replay import (BUSY, BUSY_NET, BUSY_PER_SOURCE, DRIFT, HASHSIZE_PATH, IDLE_MIN, INTERVAL, LEAK,
+                        LEAKY_NET, MAX_PATH, RESTORE_FILE, Replay)
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real
@@ -41,6 +42,8 @@ def test_incident_replay(capsys, tmp_path):
             r.overflow()
             r.fix()
             r.persist()
+            idle_top = r.idle_table()
+            r.fix_leak()
             r.culprit_fixed()
         finally:
             r.collect_problems()
@@ -77,23 +80,44 @@ def test_incident_replay(capsys, tmp_path):
     drift = problems[DRIFT]
     persisted = r.find("persisted: conntrack-zbx tune --max %d --apply" % r.fixed_max)["clock"]
     assert fixed - 1 <= float(drift["clock"]) < persisted <= float(drift["r_clock"])
-    # the culprit's problem stayed until the culprit was gone
-    culprit = r.find("culprit fixed: %s entries deleted" % LEAKY_NET)["clock"]
-    assert float(problems[talker["name"]]["r_clock"]) >= culprit
-    check_pages(pages, culprit)
+    cleaned = check_leak(r, problems, idle_top)
+    # the culprit's problem stayed until the leak was cleaned up
+    assert float(problems[talker["name"]]["r_clock"]) >= cleaned["clock"]
+    check_pages(pages, cleaned["clock"])
     # and the machine is as it was
     assert (read(MAX_PATH), read(HASHSIZE_PATH)) == before
     assert not os.path.exists(RESTORE_FILE)
     assert leftovers() == []
 
 
+def check_leak(r, problems, idle_top):
+    """Leak or load: the leaky range was named as idle connections, the busy range was not; the
+    leak's fix removed the idle entries and left every busy one."""
+    leak = r.seen[LEAK]
+    assert leak["name"].startswith("Conntrack: network %s holds " % LEAKY_NET), leak["name"]
+    assert leak["name"].endswith("ESTABLISHED entries silent for over %ds: connections not closed" % IDLE_MIN)
+    assert not [n for n in problems if BUSY_NET in n], list(problems)
+    leaky, busy = r.idle_seen["leaky"], r.idle_seen["busy"]
+    assert busy.startswith("%d entries, 0 idle, longest None" % (len(BUSY) * BUSY_PER_SOURCE)), busy
+    assert int(leaky.split(" idle")[0].split(", ")[1]) > 0.5 * int(leaky.split()[0]), leaky
+    assert LEAKY_NET in idle_top.split("Top networks")[1].splitlines()[2], idle_top
+    cleaned = r.cleaned
+    assert cleaned["busy_after"] == cleaned["busy_before"] == len(BUSY) * BUSY_PER_SOURCE, cleaned
+    assert cleaned["leaky_before"] > 0.5 * r.low_max, cleaned
+    assert cleaned["leaky_after"] < 0.05 * cleaned["leaky_before"], cleaned
+    assert float(problems[leak["name"]]["r_clock"]) >= cleaned["clock"]
+    return cleaned
+
+
 def check_pages(pages, culprit):
-    """On-call was paged three times at most: the range, the drops, the service; everything else
-    was dependent or below the paging severity. Each page says what, how bad now, and where to look."""
+    """On-call was paged four times at most: the range, the range as a leak (idle connections),
+    the drops, the service; everything else was dependent or below the paging severity. Each page
+    says what, how bad now, and where to look."""
     subjects = [p["body"]["subject"] for p in pages]
-    assert 1 <= len(pages) <= 3, subjects
+    assert 1 <= len(pages) <= 4, subjects
     assert any(LEAKY_NET in s for s in subjects) and any("dropping packets" in s for s in subjects), subjects
-    culprit_page = next(p["body"]["message"] for p in pages if LEAKY_NET in p["body"]["subject"])
+    culprit_page = next(p["body"]["message"] for p in pages
+                        if LEAKY_NET in p["body"]["subject"] and "holds more than" in p["body"]["subject"])
     assert "Now: Share: " in culprit_page and "network %s" % LEAKY_NET in culprit_page  # operational data
     assert "Runbook: file:///usr/share/doc/conntrack-zbx/runbook.md#culprit" in culprit_page
     assert all(p["clock"] < culprit for p in pages)  # all of them during the incident
