@@ -160,7 +160,7 @@ def rank_talkers(t: Tally, top: int, prefix4: int, prefix6: int, by_idle: bool =
     bytes (a slice for whole-byte prefixes such as /24 and /64, an integer mask otherwise), then
     the breakdown of the rows that made the top only."""
     by_src, kinds, idle = t.counts, t.kinds or {}, t.idle or {}
-    net_of = network_of(prefix4, prefix6)
+    net_of, name_of = _net_keys(prefix4, prefix6)
     by_net = {}  # type: Dict[Hashable, int]
     members = {}  # type: Dict[Hashable, int]
     nget, mget = by_net.get, members.get
@@ -188,7 +188,22 @@ def rank_talkers(t: Tally, top: int, prefix4: int, prefix6: int, by_idle: bool =
             _add_source(row, src, by_src, kinds, idle)
     rule = t.rule is not None
     return (Ranking(_groups(top_src, want_src, None, address_text, rule), len(by_src)),
-            Ranking(_groups(top_net, want_net, members, network_namer(prefix4, prefix6), rule), len(by_net)))
+            Ranking(_groups(top_net, want_net, members, name_of, rule), len(by_net)))
+
+
+def _net_keys(prefix4: int, prefix6: int) -> Tuple[Callable[[bytes], Any], Callable[[Any], str]]:
+    """(source -> network key, network key -> "address/prefix"). For whole-byte prefixes, the
+    IPv6 one longer (the /24 and /64 defaults), the key is the address's leading bytes: a slice
+    with no arithmetic (a quarter of a million sources pass through here), and keys still sort
+    IPv4 first, then by address (``_order``). Otherwise the packed network address
+    (``network_of``)."""
+    if prefix4 % 8 == 0 and prefix6 % 8 == 0 and prefix4 < prefix6:
+        w4, w6 = prefix4 // 8, prefix6 // 8
+        pad4, pad6 = bytes(4 - w4), bytes(16 - w6)
+        name = network_namer(prefix4, prefix6)
+        return (lambda src: src[:w4] if len(src) == 4 else src[:w6],
+                lambda net: name(net + pad4 if len(net) == w4 else net + pad6))
+    return network_of(prefix4, prefix6), network_namer(prefix4, prefix6)
 
 
 def _add_source(row: "_Row", src: Hashable, by_src: Dict, kinds: Dict, idle: Dict) -> None:

@@ -87,14 +87,17 @@ def parse_line(line: bytes, addresses: Optional[AddressCache] = None) -> Entry:
     m = LINE.match(body + b"\n")
     if m is None or b"\n" in body:
         raise BadLine("not a complete conntrack line (the kernel's layout, ending with use=N)")
-    family_b, proto_b, timeout_b, state_b, src, flag = m.groups()
+    head, timeout_b, state_b, src, flag = m.groups()
+    family_b, proto_b = head[:4], head[head.rindex(b" ") + 1:]
+    end = m.end(3 if state_b else 4)
     if state_b:  # the grammar looks for a flag only where the label needs it
+        state_b, _, src = state_b.partition(b" src=")
         flag = next((f for f in (b"[UNREPLIED]",) + ASSURED_FLAGS if f in body), None)
     family = family_b.decode("ascii")
     src_text = addresses.get(src)
     if (":" in src_text) != (family == "ipv6"):
         raise BadLine("address family does not match %s" % family)
-    dst, sport, dport, zone, mark = _fields(body[m.end(5) + 1:])
+    dst, sport, dport, zone, mark = _fields(body[end + 1:])
     try:
         dst_text = addresses.get(dst) if dst is not None else None
     except BadLine:
@@ -147,10 +150,14 @@ def _int(value: bytes) -> Optional[int]:
 # (``gre_print_conntrack``), ``timeout=N, stream_timeout=N`` before the tuple.
 # Spelled out rather than a general key=value run: that would cost ~40 % more per line.
 _LINE = (
-    rb"^(ipv[46]) +[0-9]+ ([a-z0-9]+) +[0-9]+ (?:%s)?"
-    rb"(?:([A-Z][A-Z0-9_]*) )?(?:timeout=[0-9]+, stream_timeout=[0-9]+ )?"
-    rb"src=([0-9a-fA-F.:]+) dst=(?(4)|[^\[\n]*(\[[A-Z_]+\])?)[^\n]* use=[0-9]+\n"
+    rb"^(ipv[46] +[0-9]+ [a-z0-9]+) +[0-9]+ (?:%s)?"
+    rb"(?:([A-Z][A-Z0-9_]* src=[0-9a-fA-F.:]+) dst="  # a state word: it alone names the label
+    rb"|(?:timeout=[0-9]+, stream_timeout=[0-9]+ )?src=([0-9a-fA-F.:]+) dst=[^\[\n]*(\[[A-Z_]+\])?)"
+    rb"[^\n]* use=[0-9]+\n"
 )
+# Groups: "family N protocol" (one capture: every capture is an object made per line), the
+# idle remaining timeout, "STATE src=ADDR" for protocols with a state word, else ADDR and the
+# first flag.
 # The timeout field: every value captured (the line parser), or only the values of an idle
 # ESTABLISHED entry (the counter: everything else keeps the one key it had).
 LINE = re.compile(_LINE % rb"([0-9]+) ", re.M)
@@ -168,15 +175,15 @@ def line_pattern(rule: "Optional[IdleRule]") -> "Pattern[bytes]":
 
 
 def count_block(block: bytes, pattern: "Pattern[bytes]") -> Tuple[List[bytes], int]:
-    """The entries of a block of whole lines as raw keys (the captures joined by spaces:
-    family, protocol, idle remaining, state, source, flag), for ``Counter.update`` (which
-    counts a list in C; one bytes key hashes faster and weighs a third of a tuple of six), and
+    """The entries of a block of whole lines as raw keys (the captures joined by "/", which none
+    of them holds), for ``Counter.update`` (which counts a list in C; one bytes key hashes faster
+    and weighs a third of a tuple), and
     the number of non-empty lines, so the caller knows how many were skipped (lines - matches)
     without looking at a line in Python. Addresses are validated later, once per distinct key.
     """
     if not block.endswith(b"\n"):
         block += b"\n"  # the last line of a file without a final newline
-    found = list(map(b" ".join, pattern.findall(block)))
+    found = list(map(b"/".join, pattern.findall(block)))
     lines = block.count(b"\n")
     if block.startswith(b"\n") or b"\n\n" in block:
         lines -= len(EMPTY_LINE.findall(block))
@@ -200,7 +207,10 @@ def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byt
     pton = _socket.inet_pton
     get = counts.get
     for key, n in raw.items():
-        family, proto, rem, state, src, flag = key.split(b" ")
+        head, rem, state, src, flag = key.split(b"/")
+        if state:
+            state, _, src = state.partition(b" src=")
+        family, proto = head[:4], head[head.rindex(b" ") + 1:]
         try:
             p = pton(_AF[family], src.decode())
         except (OSError, UnicodeDecodeError):
