@@ -210,7 +210,7 @@ def real_table(n: int, binary: str, interpreter: str, runs: int, verdicts: List[
     with Netns(conntrack=False) as ns:
         with entered(ns):
             t = time.perf_counter()
-            report = bulk.insert(flows)
+            report = bulk.insert(flows, timeout=bulk.BUSY)
             built = time.perf_counter() - t
             count = int(open("/proc/sys/net/netfilter/nf_conntrack_count").read())
             if count != n or report["errors"]:
@@ -226,6 +226,7 @@ def real_table(n: int, binary: str, interpreter: str, runs: int, verdicts: List[
                                     False, "talkers"),
                 "talkers proc": (talkers + ["--source=proc", "--max-age=0", "--budget", "60"], False, "talkers"),
                 "talkers (agent default)": (talkers + ["--max-age=0"], False, "talkers"),
+                "talkers, idle off": (talkers + ["--max-age=0", "--idle-min=%d" % IDLE_OFF], False, "talkers"),
                 "cached talkers": (talkers + ["--max-age=3600"], False, "talkers"),
                 "stats": ([binary, "stats"], False, ""),
                 "python3 -c pass": ([interpreter, "-c", "pass"], False, ""),
@@ -235,10 +236,22 @@ def real_table(n: int, binary: str, interpreter: str, runs: int, verdicts: List[
     return table("Real table, %d entries (built in %.1f s by ctnetlink inserts)" % (n, built), res, "cat (floor)")
 
 
+# An idle_min above any ESTABLISHED timeout: no remaining value can say idle, so the counting
+# pattern carries no idle range (the talkers of before idle time, for a same-run comparison).
+IDLE_OFF = 31536000
+
+
+def idle_verdict(what: str, med: Dict[str, float]) -> str:
+    ratio = med["talkers (agent default)"] / med["talkers, idle off"]
+    return "%s %s: fresh talkers with idle time %.3f × without (target ≤ 1.05)" % (
+        "MET " if ratio <= 1.05 else "MISSED", what, ratio)
+
+
 def real_verdicts(n: int, res: Dict[str, "Result"]) -> List[str]:
     med = {k: statistics.median(r.walls) for k, r in res.items()}
     floor, py = med["cat (floor)"], med["python3 -c pass"]
     out = []
+    out.append(idle_verdict("few heavy sources %d" % n, med))
     if n == 262144:
         out.append("%s talkers (agent default) at 262,144: %.2f × cat floor (target ≤ 1.0), %s" % (
             "MET " if med["talkers (agent default)"] <= floor else "MISSED",
@@ -284,13 +297,14 @@ def long_tail(n: int, distinct: int, binary: str, runs: int, verdicts: List[str]
     path = os.path.join(WORK, "longtail-%d.list" % n)
     with Netns(conntrack=False) as ns:
         with entered(ns):
-            report = bulk.insert(flows)
+            report = bulk.insert(flows, timeout=bulk.BUSY)
             if report["errors"]:
                 raise SystemExit("long-tail table build failed: %r" % report)
             talkers = [binary, "talkers", "--max-age=0", "--cache-dir", os.path.join(WORK, "cache-lt")]
             methods = {
                 "cat (floor)": (["cat", "/proc/net/nf_conntrack"], False, ""),
                 "talkers (agent default)": (talkers, False, ""),
+                "talkers, idle off": (talkers + ["--idle-min=%d" % IDLE_OFF], False, ""),
                 "talkers netlink, no budget": (talkers + ["--source=netlink", "--budget=60"], False, ""),
             }
             res = measure(methods, max(3, runs - 2), None)
@@ -301,7 +315,8 @@ def long_tail(n: int, distinct: int, binary: str, runs: int, verdicts: List[str]
     files = {
         "incident pipeline, C.UTF-8": (["LC_ALL=C.UTF-8 sh -c %s" % shlex.quote(INCIDENT % path)], True, ""),
         "incident pipeline, en_US.UTF-8": (["LC_ALL=en_US.UTF-8 sh -c %s" % shlex.quote(INCIDENT % path)], True, ""),
-        "talkers --file": ([binary, "talkers", "--file", path, "--budget", "60"], False, ""),
+        "talkers --file": ([binary, "talkers", "--file", path, "--budget", "60",
+                            "--timeout-established=%d" % bulk.ESTABLISHED_TIMEOUT], False, ""),
     }
     fres = measure(files, max(3, runs - 2), None)
     out += table("Long-tail snapshot, %d lines" % n, fres, "incident pipeline, C.UTF-8")
@@ -315,6 +330,10 @@ def long_tail(n: int, distinct: int, binary: str, runs: int, verdicts: List[str]
                         med["talkers (agent default)"] / med["cat (floor)"], max(t.walls),
                         "truncated after %d" % first["entries"] if first.get("truncated") else "complete",
                         named, t.rss / 1024.0))
+    verdicts.append(idle_verdict("long-tail %d" % n, med))
+    idle = {r["network"]: r["idle"] for r in first["networks"]}
+    verdicts.append("long-tail %d: the culprit's entries reported idle: %s of %s" % (
+        n, idle.get("127.66.6.0/24"), first["networks"][0]["count"] if first.get("networks") else None))
     for locale in ("C.UTF-8", "en_US.UTF-8"):
         verdicts.append("long-tail %d --file: %.2f× the incident pipeline in %s" % (
             n, med["incident pipeline, %s" % locale] / med["talkers --file"], locale))

@@ -30,6 +30,11 @@ class Flow(NamedTuple):
     proto: str  # tcp / udp
     label: str  # ESTABLISHED, TIME_WAIT, UNREPLIED, ASSURED
     count: int
+    idle: int = 0  # seconds its entries have been silent (inserted with the established timeout less this)
+
+
+ESTABLISHED_TIMEOUT = 432000  # the kernel's nf_conntrack_tcp_timeout_established
+BUSY = ESTABLISHED_TIMEOUT - 10  # a timeout for entries refreshed seconds ago
 
 
 def realistic_mix(n: int) -> List[Flow]:
@@ -74,11 +79,12 @@ def messages(flows: List[Flow], timeout: int = TIMEOUT, first_port: int = 1024) 
         status = ST_UNREPLIED if f.label == "UNREPLIED" else ST_REPLIED
         state = {"ESTABLISHED": ESTABLISHED, "TIME_WAIT": TIME_WAIT}.get(f.label) if proto == 6 else None
         dport = 443 if proto == 6 else 53
+        t = ESTABLISHED_TIMEOUT - f.idle if f.idle else timeout
         for i in range(f.count):
             seq += 1
             # Distinct tuples: one source port per entry, another destination every 64,000.
             yield entry_request(seq, family, src, dst if i < 64000 else _dst_variant(family, i),
-                                   proto, first_port + i % 64000, dport, status, timeout, state)
+                                   proto, first_port + i % 64000, dport, status, t, state)
 
 
 def _dst_variant(family: int, i: int) -> bytes:
@@ -135,7 +141,7 @@ def proc_line(f: Flow, i: int) -> bytes:
     dst = "0000:0000:0000:0000:0000:0000:0000:0001" if v6 else "127.0.0.1"
     sport, dport = 1024 + i % 64000, 443 if f.proto == "tcp" else 53
     if f.proto == "tcp":
-        head = "%s tcp      6 431999 %s " % (fam, f.label)
+        head = "%s tcp      6 %d %s " % (fam, ESTABLISHED_TIMEOUT - (f.idle or 1), f.label)
     else:
         head = "%s udp      17 29 " % fam
     orig = "src=%s dst=%s sport=%d dport=%d " % (src, dst, sport, dport)
@@ -173,10 +179,11 @@ def write_snapshot(path: str, flows: List[Flow]) -> Tuple[int, int]:
 def long_tail_mix(n: int, distinct: int) -> List[Flow]:
     """A public service's table: most sources seen once or twice (``distinct`` of them in ``n``
     entries, IPv4 and IPv6 mixed), and still the incident's culprit: one /24 holding 12 % as
-    ESTABLISHED TCP, spread over its hosts so that no single address stands out."""
+    ESTABLISHED TCP, spread over its hosts so that no single address stands out, silent for two
+    hours (insert the rest with ``timeout=BUSY``: refreshed seconds ago)."""
     culprit = n * 12 // 100
-    flows = [Flow("127.66.6.%d" % (i + 1), "tcp", "ESTABLISHED", culprit // 254 + (1 if i < culprit % 254 else 0))
-             for i in range(254)]
+    flows = [Flow("127.66.6.%d" % (i + 1), "tcp", "ESTABLISHED", culprit // 254 + (1 if i < culprit % 254 else 0),
+                  idle=7200) for i in range(254)]
     rest, sources = n - culprit, distinct - 254
     for i in range(sources):
         c = rest // sources + (1 if i < rest % sources else 0)

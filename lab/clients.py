@@ -18,35 +18,43 @@ import socket
 import sys
 import threading
 import time
-from typing import List
+from typing import List, Optional
 
 
-def _request(src: str, dst: str, port: int, timeout: float, close: bool = True) -> bool:
+def _request(src: str, dst: str, port: int, timeout: float, hold: Optional[List[socket.socket]] = None) -> bool:
+    """One HTTP request from ``src``. With ``hold``, the connection is kept open and silent after
+    the answer, never closed: the NAT's connections (their entries stay ESTABLISHED and are never
+    refreshed again, as in the incident)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.settimeout(timeout)
         s.bind((src, 0))
         s.connect((dst, port))
         s.sendall(b"GET /?release=9&arch=x86_64&repo=updates HTTP/1.0\r\n\r\n")
-        if close:
-            s.recv(4096)
+        s.recv(4096)
+        if hold is not None:
+            hold.append(s)
+            s = None
         return True
     except OSError:
         return False
     finally:
-        s.close()
+        if s is not None:
+            s.close()
 
 
 def leaky(network: str, dst: str, port: int, rate: float) -> None:
     """The NAT: read "N" lines on stdin and make N more connection attempts from ``network`` (a
-    /24) at ``rate`` per second. Each attempt that connects is never closed; one the kernel drops
-    (table full) is given up after the connect timeout. The replay decides how hard to push."""
+    /24) at ``rate`` per second. Each attempt that connects gets its answer and then says nothing
+    more and is never closed; one the kernel drops (table full) is given up after the connect
+    timeout. The replay decides how hard to push."""
     base = network.split("/")[0].rsplit(".", 1)[0]
     state = {"opened": 0, "failed": 0, "asked": 0}
     lock = threading.Lock()
+    held = []  # type: List[socket.socket]
 
     def one(src: str) -> None:
-        ok = _request(src, dst, port, timeout=3.0, close=False)
+        ok = _request(src, dst, port, timeout=3.0, hold=held)
         with lock:
             state["opened" if ok else "failed"] += 1
 

@@ -121,38 +121,57 @@ def dump(deadline: Optional[float] = None, rule: "Optional[IdleRule]" = None) ->
     s.close()
     view = memoryview(ring)
     tally = _Counting(rule)
-    f = os.fdopen(filled_r, "rb", buffering=1 << 16)
     try:
-        last = time.monotonic()
-        while not tally.done:
-            if deadline is not None:
-                now = time.monotonic()
-                step, last = now - last, now
-                if now + step > read_deadline(deadline, len(tally.raw) + len(tally.slow)):
-                    break  # report what was counted, truncated, leaving time to rank it
-            head = f.read(_FRAME.size)
-            if len(head) != _FRAME.size:
-                raise Malformed("the ctnetlink reader process stopped before the dump was complete")
-            slot, size, state = _FRAME.unpack(head)
-            if state == _FAILED:
-                raise _failure(f.read(size))
-            buf = view[slot * RECV_SIZE:slot * RECV_SIZE + size]
-            try:  # the slice must be released before the ring can be closed, whatever happens
-                tally.add(buf)
-            finally:
-                buf.release()
-            if not tally.done:
-                try:
-                    os.write(free_w, b".")  # the slot is the reader's again
-                except BrokenPipeError:  # the reader has stopped: its frame (or EOF) says why
-                    pass
+        _count_frames(filled_r, free_w, view, tally, deadline)
     finally:
-        f.close()
+        os.close(filled_r)
         os.close(free_w)
         _end_reader(pid, tally.done)
         view.release()
         ring.close()
     return tally.result()
+
+
+def _count_frames(filled_r: int, free_w: int, view: memoryview, tally: "_Counting", deadline: Optional[float]) -> None:
+    """Take each filled slot the reader names, count it, hand it back; label in between."""
+    import select
+
+    last = time.monotonic()
+    while not tally.done:
+        if tally.pending and not select.select([filled_r], [], [], 0)[0]:
+            tally.label_one()  # the reader is still inside recv(): label what was counted
+            continue
+        if deadline is not None:
+            now = time.monotonic()
+            step, last = now - last, now
+            if now + step > read_deadline(deadline, tally.keys()):
+                return  # report what was counted, truncated, leaving time to rank it
+        head = _read(filled_r, _FRAME.size)
+        if len(head) != _FRAME.size:
+            raise Malformed("the ctnetlink reader process stopped before the dump was complete")
+        slot, size, state = _FRAME.unpack(head)
+        if state == _FAILED:
+            raise _failure(_read(filled_r, size))
+        buf = view[slot * RECV_SIZE:slot * RECV_SIZE + size]
+        try:  # the slice must be released before the ring can be closed, whatever happens
+            tally.add(buf)
+        finally:
+            buf.release()
+        if not tally.done:
+            try:
+                os.write(free_w, b".")  # the slot is the reader's again
+            except BrokenPipeError:  # the reader has stopped: its frame (or EOF) says why
+                pass
+
+
+def _read(fd: int, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        got = os.read(fd, n - len(out))
+        if not got:
+            break
+        out += got
+    return out
 
 
 def _end_reader(pid: int, finished: bool) -> None:
@@ -165,16 +184,26 @@ def _end_reader(pid: int, finished: bool) -> None:
 
 
 class _Counting:
-    """The counts of one dump so far: rows the compiled pattern matched (raw), rows decoded one
-    by one (slow), entries, skipped messages, and whether NLMSG_DONE was seen."""
+    """The counts of one dump so far. Rows the compiled pattern matched wait in ``pending`` (one
+    list of raw keys per buffer) and are labelled into per-source counts (``parse.netlink.label_rows``)
+    whenever the reader is still inside recv(), so little is left to do when the dump ends; rows
+    decoded one by one (``slow``), entries, skipped messages, and whether NLMSG_DONE was seen."""
 
     def __init__(self, rule: "Optional[IdleRule]") -> None:
         self.rule = rule
         self.pattern = nl.row_pattern(rule)
-        self.raw = Counter()  # type: Counter
+        self.pending = []  # type: List[List[bytes]]
+        self.pending_rows = 0
+        self.counts = {}  # type: Dict[bytes, int]
+        self.kinds = {}  # type: Dict[bytes, object]
+        self.idle = {}  # type: Dict[bytes, List[int]]
         self.slow = Counter()  # type: Counter
         self.entries = self.skipped = 0
         self.done = False
+
+    def keys(self) -> int:
+        """Distinct keys held or about to be (what is left to label and rank)."""
+        return len(self.counts) + self.pending_rows + len(self.slow)
 
     def add(self, buf) -> None:
         wk = _walk(buf)
@@ -182,7 +211,8 @@ class _Counting:
         if wk.rows:
             c = nl.count_rows(buf, wk.rows, self.pattern)
             if c is not None:
-                self.raw.update(c)  # a list: counted in C
+                self.pending.append(c)
+                self.pending_rows += len(c)
                 self.entries += wk.rows
             else:
                 e, k = _decode_slowly(bytes(buf), self.slow)
@@ -190,15 +220,20 @@ class _Counting:
                 self.skipped += k
         self.done = wk.done
 
+    def label_one(self) -> None:
+        rows = self.pending.pop()
+        self.pending_rows -= len(rows)
+        nl.label_rows(Counter(rows), self.counts, self.kinds, self.idle)
+
     def result(self) -> Dump:
-        counts = {}  # type: Dict[bytes, int]
-        kinds = {}  # type: Dict[bytes, object]
-        idle = {}  # type: Dict[bytes, List[int]]
-        nl.label_rows(self.raw, counts, kinds, idle)
-        self.raw.clear()
+        raw = Counter()  # type: Counter
+        for rows in self.pending:  # what the dump's end left: labelled once per distinct key
+            raw.update(rows)
+        self.pending = []
+        nl.label_rows(raw, self.counts, self.kinds, self.idle)
         if self.slow:
-            nl.label_records(self.slow, counts, kinds, idle, self.rule)
-        return Dump(counts, self.entries, self.skipped, not self.done, kinds, idle)
+            nl.label_records(self.slow, self.counts, self.kinds, self.idle, self.rule)
+        return Dump(self.counts, self.entries, self.skipped, not self.done, self.kinds, self.idle)
 
 
 # Reader -> counter frames: slot, bytes in it, and whether the reader carries on or failed (then
