@@ -310,14 +310,14 @@ def render(t: "Tally", source: str, note: "Optional[str]", maximum: "Optional[in
         "sources": [
             {"address": g.key, "family": family_of(g.key), "count": g.count,
              "pct_of_max": pct(g.count, maximum), "established": g.established,
-             "idle": g.idle, "idle_max": idle_max(g),
+             "idle": g.idle, "idle_max": idle_max(g), "idle_known": g.idle_known,
              "protocols": g.protocols, "states": g.states}
             for g in sources[:top]
         ],
         "networks": [
             {"network": g.key, "family": family_of(g.key), "count": g.count,
              "pct_of_max": pct(g.count, maximum), "established": g.established,
-             "idle": g.idle, "idle_max": idle_max(g),
+             "idle": g.idle, "idle_max": idle_max(g), "idle_known": g.idle_known,
              "sources": g.members, "protocols": g.protocols, "states": g.states}
             for g in networks[:top]
         ],

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Hashable, Iterable, List, NamedTuple, Op
 from conntrack_zbx.parse import labels
 from conntrack_zbx.errors import BadLine
 from conntrack_zbx.parse.idle import IdleRule, add_idle
-from conntrack_zbx.parse.labels import KINDS, count_kind, kind_counts
+from conntrack_zbx.parse.labels import KINDS, KNOWN, KNOWN_LABEL, count_kind, kind_counts
 from conntrack_zbx.parse.table import AddressCache, Entry, parse_line
 
 GROUP_BY = ("src", "dst", "dport", "state", "proto")
@@ -94,8 +94,10 @@ def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = N
         label = entry_label(e)
         if by == "src":
             src = addresses.packed(e.src)
-            count_kind(counts, kinds, src, KINDS.index(e.proto, label), 1)
-            if rule is not None and e.proto == "tcp" and label == "ESTABLISHED" and rule.is_idle(e.timeout):
+            told = rule is not None and e.proto == "tcp" and label == "ESTABLISHED"
+            known = told and rule.is_known(e.timeout)  # type: ignore[union-attr]  # told: rule is set
+            count_kind(counts, kinds, src, KNOWN if known else KINDS.index(e.proto, label), 1)
+            if told and rule.is_idle(e.timeout):  # type: ignore[union-attr]
                 add_idle(idle, src, 1, e.timeout)  # type: ignore[arg-type]  # is_idle: not None
             continue
         if by == "dst":
@@ -117,6 +119,7 @@ class Group(NamedTuple):
     members: int  # distinct sources rolled into a network; 1 for plain keys
     idle: Optional[int] = None  # ESTABLISHED TCP entries idle longer than the rule's idle_min
     idle_remaining: Optional[int] = None  # the least remaining timeout among them (longest idle)
+    idle_known: Optional[int] = None  # ESTABLISHED TCP entries whose idle time could be told
 
 
 class Ranking(NamedTuple):
@@ -219,15 +222,19 @@ def _add_source(row: "_Row", src: Hashable, by_src: Dict, kinds: Dict, idle: Dic
 class _Row:
     """The breakdown of one top row."""
 
-    __slots__ = ("protos", "states", "idle", "remaining")
+    __slots__ = ("protos", "states", "idle", "remaining", "known")
 
     def __init__(self) -> None:
         self.protos = Counter()  # type: Counter
         self.states = Counter()  # type: Counter
         self.idle = 0
         self.remaining = None  # type: Optional[int]
+        self.known = 0
 
     def add(self, proto: str, label: str, n: int, idle: Optional[List[int]]) -> None:
+        if label == KNOWN_LABEL:
+            label = "ESTABLISHED"
+            self.known += n
         self.protos[proto] += n
         self.states[label] += n
         if idle is not None:
@@ -284,6 +291,7 @@ def _groups(chosen, wanted, members: Optional[Dict[Hashable, int]], text: Option
             members=members[g] if members is not None else 1,
             idle=row.idle if idle_known else None,
             idle_remaining=row.remaining,
+            idle_known=row.known if idle_known else None,
         ))
     return groups
 

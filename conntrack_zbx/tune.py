@@ -229,7 +229,8 @@ def render_timeout(now: int, seconds: int, files: Dict[str, str], etc_root: str,
            "  an ESTABLISHED connection silent for longer than %d s through this host loses its state: a"
            % seconds,
            "  stateful firewall or NAT then drops or resets its next packet (keepalives avoid that).",
-           "  Entries that already leaked keep their old expiry: remove them with conntrack-zbx clean.", ""]
+           "  Entries that already leaked keep their old expiry: remove them with conntrack-zbx clean",
+           "  first (after the change their idle time can no longer be told).", ""]
     out += _files(files, etc_root, runtime_only)
     return "\n".join(out) + "\n"
 
@@ -291,7 +292,7 @@ def idle_advice(root: ProcRoot, proc_root: str) -> List[str]:
     line = "idle entries: %d of %d (%.0f%%) ESTABLISHED TCP silent for over 1h" % (idle, t.entries, 100 * share)
     if share >= IDLE_SHARE and rule.established > RECOMMENDED_ESTABLISHED:
         return [line, "recommended: --tcp-established-timeout %d (now %d): idle connections hold the table; "
-                      "then conntrack-zbx clean --network ... for what already leaked (runbook: leak)"
+                      "first conntrack-zbx clean --network ... for what already leaked (runbook: leak)"
                 % (RECOMMENDED_ESTABLISHED, rule.established)]
     return [line + ": the ESTABLISHED timeout is not what fills the table"]
 

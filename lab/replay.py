@@ -533,14 +533,16 @@ class Replay:
     def fix_leak(self) -> None:
         """What the incident lacked: the leak's own fix. A shorter ESTABLISHED timeout (so the next
         leak lasts an hour, not 5 days) and the leaked entries removed, the busy range untouched."""
-        self.say("[8/9] the leak's fix: conntrack-zbx tune --tcp-established-timeout %d --apply, then "
-                 "conntrack-zbx clean --network %s --idle-min %d --apply" % (SHORT_TIMEOUT, LEAKY_NET, IDLE_MIN))
+        self.say("[8/9] the leak's fix: conntrack-zbx clean --network %s --idle-min %d --apply, then "
+                 "conntrack-zbx tune --tcp-established-timeout %d --apply" % (LEAKY_NET, IDLE_MIN, SHORT_TIMEOUT))
         busy_before, leaky_before = self.range_count(BUSY_NET), self.range_count(LEAKY_NET)
         conntrack_zbx = [sys.executable, "-m", "conntrack_zbx"]
-        sh(self.node.cmd(conntrack_zbx + ["tune", "--tcp-established-timeout", str(SHORT_TIMEOUT), "--apply",
-                                          "--root", NODE_ETC]))
+        # clean first: once the timeout is shorter, a leaked entry has more time left than the new
+        # timeout gives, and its idle time can no longer be told
         out = sh(self.node.cmd(conntrack_zbx + ["clean", "--network", LEAKY_NET, "--idle-min", str(IDLE_MIN),
                                                 "--apply"])).stdout.decode()
+        sh(self.node.cmd(conntrack_zbx + ["tune", "--tcp-established-timeout", str(SHORT_TIMEOUT), "--apply",
+                                          "--root", NODE_ETC]))
         deleted = int(out.split("deleted ")[1].split()[0])
         self.cleaned = self.event("fix: ESTABLISHED timeout %d s, %d idle entries of %s deleted"
                                   % (SHORT_TIMEOUT, deleted, LEAKY_NET),

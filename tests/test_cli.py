@@ -158,7 +158,7 @@ def test_talkers_prefix_and_top(capsys):
     assert rc == 0
     assert doc["networks"] == [{
         "network": "127.0.0.0/16", "family": "ipv4", "count": 15, "pct_of_max": 0.0057,
-        "established": 5, "idle": 0, "idle_max": None, "sources": 9,
+        "established": 5, "idle": 0, "idle_max": None, "idle_known": 5, "sources": 9,
         "protocols": {"icmp": 1, "tcp": 11, "udp": 3}, "states": doc["networks"][0]["states"]}]
     assert len(doc["sources"]) == 1
 

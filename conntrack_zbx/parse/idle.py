@@ -40,11 +40,19 @@ class IdleRule(NamedTuple):
         """Largest remaining value of an entry idle longer than idle_min."""
         return self.established - self.idle_min - 1
 
+    @property
+    def busy_low(self) -> int:
+        """Smallest remaining value of a known entry that is not idle (refreshed recently)."""
+        return max(self.high + 1, self.low)
+
     def idle_of(self, remaining: int) -> Optional[int]:
         """Idle seconds of an ESTABLISHED TCP entry, None where it cannot be known."""
         if self.cap < remaining <= self.established:
             return self.established - remaining
         return None
+
+    def is_known(self, remaining: Optional[int]) -> bool:
+        return remaining is not None and self.cap < remaining <= self.established
 
     def is_idle(self, remaining: Optional[int]) -> bool:
         return remaining is not None and self.low <= remaining <= self.high

@@ -20,7 +20,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Pattern, Tuple
 from conntrack_zbx.errors import BadMessage
 from conntrack_zbx.parse import labels
 from conntrack_zbx.parse.idle import IdleRule, add_idle, be32_range
-from conntrack_zbx.parse.labels import KINDS, count_kind
+from conntrack_zbx.parse.labels import KINDS, KNOWN, count_kind
 
 # netlink
 NLMSG_ERROR = 2
@@ -268,18 +268,21 @@ _ROW = (
     rb".\x00\x01\x80(?:" + _ORIG_ADDR + rb")" + _ORIG_PROTO + _TUPLE_ZONE + _REPLY +
     rb"(?:\x06\x00\x12\x00..\x00\x00)?"  # CTA_ZONE
     rb"\x08\x00\x03\x00(.{4})"  # CTA_STATUS
-    # timeout (captured when it says idle, see parse.idle), mark, use, id, secmark
-    rb"(?:\x08\x00\x07\x00(%s)|\x08\x00[\x07\x08\x0b\x0c\x11]\x00.{4})*"
+    # timeout (captured when it says idle, its first byte as a marker when it says busy: see
+    # parse.idle), mark, use, id, secmark
+    rb"(?:\x08\x00\x07\x00(%s)|\x08\x00\x07\x00(?=%s)(.).{3}|\x08\x00[\x07\x08\x0b\x0c\x11]\x00.{4})*"
     rb"(?(sp).\x00\x04\x80.\x00[\x01-\x03]\x80\x05\x00\x01\x00(.)|)"  # protoinfo state: required
 )
-DUMP_ROW = re.compile(_ROW % rb"(?!)", re.S)
+DUMP_ROW = re.compile(_ROW % (rb"(?!)", rb"(?!)"), re.S)
 _STATUS_BITS = IPS_SEEN_REPLY | IPS_ASSURED | IPS_OFFLOAD | IPS_HW_OFFLOAD | IPS_FIXED_TIMEOUT
 _NO_IDLE = IPS_OFFLOAD | IPS_HW_OFFLOAD | IPS_FIXED_TIMEOUT  # the timeout says nothing of idle time
 
 
 def row_pattern(rule: "Optional[IdleRule]") -> "Pattern[bytes]":
     """The row pattern capturing CTA_TIMEOUT where it says the entry is idle under ``rule``."""
-    return DUMP_ROW if rule is None else re.compile(_ROW % be32_range(rule.low, rule.high), re.S)
+    if rule is None:
+        return DUMP_ROW
+    return re.compile(_ROW % (be32_range(rule.low, rule.high), be32_range(rule.busy_low, rule.established)), re.S)
 
 
 class Walk(NamedTuple):
@@ -333,8 +336,8 @@ def label_rows(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byte
     A raw key is the row's captures joined: the source with its attribute header (8 bytes for
     IPv4, 20 for IPv6), then the protocol (one byte for TCP/DCCP/SCTP, else the 9-byte protocol
     attribute head ending in its number), the 4 status bytes, the 4 timeout bytes when they say
-    idle, and for TCP/DCCP/SCTP the state byte last."""
-    memo = {}  # type: Dict[Tuple[int, int, bytes], Tuple[int, bool]]
+    idle or one marker byte when they say busy, and for TCP/DCCP/SCTP the state byte last."""
+    memo = {}  # type: Dict[Tuple[int, int, bytes, int], Tuple[int, bool]]
     get = counts.get
     for key, n in raw.items():
         if key[0] == 8:
@@ -342,26 +345,25 @@ def label_rows(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byte
         else:
             src, i = key[4:20], 20
         proto = key[i]
-        if proto in _HAS_STATE:  # status, [timeout], state
-            status, state, i = key[i + 1:i + 5], key[-1], i + 5
-            rem = key[i:-1]
-        else:  # status, [timeout]
+        if proto in _HAS_STATE:  # status, [idle timeout | busy marker], state
+            status, state, tail = key[i + 1:i + 5], key[-1], key[i + 5:-1]
+        else:  # status, [idle timeout | busy marker]
             proto = key[i + 8]
-            status, state = key[i + 9:i + 13], -1
-            rem = key[i + 13:]
-        kind = memo.get((proto, state, status))
+            status, state, tail = key[i + 9:i + 13], -1, key[i + 13:]
+        kind = memo.get((proto, state, status, len(tail)))
         if kind is None:
             st = _U32.unpack(status)[0]
             r = Record(AF_INET, b"", proto, state, st & _STATUS_BITS)
-            kind = memo[(proto, state, status)] = (
-                KINDS.index(proto_name(proto), record_label(r)), proto == 6 and state == 3 and not st & _NO_IDLE)
+            idle_ok = proto == 6 and state == 3 and not st & _NO_IDLE
+            kind = memo[(proto, state, status, len(tail))] = (
+                KNOWN if idle_ok and tail else KINDS.index(proto_name(proto), record_label(r)), idle_ok)
         if get(src) is None:
             counts[src] = n
             kinds[src] = kind[0]
         else:
             count_kind(counts, kinds, src, kind[0], n)
-        if rem and kind[1]:
-            add_idle(idle, src, n, _U32.unpack(rem)[0])
+        if len(tail) == 4 and kind[1]:
+            add_idle(idle, src, n, _U32.unpack(tail)[0])
 
 
 def label_records(records: Dict[Record, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
@@ -369,7 +371,8 @@ def label_records(records: Dict[Record, int], counts: Dict[bytes, int], kinds: D
     """Records (the general decoder's output) -> the same as ``label_rows``."""
     for r, n in records.items():
         label = record_label(r)
-        count_kind(counts, kinds, r.src, KINDS.index(proto_name(r.proto), label), n)
-        if rule is not None and r.proto == 6 and label == "ESTABLISHED" and not r.status & _NO_IDLE \
-                and rule.is_idle(r.timeout):
+        told = rule is not None and r.proto == 6 and label == "ESTABLISHED" and not r.status & _NO_IDLE
+        known = told and rule.is_known(r.timeout)  # type: ignore[union-attr]  # told: rule is set
+        count_kind(counts, kinds, r.src, KNOWN if known else KINDS.index(proto_name(r.proto), label), n)
+        if told and rule.is_idle(r.timeout):  # type: ignore[union-attr]
             add_idle(idle, r.src, n, r.timeout)

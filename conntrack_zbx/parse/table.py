@@ -20,7 +20,7 @@ from typing import Dict, List, NamedTuple, Optional, Pattern, Tuple
 
 from conntrack_zbx.errors import BadLine
 from conntrack_zbx.parse.idle import IdleRule, add_idle, decimal_range
-from conntrack_zbx.parse.labels import KINDS, count_kind, state_label
+from conntrack_zbx.parse.labels import KINDS, KNOWN, count_kind, state_label
 
 FAMILIES = (b"ipv4", b"ipv6")
 # Flags the kernel prints after the reply tuple for an assured entry (offloaded ones say so).
@@ -87,9 +87,9 @@ def parse_line(line: bytes, addresses: Optional[AddressCache] = None) -> Entry:
     m = LINE.match(body + b"\n")
     if m is None or b"\n" in body:
         raise BadLine("not a complete conntrack line (the kernel's layout, ending with use=N)")
-    head, timeout_b, state_b, src, flag = m.groups()
+    head, _busy, timeout_b, state_b, src, flag = m.groups()
     family_b, proto_b = head[:4], head[head.rindex(b" ") + 1:]
-    end = m.end(3 if state_b else 4)
+    end = m.end(4 if state_b else 5)
     if state_b:  # the grammar looks for a flag only where the label needs it
         state_b, _, src = state_b.partition(b" src=")
         flag = next((f for f in (b"[UNREPLIED]",) + ASSURED_FLAGS if f in body), None)
@@ -155,12 +155,12 @@ _LINE = (
     rb"|(?:timeout=[0-9]+, stream_timeout=[0-9]+ )?src=([0-9a-fA-F.:]+) dst=[^\[\n]*(\[[A-Z_]+\])?)"
     rb"[^\n]* use=[0-9]+\n"
 )
-# Groups: "family N protocol" (one capture: every capture is an object made per line), the
-# idle remaining timeout, "STATE src=ADDR" for protocols with a state word, else ADDR and the
-# first flag.
+# Groups: "family N protocol" (one capture: every capture is an object made per line), a one-space
+# marker when the timeout says the entry is busy (refreshed less than idle_min ago), the idle
+# remaining timeout, "STATE src=ADDR" for protocols with a state word, else ADDR and the first flag.
 # The timeout field: every value captured (the line parser), or only the values of an idle
 # ESTABLISHED entry (the counter: everything else keeps the one key it had).
-LINE = re.compile(_LINE % rb"([0-9]+) ", re.M)
+LINE = re.compile(_LINE % rb"()([0-9]+) ", re.M)
 EMPTY_LINE = re.compile(rb"^\n", re.M)
 
 
@@ -168,8 +168,8 @@ def line_pattern(rule: "Optional[IdleRule]") -> "Pattern[bytes]":
     """The counting pattern for an idle rule (compiled once per rule and process)."""
     # Busy values (refreshed less than idle_min ago) are tried first: most ESTABLISHED entries
     # of a healthy table have them, and they fail the idle range only after several digits.
-    sub = rb"()[0-9]+ " if rule is None else (
-        decimal_range(rule.high + 1, rule.established) + rb" |(" + decimal_range(rule.low, rule.high) +
+    sub = rb"()()[0-9]+ " if rule is None else (
+        decimal_range(rule.busy_low, rule.established) + rb"( )|(" + decimal_range(rule.low, rule.high) +
         rb") (?=ESTABLISHED )|[0-9]+ ")
     return re.compile(_LINE % sub, re.M)
 
@@ -203,11 +203,11 @@ def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byt
 
     One step per distinct raw key: a long-tail table has a quarter of a million of them, so
     nothing here is done per key that can be done per kind."""
-    memo = {}  # type: Dict[Tuple[bytes, bytes, bytes], int]
+    memo = {}  # type: Dict[Tuple[bytes, bytes, bytes, bool], int]
     pton = _socket.inet_pton
     get = counts.get
     for key, n in raw.items():
-        head, rem, state, src, flag = key.split(b"/")
+        head, busy, rem, state, src, flag = key.split(b"/")
         if state:
             state, _, src = state.partition(b" src=")
         family, proto = head[:4], head[head.rindex(b" ") + 1:]
@@ -215,9 +215,10 @@ def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byt
             p = pton(_AF[family], src.decode())
         except (OSError, UnicodeDecodeError):
             continue
-        kind = memo.get((proto, state, flag))
+        known = bool(busy or rem) and proto == b"tcp" and state == b"ESTABLISHED"
+        kind = memo.get((proto, state, flag, known))
         if kind is None:
-            kind = memo[(proto, state, flag)] = KINDS.index(
+            kind = memo[(proto, state, flag, known)] = KNOWN if known else KINDS.index(
                 proto.decode("ascii"),
                 state_label(state.decode("ascii") if state else None, flag == b"[UNREPLIED]", flag in ASSURED_FLAGS))
         c = get(p)

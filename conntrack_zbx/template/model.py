@@ -674,10 +674,16 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
                  "ESTABLISHED TCP entries from this %s silent for over {$CONNTRACK.TALKERS.IDLE_MIN} s, from the "
                  "remaining timeout the kernel keeps per entry: connections nobody closed (a leak) rather than "
                  "busy ones (load). Not supported, saying why, where the idle time cannot be known." % kind)
-    idle["preprocessing"].append({"type": "REGEX", "parameters": ["^([0-9]+)$", "\\1"],
-                                  "error_handler": "CUSTOM_ERROR",
-                                  "error_handler_params": "idle time unknown here: the talkers document's "
-                                                          "idle_note says why"})
+    known = proto("%s: %s {#CT.TALKER}: Entries with a known idle time" % (SHORT, kind),
+                  "conntrack.talker.idle_known", "idle_known",
+                  "ESTABLISHED TCP entries from this %s whose idle time can be told (their remaining "
+                  "timeout is above the retransmission caps and within the established timeout): what "
+                  "the idle entries are a share of." % kind)
+    for it in (idle, known):
+        it["preprocessing"].append({"type": "REGEX", "parameters": ["^([0-9]+)$", "\\1"],
+                                    "error_handler": "CUSTOM_ERROR",
+                                    "error_handler_params": "idle time unknown here: the talkers document's "
+                                                            "idle_note says why"})
     return {
         "uuid": uid(CONNTRACK, "discovery", "talkers") if kind == "network" else uid(CONNTRACK, "discovery", plural),
         "name": "%s: Top %s discovery" % (SHORT, plural),
@@ -695,8 +701,8 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
         "lifetime": "{$CONNTRACK.TALKER.LOST}",
         "description": "The top {$CONNTRACK.TALKERS.TOP} %s by entries held, from conntrack.talkers%s." % (
             plural, " (/{$CONNTRACK.TALKERS.PREFIX4}, /{$CONNTRACK.TALKERS.PREFIX6})" if kind == "network" else ""),
-        "item_prototypes": [count, est, share, idle],
-        "trigger_prototypes": _leak_or_load(count, est, share, idle) if kind == "network" else [],
+        "item_prototypes": [count, est, share, idle, known],
+        "trigger_prototypes": _leak_or_load(known, share, idle) if kind == "network" else [],
         "graph_prototypes": [{
             "uuid": uid(CONNTRACK, "graph_prototype", "talker" if kind == "network" else plural),
             "name": "%s: %s {#CT.TALKER}: Entries held" % (SHORT, kind),
@@ -711,12 +717,11 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
     }
 
 
-def _leak_or_load(count: Dict[str, Any], est: Dict[str, Any], share: Dict[str, Any],
-                  idle: Dict[str, Any]) -> List[Dict[str, Any]]:
+def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Leak or load, for one network, in the problem's name: its idle ESTABLISHED entries hold a
     share of the table (connections not closed), or it has held a large share for longer than
-    the idle threshold and its entries are still refreshed (busy: raise the limit). The second
-    waits {$CONNTRACK.TALKERS.IDLE_MIN}: before that, a leak's entries are not idle yet either."""
+    the idle threshold while its entries whose idle time can be told are still refreshed (busy:
+    raise the limit). Entries whose idle time cannot be told count for neither."""
     def ref(item: Dict[str, Any]) -> str:
         return item_ref(CONNTRACK, item["key"])
     maximum = item_ref(CONNTRACK, "conntrack.max")
@@ -727,8 +732,8 @@ def _leak_or_load(count: Dict[str, Any], est: Dict[str, Any], share: Dict[str, A
         "connections nobody closed (the incident's NAT firewall that never sent FIN/RST). They keep their "
         "slot for the whole ESTABLISHED timeout and early drop never evicts them, so raising the limit only "
         "postpones the outage. First step: tell the network's owners; `conntrack-zbx clean --network "
-        "{#CT.TALKER}` removes the idle entries (dry run first), `conntrack-zbx tune "
-        "--tcp-established-timeout` shortens how long new leaks last.",
+        "{#CT.TALKER}` removes the idle entries (dry run first), then `conntrack-zbx tune "
+        "--tcp-established-timeout` shortens how long the next leak lasts.",
         event_name="%s: network {#CT.TALKER} holds {ITEM.LASTVALUE1} ESTABLISHED entries silent for over "
                    "{$CONNTRACK.TALKERS.IDLE_MIN}s: connections not closed" % SHORT,
         opdata="Idle: {ITEM.LASTVALUE1}, max: {ITEM.LASTVALUE2}",
@@ -736,16 +741,17 @@ def _leak_or_load(count: Dict[str, Any], est: Dict[str, Any], share: Dict[str, A
         anchor="leak")
     load = _trigger(
         CONNTRACK, "%s: network {#CT.TALKER}: busy connections hold the table" % SHORT,
-        "min(%s,{$CONNTRACK.TALKERS.IDLE_MIN})>{$CONNTRACK.TALKER.SHARE.WARN} and last(%s)*10<last(%s)"
-        % (ref(share), ref(idle), ref(est)), "INFO",
+        "min(%s,{$CONNTRACK.TALKERS.IDLE_MIN})>{$CONNTRACK.TALKER.SHARE.WARN} and last(%s)>0 and "
+        "last(%s)*10<last(%s)" % (ref(share), ref(known), ref(idle), ref(known)), "INFO",
         "This network has held a large share of the table for longer than {$CONNTRACK.TALKERS.IDLE_MIN} s "
-        "and fewer than a tenth of its ESTABLISHED entries are silent that long: its connections are in "
-        "use. That is load, not a leak. First step: raise the limit (`conntrack-zbx tune --auto`).",
+        "and fewer than a tenth of its ESTABLISHED entries (of those whose idle time can be told) are "
+        "silent that long: its connections are in use. That is load, not a leak. First step: raise the "
+        "limit (`conntrack-zbx tune --auto`).",
         event_name="%s: network {#CT.TALKER} holds {ITEM.LASTVALUE1} of nf_conntrack_max in connections "
                    "still in use: load" % SHORT,
-        opdata="Share: {ITEM.LASTVALUE1}, idle: {ITEM.LASTVALUE2}, established: {ITEM.LASTVALUE3}",
+        opdata="Share: {ITEM.LASTVALUE1}, known: {ITEM.LASTVALUE2}, idle: {ITEM.LASTVALUE3}",
         recovery="last(%s)<{$CONNTRACK.TALKER.SHARE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS} or last(%s)*5>last(%s)"
-                 % (ref(share), ref(idle), ref(est)),
+                 % (ref(share), ref(idle), ref(known)),
         anchor="load")
     return [leak, load]
 
