@@ -194,6 +194,7 @@ class _Counting:
         self.pattern = nl.row_pattern(rule)
         self.pending = []  # type: List[List[bytes]]
         self.pending_rows = 0
+        self.raw = Counter()  # type: Counter  # rows folded unlabelled when labelling fell behind
         self.counts = {}  # type: Dict[bytes, int]
         self.kinds = {}  # type: Dict[bytes, object]
         self.idle = {}  # type: Dict[bytes, List[int]]
@@ -203,7 +204,7 @@ class _Counting:
 
     def keys(self) -> int:
         """Distinct keys held or about to be (what is left to label and rank)."""
-        return len(self.counts) + self.pending_rows + len(self.slow)
+        return len(self.counts) + self.pending_rows + len(self.raw) + len(self.slow)
 
     def add(self, buf) -> None:
         wk = _walk(buf)
@@ -214,6 +215,10 @@ class _Counting:
                 self.pending.append(c)
                 self.pending_rows += len(c)
                 self.entries += wk.rows
+                if self.pending_rows > PENDING_MAX:  # no time to label meanwhile: count, as keys
+                    for rows in self.pending:
+                        self.raw.update(rows)
+                    self.pending, self.pending_rows = [], 0
             else:
                 e, k = _decode_slowly(bytes(buf), self.slow)
                 self.entries += e
@@ -226,15 +231,18 @@ class _Counting:
         nl.label_rows(Counter(rows), self.counts, self.kinds, self.idle)
 
     def result(self) -> Dump:
-        raw = Counter()  # type: Counter
+        raw = self.raw
         for rows in self.pending:  # what the dump's end left: labelled once per distinct key
             raw.update(rows)
         self.pending = []
         nl.label_rows(raw, self.counts, self.kinds, self.idle)
+        raw.clear()
         if self.slow:
             nl.label_records(self.slow, self.counts, self.kinds, self.idle, self.rule)
         return Dump(self.counts, self.entries, self.skipped, not self.done, self.kinds, self.idle)
 
+
+PENDING_MAX = 1 << 16  # rows kept as lists for labelling in the reader's shadow (memory bound)
 
 # Reader -> counter frames: slot, bytes in it, and whether the reader carries on or failed (then
 # the error text of that many bytes follows the frame).

@@ -709,6 +709,7 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
             "graph_items": [
                 {"color": "F63100", "item": {"host": CONNTRACK, "key": count["key"]}},
                 {"sortorder": "1", "color": "199C0D", "item": {"host": CONNTRACK, "key": est["key"]}},
+                {"sortorder": "2", "color": "2774A4", "item": {"host": CONNTRACK, "key": idle["key"]}},
             ],
         }],
         "master_item": {"key": TALKERS_KEY},
