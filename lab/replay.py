@@ -546,7 +546,7 @@ class Replay:
         deleted = int(out.split("deleted ")[1].split()[0])
         self.cleaned = self.event("fix: ESTABLISHED timeout %d s, %d idle entries of %s deleted"
                                   % (SHORT_TIMEOUT, deleted, LEAKY_NET),
-                                  leaky_before=leaky_before, leaky_after=self.range_count(LEAKY_NET),
+                                  deleted=deleted, leaky_before=leaky_before, leaky_after=self.range_count(LEAKY_NET),
                                   busy_before=busy_before, busy_after=self.range_count(BUSY_NET))
         wait_for("the leak problem to resolve", lambda: not self.api.active_problem(self.hostid, LEAK),
                  timeout=120, seen=self.open_problems)

@@ -720,9 +720,10 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
 
 def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Leak or load, for one network, in the problem's name: its idle ESTABLISHED entries hold a
-    share of the table (connections not closed), or it has held a large share for longer than
-    the idle threshold while its entries whose idle time can be told are still refreshed (busy:
-    raise the limit). Entries whose idle time cannot be told count for neither."""
+    share of the table (connections not closed), or it held a large share idle_min ago and few
+    of the entries it held then are idle now (busy: raise the limit). A young network cannot be
+    judged load: the value from idle_min ago does not exist yet, and the expression stays unknown.
+    Entries whose idle time cannot be told count for neither."""
     def ref(item: Dict[str, Any]) -> str:
         return item_ref(CONNTRACK, item["key"])
     maximum = item_ref(CONNTRACK, "conntrack.max")
@@ -740,19 +741,21 @@ def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, 
         opdata="Idle: {ITEM.LASTVALUE1}, max: {ITEM.LASTVALUE2}",
         recovery="last(%s)/last(%s)*100<{$CONNTRACK.TALKER.IDLE.WARN}/2" % (ref(idle), maximum),
         anchor="leak")
+    ago = "#1:now-{$CONNTRACK.TALKERS.IDLE_MIN}"  # the entries it held then are idle now, if silent
     load = _trigger(
         CONNTRACK, "%s: network {#CT.TALKER}: busy connections hold the table" % SHORT,
-        "min(%s,{$CONNTRACK.TALKERS.IDLE_MIN})>{$CONNTRACK.TALKER.SHARE.WARN} and last(%s)>0 and "
-        "last(%s)*10<last(%s)" % (ref(share), ref(known), ref(idle), ref(known)), "INFO",
-        "This network has held a large share of the table for longer than {$CONNTRACK.TALKERS.IDLE_MIN} s "
-        "and fewer than a tenth of its ESTABLISHED entries (of those whose idle time can be told) are "
-        "silent that long: its connections are in use. That is load, not a leak. First step: raise the "
-        "limit (`conntrack-zbx tune --auto`).",
+        "last(%s)>{$CONNTRACK.TALKER.SHARE.WARN} and last(%s,%s)>{$CONNTRACK.TALKER.SHARE.WARN} and "
+        "last(%s,%s)>0 and last(%s)*10<last(%s,%s)"
+        % (ref(share), ref(share), ago, ref(known), ago, ref(idle), ref(known), ago), "INFO",
+        "This network held a large share of the table {$CONNTRACK.TALKERS.IDLE_MIN} s ago and still does, "
+        "and fewer than a tenth as many of its ESTABLISHED entries are silent that long as it had then "
+        "(of those whose idle time can be told): its connections are in use, or closed and replaced. "
+        "That is load, not a leak. First step: raise the limit (`conntrack-zbx tune --auto`).",
         event_name="%s: network {#CT.TALKER} holds {ITEM.LASTVALUE1} of nf_conntrack_max in connections "
                    "still in use: load" % SHORT,
-        opdata="Share: {ITEM.LASTVALUE1}, known: {ITEM.LASTVALUE2}, idle: {ITEM.LASTVALUE3}",
-        recovery="last(%s)<{$CONNTRACK.TALKER.SHARE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS} or last(%s)*5>last(%s)"
-                 % (ref(share), ref(idle), ref(known)),
+        opdata="Share: {ITEM.LASTVALUE1}, idle: {ITEM.LASTVALUE4}",
+        recovery="last(%s)<{$CONNTRACK.TALKER.SHARE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS} or last(%s)*5>last(%s,%s)"
+                 % (ref(share), ref(idle), ref(known), ago),
         anchor="load")
     return [leak, load]
 
