@@ -536,6 +536,7 @@ class Replay:
         self.say("[8/9] the leak's fix: conntrack-zbx clean --network %s --idle-min %d --apply, then "
                  "conntrack-zbx tune --tcp-established-timeout %d --apply" % (LEAKY_NET, IDLE_MIN, SHORT_TIMEOUT))
         busy_before, leaky_before = self.range_count(BUSY_NET), self.range_count(LEAKY_NET)
+        started = time.time()
         conntrack_zbx = [sys.executable, "-m", "conntrack_zbx"]
         # clean first: once the timeout is shorter, a leaked entry has more time left than the new
         # timeout gives, and its idle time can no longer be told
@@ -544,8 +545,8 @@ class Replay:
         sh(self.node.cmd(conntrack_zbx + ["tune", "--tcp-established-timeout", str(SHORT_TIMEOUT), "--apply",
                                           "--root", NODE_ETC]))
         deleted = int(out.split("deleted ")[1].split()[0])
-        self.cleaned = self.event("fix: ESTABLISHED timeout %d s, %d idle entries of %s deleted"
-                                  % (SHORT_TIMEOUT, deleted, LEAKY_NET),
+        self.cleaned = self.event("fix: %d idle entries of %s deleted, ESTABLISHED timeout %d s"
+                                  % (deleted, LEAKY_NET, SHORT_TIMEOUT), clock=started,
                                   deleted=deleted, leaky_before=leaky_before, leaky_after=self.range_count(LEAKY_NET),
                                   busy_before=busy_before, busy_after=self.range_count(BUSY_NET))
         wait_for("the leak problem to resolve", lambda: not self.api.active_problem(self.hostid, LEAK),

