@@ -165,12 +165,10 @@ def rank_talkers(t: Tally, top: int, prefix4: int, prefix6: int, by_idle: bool =
     by_src, kinds, idle = t.counts, t.kinds or {}, t.idle or {}
     net_of, name_of = _net_keys(prefix4, prefix6)
     by_net = {}  # type: Dict[Hashable, int]
-    members = {}  # type: Dict[Hashable, int]
-    nget, mget = by_net.get, members.get
+    nget = by_net.get
     for src, n in by_src.items():
         net = net_of(src)
         by_net[net] = nget(net, 0) + n
-        members[net] = mget(net, 0) + 1
     if by_idle:
         idle_src = {src: v[0] for src, v in idle.items()}
         idle_net = {}  # type: Dict[Hashable, int]
@@ -185,9 +183,12 @@ def rank_talkers(t: Tally, top: int, prefix4: int, prefix6: int, by_idle: bool =
     want_net = {g: _Row() for g, _ in top_net}  # type: Dict[Hashable, _Row]
     for src, _n in top_src:
         _add_source(want_src[src], src, by_src, kinds, idle)
+    members = {g: 0 for g, _ in top_net}  # type: Dict[Hashable, int]  # counted for the top rows only
     for src in by_src:
-        row = want_net.get(net_of(src))
+        net = net_of(src)
+        row = want_net.get(net)
         if row is not None:
+            members[net] += 1
             _add_source(row, src, by_src, kinds, idle)
     rule = t.rule is not None
     return (Ranking(_groups(top_src, want_src, None, address_text, rule), len(by_src)),
