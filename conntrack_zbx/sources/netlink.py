@@ -203,8 +203,9 @@ class _Counting:
         self.done = False
 
     def keys(self) -> int:
-        """Distinct keys held or about to be (what is left to label and rank)."""
-        return len(self.counts) + self.pending_rows + len(self.raw) + len(self.slow)
+        """Distinct keys held or about to be (what is left to label and rank). Rows waiting in
+        ``pending`` are counted at half: many repeat a key (at most PENDING_MAX of them wait)."""
+        return len(self.counts) + self.pending_rows // 2 + len(self.raw) + len(self.slow)
 
     def add(self, buf) -> None:
         # A dump's buffers hold CT_NEW rows only, and the last one ends with NLMSG_DONE. When the
