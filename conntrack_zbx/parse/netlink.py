@@ -329,7 +329,7 @@ _HAS_STATE = (6, 0x21, 0x84)
 
 def label_rows(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
                idle: Dict[bytes, List[int]]) -> None:
-    """Raw row keys -> what ``parse.table.label_lines`` gives for text: entries per packed
+    """Raw row keys (emptied) -> what ``parse.table.label_lines`` gives for text: entries per packed
     source, their (protocol, label) numbers, and (count, smallest remaining) of idle
     ESTABLISHED TCP entries; one step per distinct raw key.
 
@@ -339,7 +339,9 @@ def label_rows(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byte
     idle or one marker byte when they say busy, and for TCP/DCCP/SCTP the state byte last."""
     memo = {}  # type: Dict[Tuple[int, int, bytes, int], Tuple[int, bool]]
     get = counts.get
-    for key, n in raw.items():
+    pop = raw.popitem
+    while raw:  # consumed as labelled: each raw key's memory is free for the compact one
+        key, n = pop()
         if key[0] == 8:
             src, i = key[4:8], 8
         else:

@@ -195,7 +195,7 @@ _AF = {b"ipv4": _socket.AF_INET, b"ipv6": _socket.AF_INET6}
 
 def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
                 idle: Dict[bytes, List[int]]) -> None:
-    """Raw block counts -> entries per packed source in ``counts`` with their (protocol, label)
+    """Raw block counts (emptied) -> entries per packed source in ``counts`` with their (protocol, label)
     numbers in ``kinds`` (``labels.count_kind``), and for idle ESTABLISHED TCP entries (count,
     smallest remaining) in ``idle``. Entries whose address is not one, or not of the line's
     family (``inet_pton`` of the line's family refuses both), are left out: the caller counts
@@ -206,7 +206,9 @@ def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byt
     memo = {}  # type: Dict[Tuple[bytes, bytes, bytes, bool], int]
     pton = _socket.inet_pton
     get = counts.get
-    for key, n in raw.items():
+    pop = raw.popitem
+    while raw:  # consumed as labelled: each raw key's memory is free for the compact one
+        key, n = pop()
         head, busy, rem, state, src, flag = key.split(b"/")
         if state:
             state, _, src = state.partition(b" src=")
