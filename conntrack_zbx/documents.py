@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~
 
 
 EXIT_MARGIN = 0.1  # seconds
+OWN_READ_RESERVE = 0.5  # seconds a call that waited for the cache lock in vain keeps for its own read
 
 
 class Written(str):
@@ -178,7 +179,11 @@ def _through_cache(c: "Any", args: "Any", p: "Dict[str, int]", command: str, dea
     hit = c.read(names[command], max_age, key) if max_age > 0 else None
     if hit is not None:
         return _finish(hit[0], command, cached=True, age=round(hit[1], 3))
-    with c.lock(timeout=args.budget / 2):
+    # Wait for another call's read as long as leaves time for a short read of our own: under
+    # load (many checks at once on few CPUs) the reader is slow, and a second read only adds load.
+    import time
+
+    with c.lock(timeout=max(args.budget / 2, deadline - time.monotonic() - OWN_READ_RESERVE)):
         hit = c.read(names[command], max_age, key) if max_age > 0 else None
         if hit is not None:  # another call read the table while we waited
             return _finish(hit[0], command, cached=True, age=round(hit[1], 3))
