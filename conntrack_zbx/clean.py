@@ -42,7 +42,7 @@ class Selection(NamedTuple):
 
 def select(network: Any, rule: IdleRule) -> Selection:
     """One ctnetlink dump; the idle ESTABLISHED TCP entries of ``network``."""
-    from conntrack_zbx.sources.netlink import dump_request, open_socket
+    from conntrack_zbx.sources.netlink import _walk, dump_request, open_socket
 
     s = open_socket()
     try:
@@ -54,13 +54,8 @@ def select(network: Any, rule: IdleRule) -> Selection:
             buf = s.recv(1 << 16)
             if not buf:
                 raise NotAvailable("ctnetlink closed the dump without NLMSG_DONE")
+            w = _walk(buf)  # the kernel's error, or a broken datagram, raised as ours
             for mtype, _f, off, length in nl.messages(buf):
-                if mtype == nl.NLMSG_ERROR:
-                    code = nl.error_code(buf, off)
-                    if code:
-                        raise NotAvailable("ctnetlink refused the dump: %s" % os.strerror(code))
-                if mtype == nl.NLMSG_DONE or mtype == nl.NLMSG_ERROR:
-                    return Selection(victims, entries, in_network)
                 if mtype != nl.CT_NEW:
                     continue
                 entries += 1
@@ -68,6 +63,8 @@ def select(network: Any, rule: IdleRule) -> Selection:
                 in_network += inside
                 if v is not None:
                     victims.append(v)
+            if w.done:
+                return Selection(victims, entries, in_network)
     except socket.timeout:
         raise NotAvailable("ctnetlink did not finish the dump within 10 s") from None
     finally:
@@ -82,9 +79,7 @@ def _judge(buf: bytes, off: int, length: int, network: Any, rule: IdleRule) -> T
     src = ipaddress.ip_address(r.src)
     if src.version != network.version or src not in network:
         return None, False
-    if r.proto != 6 or r.state != 3 or r.status & (nl.IPS_OFFLOAD | nl.IPS_HW_OFFLOAD | nl.IPS_FIXED_TIMEOUT):
-        return None, True
-    if not rule.is_idle(r.timeout):
+    if not (nl.idle_tells(r) and rule.is_idle(r.timeout)):
         return None, True
     parts, text = [], ""
     for atype, voff, vlen in nl.attrs(buf, off + 20, off + length):
@@ -92,7 +87,7 @@ def _judge(buf: bytes, off: int, length: int, network: Any, rule: IdleRule) -> T
             parts.append(bytes(buf[voff - 4:voff + ((vlen + 3) & ~3)]))
             if atype == nl.CTA_TUPLE_ORIG:
                 text = _tuple_text(buf, voff, vlen)
-    return Victim(buf[off + 16], r.src, rule.established - r.timeout, b"".join(parts), text), True
+    return Victim(buf[off + 16], r.src, rule.idle_of(r.timeout) or 0, b"".join(parts), text), True
 
 
 def _tuple_text(buf: bytes, voff: int, vlen: int) -> str:
@@ -136,8 +131,6 @@ def delete(victims: List[Victim]) -> Tuple[int, int, List[str]]:
 
 
 def run(args: Any) -> str:
-    from conntrack_zbx.documents import idle_rule
-
     try:
         network = ipaddress.ip_network(args.network, strict=False)
     except ValueError:
@@ -147,21 +140,18 @@ def run(args: Any) -> str:
         raise Refused("refusing %s: it matches every entry; that is `conntrack -F`, not a clean-up" % network)
     if args.apply and os.geteuid() != 0:
         raise Refused("clean --apply deletes conntrack entries: run it as root")
-    ns = None
     if args.netns:
         from conntrack_zbx.sources.netns import entered, resolve
 
-        ns = entered(resolve(args.netns, args.proc_root).path)
-        ns.__enter__()
-    try:
-        return _run(args, network, idle_rule)
-    finally:
-        if ns is not None:
-            ns.__exit__(None, None, None)
+        with entered(resolve(args.netns, args.proc_root).path):
+            return _run(args, network)
+    return _run(args, network)
 
 
-def _run(args: Any, network: Any, idle_rule: Any) -> str:
+def _run(args: Any, network: Any) -> str:
     from types import SimpleNamespace
+
+    from conntrack_zbx.documents import idle_rule
 
     rule, why = idle_rule(SimpleNamespace(file=None, timeout_established=None, proc_root=args.proc_root),
                           args.idle_min)

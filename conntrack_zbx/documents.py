@@ -296,10 +296,11 @@ def render(t: "Tally", source: str, note: "Optional[str]", maximum: "Optional[in
     top = p["top"]
     ranked, by_net = rank_talkers(t, top, p["prefix4"], p["prefix6"])
     sources, networks = ranked.groups, by_net.groups
-    est = t.rule.established if t.rule is not None else None
+    rule = t.rule
+    est = rule.established if rule is not None else None
 
     def idle_max(g: "Any") -> "Optional[int]":
-        return est - g.idle_remaining if est is not None and g.idle_remaining is not None else None
+        return rule.idle_of(g.idle_remaining) if rule is not None and g.idle_remaining is not None else None
 
     doc = {
         "source": source,

@@ -163,7 +163,7 @@ def rank_talkers(t: Tally, top: int, prefix4: int, prefix6: int, by_idle: bool =
     bytes (a slice for whole-byte prefixes such as /24 and /64, an integer mask otherwise), then
     the breakdown of the rows that made the top only."""
     by_src, kinds, idle = t.counts, t.kinds or {}, t.idle or {}
-    net_of, name_of = _net_keys(prefix4, prefix6)
+    net_of, name_of = network_keys(prefix4, prefix6)
     by_net = {}  # type: Dict[Hashable, int]
     nget = by_net.get
     for src, n in by_src.items():
@@ -195,7 +195,7 @@ def rank_talkers(t: Tally, top: int, prefix4: int, prefix6: int, by_idle: bool =
             Ranking(_groups(top_net, want_net, members, name_of, rule), len(by_net)))
 
 
-def _net_keys(prefix4: int, prefix6: int) -> Tuple[Callable[[bytes], Any], Callable[[Any], str]]:
+def network_keys(prefix4: int, prefix6: int) -> Tuple[Callable[[bytes], Any], Callable[[Any], str]]:
     """(source -> network key, network key -> "address/prefix"). For whole-byte prefixes, the
     IPv6 one longer (the /24 and /64 defaults), the key is the address's leading bytes: a slice
     with no arithmetic (a quarter of a million sources pass through here), and keys still sort

@@ -18,7 +18,7 @@ SECTION_TITLES = {"src": "sources", "dst": "destinations", "dport": "protocol/po
 
 def top(args: "Any") -> str:
     from conntrack_zbx.sources.proc import ProcRoot, iter_lines, open_snapshot
-    from conntrack_zbx.talkers import address_text, network_namer, network_of, pct, rank, rank_talkers, tally
+    from conntrack_zbx.talkers import address_text, network_keys, pct, rank, rank_talkers, tally
 
     root = ProcRoot(args.proc_root)
     if args.file:
@@ -54,25 +54,23 @@ def top(args: "Any") -> str:
                        % (t.rule.idle_min, t.rule.established))
         else:
             out.append("%s\n" % why)
-        est = t.rule.established if t.rule is not None else None
-        sections.append(("networks (/%d IPv4, /%d IPv6)" % (args.prefix4, args.prefix6), net.groups, True, est))
-        sections.append(("sources", src.groups, False, est))
+        sections.append(("networks (/%d IPv4, /%d IPv6)" % (args.prefix4, args.prefix6), net.groups, True, t.rule))
+        sections.append(("sources", src.groups, False, t.rule))
     else:
         if args.by == "dst":
             sections.append(("networks (/%d IPv4, /%d IPv6)" % (args.prefix4, args.prefix6),
-                             rank(t.counts, args.n, network_of(args.prefix4, args.prefix6),
-                                  network_namer(args.prefix4, args.prefix6)).groups, True, None))
+                             rank(t.counts, args.n, *network_keys(args.prefix4, args.prefix6)).groups, True, None))
         sections.append((SECTION_TITLES[args.by],
                          rank(t.counts, args.n, text=address_text if args.by == "dst" else None).groups,
                          False, None))
     order = "idle entries" if args.by == "idle" else "entries held"
-    for title, groups, is_net, est in sections:
+    for title, groups, is_net, rule in sections:
         out.append("\nTop %s by %s:\n" % (title, order))
-        out.extend(_table(groups[:args.n], maximum, is_net, est))
+        out.extend(_table(groups[:args.n], maximum, is_net, rule))
     return "".join(out)
 
 
-def _table(groups: "List[Any]", maximum: "Optional[int]", is_net: bool, est: "Optional[int]") -> "List[str]":
+def _table(groups: "List[Any]", maximum: "Optional[int]", is_net: bool, rule: "Optional[Any]") -> "List[str]":
     from conntrack_zbx.talkers import pct
 
     if not groups:
@@ -87,7 +85,7 @@ def _table(groups: "List[Any]", maximum: "Optional[int]", is_net: bool, est: "Op
         extra = "  [%d source%s]" % (g.members, "" if g.members == 1 else "s") if is_net else ""
         cols = ""
         if idle:
-            longest = est - g.idle_remaining if est is not None and g.idle_remaining is not None else None
+            longest = rule.idle_of(g.idle_remaining) if rule is not None and g.idle_remaining is not None else None
             cols = "  %7s %9s" % ("-" if g.idle is None else g.idle, "-" if longest is None else _duration(longest))
         rows.append("  %8d %7s%s  %-*s  %s%s\n" % (g.count, "-" if p is None else "%.2f" % p, cols, width, g.key,
                                                  mix, extra))

@@ -5,7 +5,7 @@ import io
 import os
 from collections import Counter
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conntrack_zbx.errors import Malformed
@@ -167,14 +167,18 @@ def test_real_dumps_mutated(dump, cuts):
 @SETTINGS
 @given(st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16)),
        st.integers(8, 32), st.integers(16, 128))
+@example(bytes([198, 51, 100, 7]), 24, 64)  # the defaults: slices
+@example(bytes(range(16)), 24, 64)
+@example(bytes(range(16)), 32, 32)  # same whole-byte length for both families: masks
 def test_network_roll_up_equals_ipaddress(packed, prefix4, prefix6):
     import ipaddress
 
-    from conntrack_zbx.talkers import network_namer, network_of
+    from conntrack_zbx.talkers import network_keys
 
     ip = ipaddress.ip_address(packed)
     prefix = prefix4 if ip.version == 4 else prefix6
-    assert network_namer(prefix4, prefix6)(network_of(prefix4, prefix6)(packed)) == \
+    key, name = network_keys(prefix4, prefix6)  # the slice for whole-byte prefixes, else the mask
+    assert name(key(packed)) == \
         str(ipaddress.ip_network("%s/%d" % (ip, prefix), strict=False))
 
 

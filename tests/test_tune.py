@@ -35,6 +35,13 @@ def read(root, rel):
         return f.read()
 
 
+def local_sysctl(etc, line):
+    """An admin's own sysctl.d file that sorts after ours: boot applies it last."""
+    os.makedirs(os.path.join(etc, "etc/sysctl.d"), exist_ok=True)
+    with open(os.path.join(etc, "etc/sysctl.d/zz-local.conf"), "w") as f:
+        f.write(line + "\n")
+
+
 def test_dry_run_changes_nothing(capsys, host):
     proc, etc = host
     rc, out, err = tune(capsys, "--max", "524288", "--proc-root", proc, "--root", etc)
@@ -75,9 +82,7 @@ def test_apply_backs_up_what_it_replaces(capsys, host):
 
 def test_apply_notices_a_file_that_overrides_ours(capsys, host):
     proc, etc = host
-    os.makedirs(os.path.join(etc, "etc/sysctl.d"))
-    with open(os.path.join(etc, "etc/sysctl.d/zz-local.conf"), "w") as f:
-        f.write("net.netfilter.nf_conntrack_max = 65536\n")
+    local_sysctl(etc, "net.netfilter.nf_conntrack_max = 65536")
     rc, out, err = tune(capsys, "--max", "524288", "--apply", "--proc-root", proc, "--root", etc)
     assert rc == 2 and "zz-local.conf sets nf_conntrack_max 65536 later at boot" in err
 
@@ -168,9 +173,7 @@ def test_established_timeout_refusals(capsys, host):
     assert rc == 2 and "this is a typo" in err and os.listdir(etc) == []
     rc, out, err = tune(capsys, "--proc-root", proc, "--root", etc)
     assert rc == 2 and "--tcp-established-timeout" in err
-    os.makedirs(os.path.join(etc, "etc/sysctl.d"))
-    with open(os.path.join(etc, "etc/sysctl.d/zz-local.conf"), "w") as f:
-        f.write("net.netfilter.nf_conntrack_tcp_timeout_established = 432000\n")
+    local_sysctl(etc, "net.netfilter.nf_conntrack_tcp_timeout_established = 432000")
     rc, out, err = tune(capsys, "--tcp-established-timeout", "86400", "--apply", "--proc-root", proc, "--root", etc)
     assert rc == 2 and "zz-local.conf sets nf_conntrack_tcp_timeout_established 432000 later at boot" in err
 

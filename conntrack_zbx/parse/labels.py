@@ -41,7 +41,6 @@ class Kinds:
     def __init__(self) -> None:
         self.names = []  # type: List[Tuple[str, str]]
         self._index = {}  # type: Dict[Tuple[str, str], int]
-        self.byte = [bytes((i,)) for i in range(256)]
         for proto, states in (("tcp", TCP_STATES), ("sctp", SCTP_STATES), ("dccp", DCCP_STATES)):
             for s in states:
                 self.index(proto, s)

@@ -368,12 +368,18 @@ def label_rows(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byte
             add_idle(idle, src, n, _U32.unpack(tail)[0])
 
 
+def idle_tells(r: Record) -> bool:
+    """Whether an entry's remaining timeout can say how long it has been silent: ESTABLISHED TCP,
+    not offloaded, no fixed timeout (``parse.idle``)."""
+    return r.proto == 6 and r.state == 3 and not r.status & _NO_IDLE
+
+
 def label_records(records: Dict[Record, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
                   idle: Dict[bytes, List[int]], rule: "Optional[IdleRule]") -> None:
     """Records (the general decoder's output) -> the same as ``label_rows``."""
     for r, n in records.items():
         label = record_label(r)
-        told = rule is not None and r.proto == 6 and label == "ESTABLISHED" and not r.status & _NO_IDLE
+        told = rule is not None and idle_tells(r)
         known = told and rule.is_known(r.timeout)  # type: ignore[union-attr]  # told: rule is set
         count_kind(counts, kinds, r.src, KNOWN if known else KINDS.index(proto_name(r.proto), label), n)
         if told and rule.is_idle(r.timeout):  # type: ignore[union-attr]

@@ -498,9 +498,9 @@ def _talkers_items() -> List[Dict[str, Any]]:
         "entries held. Reads the root-only entry table (ctnetlink, else /proc) through the sudo "
         "drop-in; without it the item is not supported with a message naming the grant. "
         "Parameters: IPv4 and IPv6 roll-up prefix, how many talkers, how many seconds a cached "
-        "table read may be reused (keep it below the interval) and a network namespace (0: the "
-        "agent's own); values outside the allow-list make the item not supported with a message "
-        "saying what is allowed.",
+        "table read may be reused (keep it below the interval), a network namespace (0: the "
+        "agent's own) and the silence that makes an ESTABLISHED entry idle; values outside the "
+        "allow-list make the item not supported with a message saying what is allowed.",
         _not_collected(TALKERS_KEY, "Top talkers", "nobody will be named when the table fills"))]
     items.append(_dep(CONNTRACK, "%s: Entries read for talkers" % SHORT, "conntrack.talkers.entries",
                       "$.entries", "Entries the last talkers run read from the table.",
