@@ -328,7 +328,7 @@ _HAS_STATE = (6, 0x21, 0x84)
 
 
 def label_rows(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
-               idle: Dict[bytes, List[int]]) -> None:
+               idle: Dict[bytes, List[int]], limit: int = -1) -> None:
     """Raw row keys (emptied) -> what ``parse.table.label_lines`` gives for text: entries per packed
     source, their (protocol, label) numbers, and (count, smallest remaining) of idle
     ESTABLISHED TCP entries; one step per distinct raw key.
@@ -336,36 +336,54 @@ def label_rows(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byte
     A raw key is the row's captures joined: the source with its attribute header (8 bytes for
     IPv4, 20 for IPv6), then the protocol (one byte for TCP/DCCP/SCTP, else the 9-byte protocol
     attribute head ending in its number), the 4 status bytes, the 4 timeout bytes when they say
-    idle or one marker byte when they say busy, and for TCP/DCCP/SCTP the state byte last."""
-    memo = {}  # type: Dict[Tuple[int, int, bytes, int], Tuple[int, bool]]
+    idle or one marker byte when they say busy, and for TCP/DCCP/SCTP the state byte last.
+    Everything after the source is looked up whole in ``_TAILS`` (a handful of distinct tails
+    in a table, plus one per idle remaining time), so a key costs two slices and three dict steps.
+    With a ``limit``, at most that many keys are taken (the rest stay in ``raw``)."""
+    tails = _TAILS
+    if len(tails) > _TAILS_MAX:
+        tails.clear()
     get = counts.get
     pop = raw.popitem
-    while raw:  # consumed as labelled: each raw key's memory is free for the compact one
+    while raw and limit:  # consumed as labelled: each raw key's memory is free for the compact one
+        limit -= 1
         key, n = pop()
         if key[0] == 8:
-            src, i = key[4:8], 8
+            src, tail = key[4:8], key[8:]
         else:
-            src, i = key[4:20], 20
-        proto = key[i]
-        if proto in _HAS_STATE:  # status, [idle timeout | busy marker], state
-            status, state, tail = key[i + 1:i + 5], key[-1], key[i + 5:-1]
-        else:  # status, [idle timeout | busy marker]
-            proto = key[i + 8]
-            status, state, tail = key[i + 9:i + 13], -1, key[i + 13:]
-        kind = memo.get((proto, state, status, len(tail)))
-        if kind is None:
-            st = _U32.unpack(status)[0]
-            r = Record(AF_INET, b"", proto, state, st & _STATUS_BITS)
-            idle_ok = proto == 6 and state == 3 and not st & _NO_IDLE
-            kind = memo[(proto, state, status, len(tail))] = (
-                KNOWN if idle_ok and tail else KINDS.index(proto_name(proto), record_label(r)), idle_ok)
-        if get(src) is None:
+            src, tail = key[4:20], key[20:]
+        told = tails.get(tail)
+        if told is None:
+            told = tails[tail] = _tail_kind(tail)
+        kind, remaining = told
+        c = get(src)
+        if c is None:
             counts[src] = n
-            kinds[src] = kind[0]
+            kinds[src] = kind
         else:
-            count_kind(counts, kinds, src, kind[0], n)
-        if len(tail) == 4 and kind[1]:
-            add_idle(idle, src, n, _U32.unpack(tail)[0])
+            count_kind(counts, kinds, src, kind, n)
+        if remaining is not None:
+            add_idle(idle, src, n, remaining)
+
+
+_TAILS = {}  # type: Dict[bytes, Tuple[int, Optional[int]]]  # raw key after the source -> (kind, idle remaining)
+_TAILS_MAX = 1 << 16
+
+
+def _tail_kind(tail: bytes) -> Tuple[int, Optional[int]]:
+    """A raw key's part after the source -> (its kind number, the remaining timeout of an idle
+    ESTABLISHED entry whose idle time tells, else None)."""
+    proto = tail[0]
+    if proto in _HAS_STATE:  # status, [idle timeout | busy marker], state
+        status, state, rest = tail[1:5], tail[-1], tail[5:-1]
+    else:  # status, [idle timeout | busy marker]
+        proto = tail[8]
+        status, state, rest = tail[9:13], -1, tail[13:]
+    st = _U32.unpack(status)[0]
+    idle_ok = proto == 6 and state == 3 and not st & _NO_IDLE
+    if idle_ok and rest:
+        return KNOWN, _U32.unpack(rest)[0] if len(rest) == 4 else None
+    return KINDS.index(proto_name(proto), record_label(Record(AF_INET, b"", proto, state, st & _STATUS_BITS))), None
 
 
 def idle_tells(r: Record) -> bool:

@@ -184,17 +184,20 @@ def _end_reader(pid: int, finished: bool) -> None:
 
 
 class _Counting:
-    """The counts of one dump so far. Rows the compiled pattern matched wait in ``pending`` (one
-    list of raw keys per buffer) and are labelled into per-source counts (``parse.netlink.label_rows``)
-    whenever the reader is still inside recv(), so little is left to do when the dump ends; rows
-    decoded one by one (``slow``), entries, skipped messages, and whether NLMSG_DONE was seen."""
+    """The counts of one dump so far. Rows the compiled pattern matched are counted by their raw
+    key in ``raw`` (``Counter.update``, in C); whenever the reader is still inside recv() a few
+    raw keys are taken out and labelled into per-source counts (``parse.netlink.label_rows``,
+    additive: a key seen again later is simply labelled again), so little is left to label when
+    the dump ends. Labelling per buffer instead labels a long tail's every row once (most rows of
+    a buffer are a key of their own), four times the work of labelling each distinct key once,
+    and on that shape the counting process, not the kernel, is the slower side.
+    Rows decoded one by one go to ``slow``; entries, skipped messages, and whether NLMSG_DONE
+    was seen."""
 
     def __init__(self, rule: "Optional[IdleRule]") -> None:
         self.rule = rule
         self.pattern = nl.row_pattern(rule)
-        self.pending = []  # type: List[List[bytes]]
-        self.pending_rows = 0
-        self.raw = Counter()  # type: Counter  # rows folded unlabelled when labelling fell behind
+        self.raw = Counter()  # type: Counter
         self.counts = {}  # type: Dict[bytes, int]
         self.kinds = {}  # type: Dict[bytes, object]
         self.idle = {}  # type: Dict[bytes, List[int]]
@@ -202,10 +205,14 @@ class _Counting:
         self.entries = self.skipped = 0
         self.done = False
 
+    @property
+    def pending(self) -> bool:
+        """Whether raw keys wait to be labelled."""
+        return bool(self.raw)
+
     def keys(self) -> int:
-        """Distinct keys held or about to be (what is left to label and rank). Rows waiting in
-        ``pending`` are counted at half: many repeat a key (at most PENDING_MAX of them wait)."""
-        return len(self.counts) + self.pending_rows // 2 + len(self.raw) + len(self.slow)
+        """Distinct keys held or about to be (what is left to label and rank)."""
+        return len(self.counts) + len(self.raw) + len(self.slow)
 
     def add(self, buf) -> None:
         # A dump's buffers hold CT_NEW rows only, and the last one ends with NLMSG_DONE. When the
@@ -215,16 +222,15 @@ class _Counting:
         if buf[-20:-14] != _DONE_TAIL and buf[4:6] != b"\x02\x00":
             found = self.pattern.findall(buf)
             if found and len(found) == bytes(buf).count(_ROW_HEAD):
-                rows = list(map(b"".join, found))
-                self._pend(rows)
-                self.entries += len(rows)
+                self.raw.update(map(b"".join, found))
+                self.entries += len(found)
                 return
         wk = _walk(buf)
         self.skipped += wk.other
         if wk.rows:
             c = nl.count_rows(buf, wk.rows, self.pattern)
             if c is not None:
-                self._pend(c)
+                self.raw.update(c)
                 self.entries += wk.rows
             else:
                 e, k = _decode_slowly(bytes(buf), self.slow)
@@ -232,32 +238,18 @@ class _Counting:
                 self.skipped += k
         self.done = wk.done
 
-    def _pend(self, rows: List[bytes]) -> None:
-        self.pending.append(rows)
-        self.pending_rows += len(rows)
-        if self.pending_rows > PENDING_MAX:  # no time to label meanwhile: count, as keys
-            for waiting in self.pending:
-                self.raw.update(waiting)
-            self.pending, self.pending_rows = [], 0
-
     def label_one(self) -> None:
-        rows = self.pending.pop()
-        self.pending_rows -= len(rows)
-        nl.label_rows(Counter(rows), self.counts, self.kinds, self.idle)
+        """Label a few raw keys (about a millisecond's work: the reader is polled in between)."""
+        nl.label_rows(self.raw, self.counts, self.kinds, self.idle, LABEL_STEP)
 
     def result(self) -> Dump:
-        raw = self.raw
-        for rows in self.pending:  # what the dump's end left: labelled once per distinct key
-            raw.update(rows)
-        self.pending = []
-        nl.label_rows(raw, self.counts, self.kinds, self.idle)
-        raw.clear()
+        nl.label_rows(self.raw, self.counts, self.kinds, self.idle)
         if self.slow:
             nl.label_records(self.slow, self.counts, self.kinds, self.idle, self.rule)
         return Dump(self.counts, self.entries, self.skipped, not self.done, self.kinds, self.idle)
 
 
-PENDING_MAX = 1 << 16  # rows kept as lists for labelling in the reader's shadow (memory bound)
+LABEL_STEP = 512  # raw keys labelled between two looks at the reader
 
 # Reader -> counter frames: slot, bytes in it, and whether the reader carries on or failed (then
 # the error text of that many bytes follows the frame).
