@@ -55,9 +55,10 @@ CHECK_EVERY = 8192  # lines between looks at the clock
 RANK_COST_PER_KEY = 3e-6
 
 
-def read_deadline(deadline: float, keys: int, parts: int = 1) -> float:
-    """When a reader holding ``keys`` distinct keys (of ``parts`` readers alike) must stop."""
-    return deadline - RANK_COST_PER_KEY * keys * parts
+def read_deadline(deadline: float, keys: int, parts: int = 1, per_key: float = RANK_COST_PER_KEY) -> float:
+    """When a reader holding ``keys`` distinct keys (of ``parts`` readers alike) must stop, if
+    each costs ``per_key`` seconds after the read."""
+    return deadline - per_key * keys * parts
 
 
 def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = None,
@@ -268,11 +269,13 @@ def _roll_up(totals: Dict[Hashable, int], keyer: Callable):
 
 
 def _top(totals: Dict[Any, int], top: Optional[int]) -> List[Tuple[Hashable, int]]:
-    items = list(totals.items())
     if top is not None and len(totals) > top:
-        # Only rows that can make the top need the full sort key (ties broken by key).
+        # Only rows that can make the top need the full sort key (ties broken by key), and only
+        # they become (key, count) pairs: a long tail's quarter of a million pairs weighs 17 MiB.
         floor = heapq.nlargest(top, totals.values())[-1]
-        items = [kv for kv in items if kv[1] >= floor]
+        items = [kv for kv in totals.items() if kv[1] >= floor]
+    else:
+        items = list(totals.items())
     order = sorted(items, key=lambda kv: (-kv[1],) + _order(kv[0]))
     return order if top is None else order[:top]
 
