@@ -161,33 +161,36 @@ _LINE = (
 # The timeout field: every value captured (the line parser), or only the values of an idle
 # ESTABLISHED entry (the counter: everything else keeps the one key it had).
 LINE = re.compile(_LINE % rb"()([0-9]+) ", re.M)
-EMPTY_LINE = re.compile(rb"^\n", re.M)
 
 
 def line_pattern(rule: "Optional[IdleRule]") -> "Pattern[bytes]":
-    """The counting pattern for an idle rule (compiled once per rule and process)."""
+    """The counting pattern for an idle rule (compiled once per rule and process): the line
+    grammar, else any other non-empty line (a seventh group captures its newline) or an empty
+    line (every group empty). Every line gives one match, so the matches count the lines and
+    no second pass over the block has to (counting newlines cost ~10 % of a long-tail read)."""
     # Busy values (refreshed less than idle_min ago) are tried first: most ESTABLISHED entries
     # of a healthy table have them, and they fail the idle range only after several digits.
     sub = rb"()()[0-9]+ " if rule is None else (
         decimal_range(rule.busy_low, rule.established) + rb"( )|(" + decimal_range(rule.low, rule.high) +
         rb") (?=ESTABLISHED )|[0-9]+ ")
-    return re.compile(_LINE % sub, re.M)
+    return re.compile(rb"^(?:" + _LINE[1:] % sub + rb"|[^\n]+(\n)|\n)", re.M)
 
 
-def count_block(block: bytes, pattern: "Pattern[bytes]") -> Tuple[List[bytes], int]:
-    """The entries of a block of whole lines as raw keys (the captures joined by "/", which none
-    of them holds), for ``Counter.update`` (which counts a list in C; one bytes key hashes faster
-    and weighs a third of a tuple), and
-    the number of non-empty lines, so the caller knows how many were skipped (lines - matches)
-    without looking at a line in Python. Addresses are validated later, once per distinct key.
+# The raw keys of a line the grammar refused, and of an empty line (which is not an entry).
+OTHER_LINE = b"//////\n"
+EMPTY_LINE = b"//////"
+
+
+def count_block(block: bytes, pattern: "Pattern[bytes]") -> List[bytes]:
+    """One raw key per line of a block of whole lines: the captures joined by "/" (which none
+    of them holds), for ``Counter.update`` (which counts a list in C; one bytes key hashes
+    faster and weighs a third of a tuple). A line the grammar refused gives ``OTHER_LINE``, an
+    empty one ``EMPTY_LINE``, so the counts say how many lines were skipped without looking at
+    a line in Python. Addresses are validated later, once per distinct key.
     """
     if not block.endswith(b"\n"):
         block += b"\n"  # the last line of a file without a final newline
-    found = list(map(b"/".join, pattern.findall(block)))
-    lines = block.count(b"\n")
-    if block.startswith(b"\n") or b"\n\n" in block:
-        lines -= len(EMPTY_LINE.findall(block))
-    return found, lines
+    return list(map(b"/".join, pattern.findall(block)))
 
 
 _AF = {b"ipv4": _socket.AF_INET, b"ipv6": _socket.AF_INET6}
@@ -209,7 +212,9 @@ def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byt
     pop = raw.popitem
     while raw:  # consumed as labelled: each raw key's memory is free for the compact one
         key, n = pop()
-        head, busy, rem, state, src, flag = key.split(b"/")
+        head, busy, rem, state, src, flag, other = key.split(b"/")
+        if other or not head:  # OTHER_LINE, EMPTY_LINE: no entry
+            continue
         if state:
             state, _, src = state.partition(b" src=")
         family, proto = head[:4], head[head.rindex(b" ") + 1:]

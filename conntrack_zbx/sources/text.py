@@ -11,7 +11,7 @@ from typing import IO, Any, Dict, List, Optional, Pattern, Tuple
 from conntrack_zbx.errors import Malformed
 from conntrack_zbx.parse.idle import IdleRule, add_idle
 from conntrack_zbx.parse.labels import KINDS, count_kind, kind_counts
-from conntrack_zbx.parse.table import count_block, label_lines, line_pattern
+from conntrack_zbx.parse.table import EMPTY_LINE, count_block, label_lines, line_pattern
 from conntrack_zbx.talkers import Tally, read_deadline
 
 
@@ -73,10 +73,15 @@ def _merge(counts: Dict[bytes, int], kinds: Dict[bytes, Any], idle: Dict[bytes, 
     get = counts.get
     for src, n in their_counts.items():
         k = their_kinds[src]
-        if not remap and not isinstance(k, dict) and get(src) is None:
-            counts[src] = n
-            kinds[src] = k
-            continue
+        if not remap and k.__class__ is int:  # the common cases inlined: a new source, or one
+            c = get(src)                      # whose entries here are all of the same kind
+            if c is None:
+                counts[src] = n
+                kinds[src] = k
+                continue
+            if kinds[src] == k:
+                counts[src] = c + n
+                continue
         for kind, m in kind_counts(their_kinds, src, n).items():
             count_kind(counts, kinds, src, remap.get(kind, kind), m)
     for src, (n, rem) in their_idle.items():
@@ -119,18 +124,23 @@ def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float], pattern
                 continue
             block, rest = rest + chunk[:cut], chunk[cut:]
         if block:
-            found, n = count_block(block, pattern)
-            raw.update(found)  # a list: counted in C
-            lines += n
+            raw.update(count_block(block, pattern))  # a list: counted in C
         if not chunk:
-            return raw, lines, False
+            return raw, _lines(raw, lines), False
         if deadline is not None:
             # stop if the next block (as long as the last one took) would end past the point
             # where ranking what we hold must start
             now = time.monotonic()
             step, last = now - last, now
             if now + step > read_deadline(deadline, len(raw), parts):
-                return raw, lines, True
+                return raw, _lines(raw, lines), True
+
+
+def _lines(raw: Counter, overlong: int) -> int:
+    """The lines counted (every line has one raw key; empty lines are not table lines, and
+    their key is dropped), plus the over-long ones cut out before the pattern saw them."""
+    raw.pop(EMPTY_LINE, None)
+    return sum(raw.values()) + overlong
 
 
 def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float], pattern: "Pattern[bytes]"):
