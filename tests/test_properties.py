@@ -250,5 +250,6 @@ def test_fast_address_packing_accepts_what_ipaddress_accepts(text, family):
     except ValueError:
         expected = None
     counts, kinds, idle = {}, {}, {}
-    label_lines({b"/".join([family.encode() + b" 2 udp", b"", b"", b"", text.encode(), b"", b""]): 1}, counts, kinds, idle)
+    key = b"/".join([family.encode() + b" 2 udp", b"", b"", b"", text.encode(), b"", b""])
+    label_lines({key: 1}, counts, kinds, idle)
     assert list(counts) == ([expected] if expected else [])

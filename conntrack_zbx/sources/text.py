@@ -45,11 +45,12 @@ def tally_sources(f: IO[bytes], deadline: Optional[float] = None, rule: Optional
         boundary, pid, r, numbered = half
         try:
             counts, kinds, idle, lines, truncated = _count(f, boundary, deadline, pattern, 2)
-        finally:
-            theirs = _collect(pid, r)
-        _merge(counts, kinds, idle, theirs, numbered)
-        lines += theirs[3]
-        truncated = truncated or theirs[4]
+        except BaseException:
+            _abandon(pid, r)
+            raise
+        their_lines, their_truncated = _collect(pid, r, counts, kinds, idle, numbered)
+        lines += their_lines
+        truncated = truncated or their_truncated
     entries = sum(counts.values())  # lines - entries: skipped, bad addresses included
     return Tally(entries, lines - entries, counts, truncated, kinds, idle, rule)
 
@@ -65,11 +66,10 @@ def _count(f: IO[bytes], limit: Optional[int], deadline: Optional[float], patter
 
 
 def _merge(counts: Dict[bytes, int], kinds: Dict[bytes, Any], idle: Dict[bytes, List[int]], theirs,
-           numbered: int) -> None:
-    """Add a forked counter's sources. Kinds it numbered itself (a state word this process had
-    not seen at the fork) are renumbered here."""
-    their_counts, their_kinds, their_idle, extra = theirs[0], theirs[1], theirs[2], theirs[5]
-    remap = {numbered + i: KINDS.index(proto, label) for i, (proto, label) in enumerate(extra)}
+           remap: Dict[int, int]) -> None:
+    """Add a part of a forked counter's sources (counts, kinds, idle). Kinds it numbered itself
+    (a state word this process had not seen at the fork) are renumbered by ``remap``."""
+    their_counts, their_kinds, their_idle = theirs
     get = counts.get
     for src, n in their_counts.items():
         k = their_kinds[src]
@@ -171,13 +171,16 @@ def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float], patter
             with os.fdopen(fd, "rb") as g:
                 g.seek(boundary)
                 counts, kinds, idle, lines, truncated = _count(g, None, deadline, pattern, 2)
-            data = marshal.dumps((counts, kinds, idle, lines, truncated, KINDS.extra_since(numbered)))
+            head = (lines, truncated, KINDS.extra_since(numbered))  # type: Any
         except BaseException as e:  # reported, never raised into the caller's stack
-            data = marshal.dumps(("error", "%s: %s" % (type(e).__name__, e)))
-            code = 1
+            head, code = ("error", "%s: %s" % (type(e).__name__, e)), 1
         try:
             with os.fdopen(w, "wb") as out:
-                out.write(data)
+                marshal.dump(head, out)
+                if not code:
+                    for part in _parts(counts, kinds, idle):
+                        marshal.dump(part, out)
+                    marshal.dump(None, out)
         finally:
             os._exit(code)
     os.close(w)
@@ -185,20 +188,57 @@ def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float], patter
     return boundary, pid, r, numbered
 
 
-def _collect(pid: int, r: int):
+PART = 1 << 14  # sources per message from the forked counter
+
+
+def _parts(counts: Dict[bytes, int], kinds: Dict[bytes, Any], idle: Dict[bytes, List[int]]):
+    """A forked counter's sources in parts: the parent merges each part and lets it go, so it
+    never holds the whole of the other half's dictionaries next to its own (on a long tail the
+    halves share most sources, and that was a quarter of the peak memory)."""
+    from itertools import islice
+
+    items = iter(counts.items())
+    while True:
+        part = dict(islice(items, PART))
+        if not part:
+            return
+        yield part, {s: kinds[s] for s in part}, {s: idle[s] for s in part if s in idle}
+
+
+def _collect(pid: int, r: int, counts: Dict[bytes, int], kinds: Dict[bytes, Any], idle: Dict[bytes, List[int]],
+             numbered: int) -> Tuple[int, bool]:
+    """Merge the forked counter's sources into ours, part by part -> (its lines, truncated)."""
     import marshal
     import os
 
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
     try:
-        result = marshal.loads(data)
+        with os.fdopen(r, "rb") as f:
+            head = marshal.load(f)
+            if head[0] == "error":
+                raise Malformed("counting the second half of the file failed: %s" % head[1])
+            lines, truncated, extra = head
+            remap = {numbered + i: KINDS.index(proto, label) for i, (proto, label) in enumerate(extra)}
+            part = marshal.load(f)
+            while part is not None:
+                _merge(counts, kinds, idle, part, remap)
+                part = marshal.load(f)
     except (EOFError, ValueError, TypeError):
         raise Malformed("the process counting the second half of the file died") from None
-    if result[0] == "error":
-        raise Malformed("counting the second half of the file failed: %s" % result[1])
-    return result
+    finally:
+        os.waitpid(pid, 0)
+    return lines, truncated
+
+
+def _abandon(pid: int, r: int) -> None:
+    """Stop and reap the forked counter when this side failed."""
+    import os
+
+    os.close(r)
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+    os.waitpid(pid, 0)
 
 
 MAX_LINE = 1 << 16  # kernel lines are < 1 KiB; anything this long is garbage
