@@ -205,34 +205,50 @@ def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byt
     them as skipped.
 
     One step per distinct raw key: a long-tail table has a quarter of a million of them, so
-    nothing here is done per key that can be done per kind."""
-    memo = {}  # type: Dict[Tuple[bytes, bytes, bytes, bool], int]
+    nothing here is done per key that can be done per kind. A key is cut into its address and
+    the rest, and the rest (a handful of distinct values, plus one per idle remaining time) is
+    described once (``_describe``)."""
+    memo = {}  # type: Dict[bytes, Tuple[int, int, Optional[int]]]
     pton = _socket.inet_pton
     get = counts.get
     pop = raw.popitem
     while raw:  # consumed as labelled: each raw key's memory is free for the compact one
         key, n = pop()
-        head, busy, rem, state, src, flag, other = key.split(b"/")
-        if other or not head:  # OTHER_LINE, EMPTY_LINE: no entry
+        if key[0] == 47:  # "/": no family, so OTHER_LINE or EMPTY_LINE: no entry
             continue
-        if state:
-            state, _, src = state.partition(b" src=")
-        family, proto = head[:4], head[head.rindex(b" ") + 1:]
+        if key.endswith(b"///"):  # "HEAD/BUSY/REM/STATE src=ADDR///"
+            i = key.rindex(b"=")
+            addr, rest = key[i + 1:-3], key[:i]
+        else:  # "HEAD/BUSY/REM//ADDR/FLAG/"
+            j = key.rindex(b"/", 0, -1)
+            i = key.rindex(b"/", 0, j)
+            addr, rest = key[i + 1:j], key[:i] + key[j:]
+        told = memo.get(rest)
+        if told is None:
+            told = memo[rest] = _describe(rest)
         try:
-            p = pton(_AF[family], src.decode())
+            p = pton(told[0], addr.decode())
         except (OSError, UnicodeDecodeError):
             continue
-        known = bool(busy or rem) and proto == b"tcp" and state == b"ESTABLISHED"
-        kind = memo.get((proto, state, flag, known))
-        if kind is None:
-            kind = memo[(proto, state, flag, known)] = KNOWN if known else KINDS.index(
-                proto.decode("ascii"),
-                state_label(state.decode("ascii") if state else None, flag == b"[UNREPLIED]", flag in ASSURED_FLAGS))
         c = get(p)
         if c is None:  # count_kind inlined for the common case: a source seen first
             counts[p] = n
-            kinds[p] = kind
+            kinds[p] = told[1]
         else:
-            count_kind(counts, kinds, p, kind, n)
-        if rem and proto == b"tcp":
-            add_idle(idle, p, n, int(rem))
+            count_kind(counts, kinds, p, told[1], n)
+        if told[2] is not None:
+            add_idle(idle, p, n, told[2])
+
+
+def _describe(rest: bytes) -> Tuple[int, int, Optional[int]]:
+    """A raw key without its address ("HEAD/BUSY/REM/STATE src" or "HEAD/BUSY/REM//FLAG/") ->
+    (address family, kind number, idle remaining timeout of a TCP entry or None)."""
+    head, busy, rem, state, *more = rest.split(b"/")
+    flag = more[0] if more else b""
+    state = state[:-4]  # " src", or nothing
+    family, proto = head[:4], head[head.rindex(b" ") + 1:]
+    known = bool(busy or rem) and proto == b"tcp" and state == b"ESTABLISHED"
+    kind = KNOWN if known else KINDS.index(
+        proto.decode("ascii"),
+        state_label(state.decode("ascii") if state else None, flag == b"[UNREPLIED]", flag in ASSURED_FLAGS))
+    return _AF[family], kind, int(rem) if rem and proto == b"tcp" else None
