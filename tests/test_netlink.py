@@ -92,3 +92,40 @@ def test_a_row_the_pattern_does_not_know_sends_the_buffer_to_the_general_decoder
     assert nl.count_rows(bytes(dump), w.rows) is None
     with pytest.raises(nl.BadMessage):
         nl.decode_entry(bytes(dump), first, nl._HDR.unpack_from(dump, first)[0])
+
+
+def _buffers(dump: bytes, rows_per_buffer: int):
+    """A captured dump cut into buffers of ``rows_per_buffer`` messages, as recv() would hand
+    them over (the last one ends with NLMSG_DONE)."""
+    cuts = [off for _t, _f, off, _l in nl.messages(dump)][::rows_per_buffer][1:]
+    return [dump[a:b] for a, b in zip([0] + cuts, cuts + [len(dump)])]
+
+
+@pytest.mark.parametrize("tree", TREES)
+@pytest.mark.parametrize("raw_max,step,every", [(1, 1, 1), (4, 3, 2), (8, 1, 0), (1 << 15, 512, 1), (1 << 15, 2, 0)])
+def test_labelling_in_the_readers_shadow_gives_what_labelling_once_gives(tree, monkeypatch, raw_max, step, every):
+    """The ctnetlink counter labels raw keys a few at a time while the reader is in recv(), and
+    all at once past RAW_MAX: keys taken out early and seen again later are labelled again.
+    However the two interleave, the sources, kinds and idle entries are those of one labelling."""
+    from conntrack_zbx.parse.idle import IdleRule
+    from conntrack_zbx.sources import netlink as source
+
+    dump = read(tree, "ctnetlink-dump.bin")
+    rule = IdleRule(432000, 300, 3600)
+    once = source._Counting(rule)
+    for buf in _buffers(dump, 10 ** 6):
+        once.add(memoryview(buf))
+    expected = once.result()
+    monkeypatch.setattr(source, "RAW_MAX", raw_max)
+    monkeypatch.setattr(source, "LABEL_STEP", step)
+    tally = source._Counting(rule)
+    for i, buf in enumerate(_buffers(dump, 3)):
+        tally.add(memoryview(buf))
+        assert len(tally.raw) <= raw_max
+        if every and i % every == 0 and tally.pending:
+            tally.label_one()
+    got = tally.result()
+    assert (got.entries, got.skipped, got.truncated) == (expected.entries, expected.skipped, False)
+    assert expand(got.counts, got.kinds) == expand(expected.counts, expected.kinds)
+    assert got.idle == expected.idle
+    assert got.entries == nl.walk(dump).rows
