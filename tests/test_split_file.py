@@ -48,7 +48,7 @@ def _both(path):
 
 def test_the_split_read_equals_one_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(text, "SPLIT_MIN", 1 << 16)
-    monkeypatch.setattr(text, "PART", 7)  # many parts from the forked half
+    monkeypatch.setattr(text, "PART", 7)  # many parts from the forked half, a source in several
     path = _file(tmp_path)
     assert os.path.getsize(path) > 4 * text.SPLIT_MIN
     fast, rows, slow = _both(path)
@@ -72,13 +72,13 @@ def test_a_state_word_only_the_forked_half_saw_is_renumbered(tmp_path, monkeypat
 
 def test_a_failing_forked_half_fails_the_read(tmp_path, monkeypatch):
     monkeypatch.setattr(text, "SPLIT_MIN", 1 << 16)
-    count = text._count
+    scan = text._scan
 
     def second_half_breaks(f, limit, *args):
         if limit is None:  # the forked half reads to the end
             raise OSError(5, "Input/output error")
-        return count(f, limit, *args)
+        return scan(f, limit, *args)
 
-    monkeypatch.setattr(text, "_count", second_half_breaks)
+    monkeypatch.setattr(text, "_scan", second_half_breaks)
     with open(_file(tmp_path), "rb") as f, pytest.raises(Malformed, match="second half.*Input/output error"):
         text.tally_sources(f, rule=RULE)

@@ -197,7 +197,7 @@ _AF = {b"ipv4": _socket.AF_INET, b"ipv6": _socket.AF_INET6}
 
 
 def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
-                idle: Dict[bytes, List[int]]) -> None:
+                idle: Dict[bytes, List[int]], limit: int = -1) -> None:
     """Raw block counts (emptied) -> entries per packed source in ``counts`` with their (protocol, label)
     numbers in ``kinds`` (``labels.count_kind``), and for idle ESTABLISHED TCP entries (count,
     smallest remaining) in ``idle``. Entries whose address is not one, or not of the line's
@@ -207,12 +207,14 @@ def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[byt
     One step per distinct raw key: a long-tail table has a quarter of a million of them, so
     nothing here is done per key that can be done per kind. A key is cut into its address and
     the rest, and the rest (a handful of distinct values, plus one per idle remaining time) is
-    described once (``_describe``)."""
+    described once (``_describe``). With a ``limit``, at most that many keys are taken (the
+    rest stay in ``raw``)."""
     memo = {}  # type: Dict[bytes, Tuple[int, int, Optional[int]]]
     pton = _socket.inet_pton
     get = counts.get
     pop = raw.popitem
-    while raw:  # consumed as labelled: each raw key's memory is free for the compact one
+    while raw and limit:  # consumed as labelled: each raw key's memory is free for the compact one
+        limit -= 1
         key, n = pop()
         if key[0] == 47:  # "/": no family, so OTHER_LINE or EMPTY_LINE: no entry
             continue

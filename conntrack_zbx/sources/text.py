@@ -24,8 +24,9 @@ def tally_sources(f: IO[bytes], deadline: Optional[float] = None, rule: Optional
     Same result as ``tally(lines, "src", rule=rule)`` (tests hold them equal) at a fraction of
     the cost: one compiled pattern per block and ``Counter`` do the per-line work in C, and each
     distinct raw key is labelled once into a compact key. Memory: one block plus the distinct
-    keys. A big regular file (a saved snapshot) is cut in two at a line end and the second half
-    is counted and labelled by a forked process on the second CPU.
+    keys. A big regular file (a saved snapshot) is cut in two at a line end and the second part
+    is counted and labelled by a forked process on the second CPU, which sends its sources in
+    parts that this process merges as they come.
     """
     import os
     import stat
@@ -144,7 +145,7 @@ def _lines(raw: Counter, overlong: int) -> int:
 
 
 def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float], pattern: "Pattern[bytes]"):
-    """Start a child counting from the first line end after the middle to the end of the file;
+    """Start a child counting from the first line end after SHARE of the file to its end;
     returns (boundary, pid, read end of its pipe, kinds numbered at the fork), or None if no
     line end was found."""
     import marshal
@@ -152,12 +153,13 @@ def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float], patter
 
     fd = os.open("/proc/self/fd/%d" % f.fileno(), os.O_RDONLY | os.O_CLOEXEC)  # own offset
     try:
-        probe = os.pread(fd, MAX_LINE, size // 2)
+        start = int(size * SHARE)
+        probe = os.pread(fd, MAX_LINE, start)
         nl = probe.find(b"\n")
         if nl < 0:
             os.close(fd)
             return None
-        boundary = size // 2 + nl + 1
+        boundary = start + nl + 1
         r, w = os.pipe()
         numbered = len(KINDS.names)
         pid = os.fork()
@@ -170,17 +172,18 @@ def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float], patter
             os.close(r)
             with os.fdopen(fd, "rb") as g:
                 g.seek(boundary)
-                counts, kinds, idle, lines, truncated = _count(g, None, deadline, pattern, 2)
-            head = (lines, truncated, KINDS.extra_since(numbered))  # type: Any
+                raw, lines, truncated = _scan(g, None, deadline, pattern, 2)
+            head = (lines, truncated)  # type: Any
         except BaseException as e:  # reported, never raised into the caller's stack
             head, code = ("error", "%s: %s" % (type(e).__name__, e)), 1
         try:
             with os.fdopen(w, "wb") as out:
                 marshal.dump(head, out)
-                if not code:
-                    for part in _parts(counts, kinds, idle):
-                        marshal.dump(part, out)
-                    marshal.dump(None, out)
+                while not code and raw:  # labelled a part at a time, each sent as it is done
+                    counts, kinds, idle = {}, {}, {}  # type: Dict[bytes, int], Dict[bytes, Any], Dict[bytes, List[int]]
+                    label_lines(raw, counts, kinds, idle, PART)
+                    marshal.dump((counts, kinds, idle, KINDS.extra_since(numbered)), out)
+                marshal.dump(None, out)
         finally:
             os._exit(code)
     os.close(w)
@@ -188,26 +191,19 @@ def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float], patter
     return boundary, pid, r, numbered
 
 
-PART = 1 << 14  # sources per message from the forked counter
-
-
-def _parts(counts: Dict[bytes, int], kinds: Dict[bytes, Any], idle: Dict[bytes, List[int]]):
-    """A forked counter's sources in parts: the parent merges each part and lets it go, so it
-    never holds the whole of the other half's dictionaries next to its own (on a long tail the
-    halves share most sources, and that was a quarter of the peak memory)."""
-    from itertools import islice
-
-    items = iter(counts.items())
-    while True:
-        part = dict(islice(items, PART))
-        if not part:
-            return
-        yield part, {s: kinds[s] for s in part}, {s: idle[s] for s in part if s in idle}
+PART = 1 << 14  # raw keys the forked counter labels and sends at a time
+# The share of a split file this process counts itself. The forked counter labels its keys a
+# part at a time and sends each part as it is done; this process merges each as it comes, while
+# the other side labels the next. With a little less than half of the lines here, this process
+# has counted and labelled its share about when the first part arrives (measured on a 1,048,576
+# line long-tail snapshot: 0.45 and 0.4 alike, 7 % faster than halves labelled whole, then merged).
+SHARE = 0.45
 
 
 def _collect(pid: int, r: int, counts: Dict[bytes, int], kinds: Dict[bytes, Any], idle: Dict[bytes, List[int]],
              numbered: int) -> Tuple[int, bool]:
-    """Merge the forked counter's sources into ours, part by part -> (its lines, truncated)."""
+    """Merge the forked counter's sources into ours, part by part as they come -> (its lines,
+    truncated). A source may come in several parts: merging adds."""
     import marshal
     import os
 
@@ -216,11 +212,11 @@ def _collect(pid: int, r: int, counts: Dict[bytes, int], kinds: Dict[bytes, Any]
             head = marshal.load(f)
             if head[0] == "error":
                 raise Malformed("counting the second half of the file failed: %s" % head[1])
-            lines, truncated, extra = head
-            remap = {numbered + i: KINDS.index(proto, label) for i, (proto, label) in enumerate(extra)}
+            lines, truncated = head
             part = marshal.load(f)
             while part is not None:
-                _merge(counts, kinds, idle, part, remap)
+                remap = {numbered + i: KINDS.index(proto, label) for i, (proto, label) in enumerate(part[3])}
+                _merge(counts, kinds, idle, part[:3], remap)
                 part = marshal.load(f)
     except (EOFError, ValueError, TypeError):
         raise Malformed("the process counting the second half of the file died") from None
