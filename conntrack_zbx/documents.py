@@ -111,6 +111,21 @@ def key_parameters(args: "Any") -> "Dict[str, int]":
     return params.check_all({p.name: getattr(args, p.name) for p in own}, args.command)
 
 
+# What the agent and its start-up need out of the Zabbix Timeout: the interpreter's start, sudo,
+# and the agent reading the answer (the default 3 s Timeout leaves a 2.5 s budget).
+TIMEOUT_RESERVE = 0.5
+DEFAULT_TIMEOUT = 3
+
+
+def budget_of(args: "Any", p: "Dict[str, int]") -> float:
+    """The time this call may take: ``--budget`` when given (a person at a terminal, tests),
+    else the key's ``timeout`` parameter (the Zabbix Timeout it runs under) less TIMEOUT_RESERVE,
+    so an admin who raises the Timeout for a big table gets a complete answer, not the default's."""
+    if args.budget is not None:
+        return args.budget
+    return p.get("timeout", DEFAULT_TIMEOUT) - TIMEOUT_RESERVE
+
+
 def talkers(args: "Any") -> "Written":
     return _answer(args, "talkers")
 
@@ -134,8 +149,9 @@ def _answer(args: "Any", command: str) -> "Written":
     # One time budget for waiting on another call's read, our own read, ranking and writing:
     # together they must end inside the agent's Timeout. EXIT_MARGIN covers the interpreter's
     # start before this point (the launcher gets here within a few ms) and its exit afterwards.
-    deadline = time.monotonic() + args.budget - EXIT_MARGIN
+    start = time.monotonic()
     p = key_parameters(args)
+    deadline = start + budget_of(args, p) - EXIT_MARGIN
     if args.file:
         if p["netns"]:
             raise Refused("--netns reads a live table; --file is a saved snapshot: give one of them")
@@ -183,7 +199,7 @@ def _through_cache(c: "Any", args: "Any", p: "Dict[str, int]", command: str, dea
     # load (many checks at once on few CPUs) the reader is slow, and a second read only adds load.
     import time
 
-    with c.lock(timeout=max(args.budget / 2, deadline - time.monotonic() - OWN_READ_RESERVE)):
+    with c.lock(timeout=max(budget_of(args, p) / 2, deadline - time.monotonic() - OWN_READ_RESERVE)):
         hit = c.read(names[command], max_age, key) if max_age > 0 else None
         if hit is not None:  # another call read the table while we waited
             return _finish(hit[0], command, cached=True, age=round(hit[1], 3))
@@ -365,8 +381,9 @@ def namespaces(args: "Any") -> "Dict[str, Any]":
     from conntrack_zbx.sources import netns
     from conntrack_zbx.sources.proc import ProcRoot
 
-    deadline = time.monotonic() + args.budget
+    start = time.monotonic()
     p = key_parameters(args)
+    deadline = start + budget_of(args, p)
     root = ProcRoot(args.proc_root)
     maximum, buckets = root.max(), root.buckets()
     found, own = netns.find(args.proc_root)

@@ -74,15 +74,19 @@ OPTIONS = (
     Option("idle_min", TABLE_COMMANDS, PARAM, 3600,
            "seconds an ESTABLISHED TCP entry must have been silent to count as idle (a leak "
            "rather than load)", lo=60, hi=31536000),
+    Option("timeout", TABLE_COMMANDS, PARAM, 3,
+           "the Zabbix Timeout (s) this key runs under (agent, and proxy or server): the call ends "
+           "inside it, reading as much of the table as fits; raise it together with the Timeout on "
+           "hosts whose table takes longer to read", lo=2, hi=30),
     Option("timeout_established", TABLE_COMMANDS, TEXT, None,
            "--file only: the nf_conntrack_tcp_timeout_established (s) of the host the snapshot "
            "came from, so idle times can be told (without it they are unknown)", metavar="SECONDS"),
     Option("cache_dir", TABLE_COMMANDS, TEXT, None,
            "snapshot cache directory (default /run/conntrack-zbx; must be owned by this user, mode 0700)",
            metavar="DIR"),
-    Option("budget", ROOT_COMMANDS, SECONDS, 2.5,
-           "stop reading after this long and report truncated (default 2.5: inside the agent's "
-           "default 3 s Timeout)", metavar="SECONDS"),
+    Option("budget", ROOT_COMMANDS, SECONDS, None,
+           "stop reading after this long and report truncated (default: the timeout parameter less "
+           "0.5 s, 2.5 s for Zabbix's default 3 s Timeout)", metavar="SECONDS"),
     Option("sudo", ROOT_COMMANDS, FLAG, False,
            "agent keys: validate the parameters, then run the fixed line 'sudo -n conntrack-zbx "
            "COMMAND --params-stdin' and hand them over on stdin"),

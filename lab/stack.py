@@ -40,6 +40,10 @@ def alive(pid: int) -> bool:
         return False
 
 
+
+# Seconds the server waits before it polls an agent again after a poll failed (a lost poll).
+UNREACHABLE_DELAY = 5
+
 class Stack:
     # Where the schema and the frontend come from (a 7.0 frontend overrides these: lab/zabbix70.py).
     schema_dir = SCHEMA_DIR
@@ -175,8 +179,8 @@ class Stack:
             "StartHistoryPollers=1", "StartTrappers=2", "StartPingers=0", "StartDiscoverers=0",
             "StartHTTPPollers=2", "StartTimers=1", "StartEscalators=1", "StartAlerters=1",
             "StartDBSyncers=2", "StartLLDProcessors=1", "StartODBCPollers=0",
-            "StartReportWriters=0", "UnreachablePeriod=3600", "UnavailableDelay=5",
-            "UnreachableDelay=5",
+            "StartReportWriters=0", "UnreachablePeriod=3600", "UnavailableDelay=%d" % UNREACHABLE_DELAY,
+            "UnreachableDelay=%d" % UNREACHABLE_DELAY,
         ]
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n" + self.extra_server_conf)

@@ -223,6 +223,7 @@ def test_sudo_form_refuses_options_other_than_key_parameters(capsys, extra):
     ("--prefix4", "24 --file /etc/shadow", "not allowed"), ("--prefix6", "\u0661\u0662", "not allowed"),
     ("--max-age", "-1", "not allowed"), ("--max-age", "+5", "not allowed"), ("--prefix4", "33", "outside"),
     ("--top", "$(id)", "not allowed"), ("--top", "1" * 6, "not allowed"),
+    ("--timeout", "1", "outside 2..30"), ("--timeout", "31", "outside 2..30"), ("--timeout", "2.5", "not allowed"),
 ])
 def test_key_parameters_outside_the_allow_list_are_refused(capsys, opt, value, says):
     for cmd in (["talkers", "--sudo"], ["talkers", "--proc-root", MIXED], ["discovery", "--proc-root", MIXED]):
@@ -341,3 +342,54 @@ def test_namespace_owner_names_pod_container_or_process(tmp_path, cgroup, kind):
         assert owner["container"] == "a" * 12 and owner["pod"] is None
     else:
         assert owner["container"] is None and owner["pod"] is None
+
+
+def test_the_timeout_parameter_sets_the_budget():
+    """The key's timeout parameter is the Zabbix Timeout the call runs under: the budget is it
+    less the agent's share; --budget (a person at a terminal) wins; a key without the parameter
+    (namespaces) keeps the default's 2.5 s."""
+    from argparse import Namespace
+
+    from conntrack_zbx.documents import budget_of
+
+    assert budget_of(Namespace(budget=None), {"timeout": 3}) == 2.5
+    assert budget_of(Namespace(budget=None), {"timeout": 10}) == 9.5
+    assert budget_of(Namespace(budget=0.3), {"timeout": 10}) == 0.3
+    assert budget_of(Namespace(budget=None), {"top": 20}) == 2.5
+
+
+@pytest.mark.parametrize("timeout", [2, 4])
+def test_a_whole_call_ends_inside_the_timeout_parameter(tmp_path, timeout):
+    """Whole process, start to exit, on a table that never ends (a pipe fed for 8 s): the call
+    answers inside the Timeout its key names, truncated, and a longer Timeout reads more."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    with open(os.path.join(MIXED, "proc/net/nf_conntrack"), "rb") as f:
+        block = f.read() * 200
+    p = subprocess.Popen([sys.executable, "-m", "conntrack_zbx", "talkers", "--file", "/dev/stdin",
+                          "--timeout=%d" % timeout], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def feed():
+        end = time.monotonic() + 8
+        try:
+            while time.monotonic() < end and p.poll() is None:
+                p.stdin.write(block)
+                time.sleep(0.05)
+            p.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    t = time.monotonic()
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    out = p.stdout.read()
+    p.wait()
+    wall = time.monotonic() - t
+    feeder.join()
+    doc = json.loads(out)
+    assert doc["truncated"] is True and wall < timeout, (wall, doc.get("entries"))
+    assert timeout - 1.5 < wall, wall  # it used the time it was given (less the agent's share)
+    assert doc["entries"] > 0

@@ -206,9 +206,11 @@ def runbook_url(template: str, anchor: str) -> str:
 
 
 def _master(key: str, name: str, delay: str, description: str, trigger: Dict[str, Any]) -> Dict[str, Any]:
-    """A raw JSON master item: failures become *not supported* with the plugin's own message."""
+    """A raw JSON master item: failures become *not supported* with the plugin's own message.
+    Its UUID comes from the bare key (before "["): a parameter added to the key keeps the item's
+    identity, so re-importing the template updates it in place instead of replacing it."""
     return {
-        "uuid": uid(CONNTRACK, "item", key),
+        "uuid": uid(CONNTRACK, "item", key.split("[")[0]),
         "name": name,
         "key": key,
         "delay": delay,
@@ -499,7 +501,9 @@ def _talkers_items() -> List[Dict[str, Any]]:
         "drop-in; without it the item is not supported with a message naming the grant. "
         "Parameters: IPv4 and IPv6 roll-up prefix, how many talkers, how many seconds a cached "
         "table read may be reused (keep it below the interval), a network namespace (0: the "
-        "agent's own) and the silence that makes an ESTABLISHED entry idle; values outside the "
+        "agent's own), the silence that makes an ESTABLISHED entry idle, and the Zabbix Timeout "
+        "the key runs under (the read ends inside it: raise {$CONNTRACK.TALKERS.TIMEOUT} with the "
+        "agent's and proxy's Timeout where the table takes longer to read); values outside the "
         "allow-list make the item not supported with a message saying what is allowed.",
         _not_collected(TALKERS_KEY, "Top talkers", "nobody will be named when the table fills"))]
     items.append(_dep(CONNTRACK, "%s: Entries read for talkers" % SHORT, "conntrack.talkers.entries",
