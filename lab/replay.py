@@ -175,7 +175,10 @@ class Replay:
         with open(RESTORE_FILE, "w") as f:
             json.dump({MAX_PATH: self.original_max, HASHSIZE_PATH: self.original_hashsize}, f)
         atexit.register(self.close)
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        # SIGINT too: a non-interactive shell starts background jobs with SIGINT ignored (so does
+        # nohup ... &), and Python then installs no KeyboardInterrupt for it; Ctrl-C or kill -INT
+        # must still restore the kernel.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         try:
             self.setup()
