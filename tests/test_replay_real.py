@@ -77,9 +77,12 @@ def test_incident_replay(capsys, tmp_path):
     assert first_drop <= float(mirror["clock"]) < fixed
     # after the limit was raised the kernel stopped dropping and the outage's problems resolved
     assert r.find("kernel: no more drops")["clock"] > fixed
+    # (a problem raised before the baseline is the node's setup, not the outage: the too-small hash
+    # table, or a slow start's "no response time"; it only has to be resolved)
+    baseline = r.find("baseline: all items have values")["clock"]
     for name, p in problems.items():
         assert p["r_clock"] != "0", name
-        if "holds more than" not in name and float(p["clock"]) < fixed:
+        if "holds more than" not in name and baseline - 1 <= float(p["clock"]) < fixed:
             assert float(p["r_clock"]) >= fixed - 1, name
     # the incident's runtime-only fix raised the drift problem; persisting with tune resolved it
     drift = problems[DRIFT]
