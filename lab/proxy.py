@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import time
 
-from lab.stack import alive, as_user
+from lab.stack import UNREACHABLE_DELAY, alive, as_user
 
 UNPACKED = "/var/tmp/ctzbx-proxy-pkg"
 
@@ -79,7 +79,8 @@ class Proxy:
                 "ConfigFrequency=2", "DataSenderFrequency=1", "HousekeepingFrequency=0",
                 "StartPollers=3", "StartPollersUnreachable=1", "StartTrappers=2", "StartPingers=0",
                 "StartDiscoverers=0", "StartHTTPPollers=0", "StartPreprocessors=2",
-                "StartODBCPollers=0", "UnreachablePeriod=3600", "UnavailableDelay=5", "UnreachableDelay=5",
+                "StartODBCPollers=0", "UnreachablePeriod=3600",
+                "UnavailableDelay=%d" % UNREACHABLE_DELAY, "UnreachableDelay=%d" % UNREACHABLE_DELAY,
             ]) + "\n")
         os.chmod(conf, 0o644)
         return conf

@@ -40,9 +40,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-
 # Seconds the server waits before it polls an agent again after a poll failed (a lost poll).
 UNREACHABLE_DELAY = 5
+
 
 class Stack:
     # Where the schema and the frontend come from (a 7.0 frontend overrides these: lab/zabbix70.py).

@@ -129,3 +129,17 @@ def test_printed_shapes_through_the_cli(capsys):
 
     doc = json.loads(capsys.readouterr().out)
     assert doc["entries"] == 11 and doc["skipped"] == 0 and doc["distinct_sources"] == 11
+
+
+def test_every_line_of_a_block_has_one_raw_key():
+    """The block counter's contract with its callers: one key per line, a refused line gives
+    OTHER_LINE and an empty one EMPTY_LINE (how lines are counted and skipped without a second
+    pass), an entry a key of the grammar's captures."""
+    from conntrack_zbx.parse.table import EMPTY_LINE, OTHER_LINE, count_block, line_pattern
+
+    entry = (b"ipv4     2 udp      17 29 src=127.0.0.30 dst=127.0.0.1 sport=4 dport=53 [UNREPLIED] "
+             b"src=127.0.0.1 dst=127.0.0.30 sport=53 dport=4 mark=0 zone=0 use=2\n")
+    keys = count_block(b"not a line\n\n" + entry + entry[:40], line_pattern(None))
+    assert keys[:2] == [OTHER_LINE, EMPTY_LINE]
+    assert keys[2] == b"ipv4     2 udp////127.0.0.30/[UNREPLIED]/"
+    assert keys[3] == OTHER_LINE and len(keys) == 4  # the cut last line, given its newline

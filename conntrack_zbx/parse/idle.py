@@ -47,9 +47,7 @@ class IdleRule(NamedTuple):
 
     def idle_of(self, remaining: int) -> Optional[int]:
         """Idle seconds of an ESTABLISHED TCP entry, None where it cannot be known."""
-        if self.cap < remaining <= self.established:
-            return self.established - remaining
-        return None
+        return self.established - remaining if self.is_known(remaining) else None
 
     def is_known(self, remaining: Optional[int]) -> bool:
         return remaining is not None and self.cap < remaining <= self.established

@@ -379,11 +379,10 @@ def _tail_kind(tail: bytes) -> Tuple[int, Optional[int]]:
     else:  # status, [idle timeout | busy marker]
         proto = tail[8]
         status, state, rest = tail[9:13], -1, tail[13:]
-    st = _U32.unpack(status)[0]
-    idle_ok = proto == 6 and state == 3 and not st & _NO_IDLE
-    if idle_ok and rest:
+    r = Record(AF_INET, b"", proto, state, _U32.unpack(status)[0] & _STATUS_BITS)
+    if rest and idle_tells(r):
         return KNOWN, _U32.unpack(rest)[0] if len(rest) == 4 else None
-    return KINDS.index(proto_name(proto), record_label(Record(AF_INET, b"", proto, state, st & _STATUS_BITS))), None
+    return KINDS.index(proto_name(proto), record_label(r)), None
 
 
 def idle_tells(r: Record) -> bool:
