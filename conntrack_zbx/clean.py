@@ -38,6 +38,7 @@ class Selection(NamedTuple):
     victims: List[Victim]
     entries: int  # every entry of the table
     in_network: int  # entries whose source is in the network, any state
+    young: int  # of those, ESTABLISHED TCP entries not silent for idle_min yet (a leak's newest)
 
 
 def select(network: Any, rule: IdleRule) -> Selection:
@@ -49,7 +50,7 @@ def select(network: Any, rule: IdleRule) -> Selection:
         s.settimeout(10)
         s.send(dump_request(1, 0))
         victims = []  # type: List[Victim]
-        entries = in_network = 0
+        entries = in_network = young = 0
         while True:
             buf = s.recv(1 << 16)
             if not buf:
@@ -60,34 +61,40 @@ def select(network: Any, rule: IdleRule) -> Selection:
                     continue
                 entries += 1
                 v, inside = _judge(buf, off, length, network, rule)
-                in_network += inside
+                in_network += inside != OUTSIDE
+                young += inside == YOUNG
                 if v is not None:
                     victims.append(v)
             if w.done:
-                return Selection(victims, entries, in_network)
+                return Selection(victims, entries, in_network, young)
     except socket.timeout:
         raise NotAvailable("ctnetlink did not finish the dump within 10 s") from None
     finally:
         s.close()
 
 
-def _judge(buf: bytes, off: int, length: int, network: Any, rule: IdleRule) -> Tuple[Optional[Victim], bool]:
+OUTSIDE, OTHER, YOUNG, IDLE = range(4)  # what _judge finds an entry to be
+
+
+def _judge(buf: bytes, off: int, length: int, network: Any, rule: IdleRule) -> Tuple[Optional[Victim], int]:
     try:
         r = nl.decode_entry(buf, off, length)
     except nl.BadMessage:
-        return None, False
+        return None, OUTSIDE
     src = ipaddress.ip_address(r.src)
     if src.version != network.version or src not in network:
-        return None, False
-    if not (nl.idle_tells(r) and rule.is_idle(r.timeout)):
-        return None, True
+        return None, OUTSIDE
+    if not nl.idle_tells(r):
+        return None, OTHER
+    if not rule.is_idle(r.timeout):
+        return None, YOUNG
     parts, text = [], ""
     for atype, voff, vlen in nl.attrs(buf, off + 20, off + length):
         if atype in (nl.CTA_TUPLE_ORIG, nl.CTA_ZONE, CTA_ID):
             parts.append(bytes(buf[voff - 4:voff + ((vlen + 3) & ~3)]))
             if atype == nl.CTA_TUPLE_ORIG:
                 text = _tuple_text(buf, voff, vlen)
-    return Victim(buf[off + 16], r.src, rule.idle_of(r.timeout) or 0, b"".join(parts), text), True
+    return Victim(buf[off + 16], r.src, rule.idle_of(r.timeout) or 0, b"".join(parts), text), IDLE
 
 
 def _tuple_text(buf: bytes, voff: int, vlen: int) -> str:
@@ -101,6 +108,15 @@ def _tuple_text(buf: bytes, voff: int, vlen: int) -> str:
     src = addrs.get(nl.CTA_IP_V4_SRC) or addrs.get(nl.CTA_IP_V6_SRC, "?")
     dst = addrs.get(nl.CTA_IP_V4_DST) or addrs.get(nl.CTA_IP_V6_DST, "?")
     return "%s:%s -> %s:%s" % (src, ports.get(nl.CTA_PROTO_SRC_PORT, "?"), dst, ports.get(nl.CTA_PROTO_DST_PORT, "?"))
+
+
+def still_leaking(network: Any, young: int, idle_min: int) -> str:
+    """What the person who just cleaned must know: entries that are not idle *yet* were left, and
+    if the source still opens connections it never closes, they are the leak's newest."""
+    return ("%d ESTABLISHED entries of %s stay: silent for less than %d s, they may be in use. If %s "
+            "still opens connections it never closes, they turn idle within %d s and the leak problem stays "
+            "open until its source is fixed; then run this again.\n" % (young, network, idle_min, network,
+                                                                         idle_min))
 
 
 def delete(victims: List[Victim]) -> Tuple[int, int, List[str]]:
@@ -168,10 +184,12 @@ def _run(args: Any, network: Any) -> str:
     lines = ["  %s  idle %d s\n" % (x.text, x.idle) for x in v[:SHOW]]
     if len(v) > SHOW:
         lines.append("  ... and %d more\n" % (len(v) - SHOW))
+    young = still_leaking(network, sel.young, rule.idle_min) if sel.young else ""
     if not args.apply:
-        return head + "".join(lines) + "dry run: nothing deleted; --apply deletes them\n"
+        return head + "".join(lines) + young + "dry run: nothing deleted; --apply deletes them\n"
     deleted, gone, errors = delete(v)
     tail = "deleted %d entries (%d had closed or expired meanwhile)\n" % (deleted, gone)
+    tail += young
     if errors:
         tail += "".join("  failed: %s\n" % e for e in errors[:SHOW])
         raise NotAvailable(head + tail + "%d deletes failed" % len(errors))

@@ -16,7 +16,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from lab import REPO
-from lab.replay import LEAKY_NET, MON_NS, Replay
+from lab.replay import HOLD, LEAKY_NET, MON_NS, Replay
 from lab.stack import stop_pids
 
 GRAPHS = {  # file: (graph, colours its lines must show: the template's graph item colours)
@@ -130,7 +130,7 @@ def start_forwarder(stack_base: str, port: int) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(REPO, "demo-out"), help="where the PNGs go")
-    ap.add_argument("--hold", type=float, default=40, help="seconds to keep the table full for the graphs")
+    ap.add_argument("--hold", type=float, default=HOLD, help="seconds to keep the table full for the graphs")
     ap.add_argument("--stop", action="store_true", help="stop the monitoring host too at the end")
     ap.add_argument("--port", type=int, default=18080)
     args = ap.parse_args(argv)
@@ -142,15 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     replay = Replay(REPO, say=say)
     with replay:
-        replay.fill()
-        replay.overflow()
-        top = replay.talkers_table()
-        replay.hold(args.hold)
-        replay.fix()
-        replay.persist()
-        idle_top = replay.idle_table()
-        replay.fix_leak()
-        replay.culprit_fixed()
+        seen = replay.story(hold=args.hold)
         replay.collect_problems()
         say("rendering graphs with the frontend's chart2.php")
         from lab.replay import IDLE_MIN, INTERVAL
@@ -160,8 +152,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if dashboard:
             url += "&dashboardid=%s" % dashboard[0]["dashboardid"]
         print("\nWhat on-call would have seen (server clocks):\n" + replay.timeline())
-        print("\n`conntrack-zbx top` on the node while the table was full:\n" + top)
-        print("\n`conntrack-zbx top --by idle --idle-min %d` before the leak's fix:\n" % IDLE_MIN + idle_top)
+        print("\n`conntrack-zbx top` on the node while the table was full:\n" + seen["top"])
+        print("\n`conntrack-zbx top --by idle --idle-min %d` before the leak's fix:\n" % IDLE_MIN + seen["idle_top"])
         print("Graphs rendered by the Zabbix frontend:\n  " + "\n  ".join(pngs))
         replay.keep_stack = not args.stop  # the node goes, the monitoring host stays for a look
     if args.stop:

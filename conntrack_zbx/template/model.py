@@ -739,11 +739,18 @@ def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, 
         "slot for the whole ESTABLISHED timeout and early drop never evicts them, so raising the limit only "
         "postpones the outage. First step: tell the network's owners; `conntrack-zbx clean --network "
         "{#CT.TALKER}` removes the idle entries (dry run first), then `conntrack-zbx tune "
-        "--tcp-established-timeout` shortens how long the next leak lasts.",
+        "--tcp-established-timeout` shortens how long the next leak lasts. While the source still leaks, "
+        "its newest connections are not idle yet when you clean: they turn idle within "
+        "{$CONNTRACK.TALKERS.IDLE_MIN} s and the problem stays open, as it should, until the source is fixed "
+        "and the idle share has stayed under half the threshold for {$CONNTRACK.TALKERS.IDLE_MIN} s.",
         event_name="%s: network {#CT.TALKER} holds {ITEM.LASTVALUE1} ESTABLISHED entries silent for over "
                    "{$CONNTRACK.TALKERS.IDLE_MIN}s: connections not closed" % SHORT,
         opdata="Idle: {ITEM.LASTVALUE1}, max: {ITEM.LASTVALUE2}",
-        recovery="last(%s)/last(%s)*100<{$CONNTRACK.TALKER.IDLE.WARN}/2" % (ref(idle), maximum),
+        # resolved only once the idle share stayed low for idle_min: a leak still going on after
+        # `clean` leaves young entries that turn idle within idle_min, and a recovery on the first
+        # low value would resolve the problem and open it again a minute later
+        recovery="max(%s,{$CONNTRACK.TALKERS.IDLE_MIN})/last(%s)*100<{$CONNTRACK.TALKER.IDLE.WARN}/2"
+                 % (ref(idle), maximum),
         anchor="leak")
     ago = "#1:now-{$CONNTRACK.TALKERS.IDLE_MIN}"  # the entries it held then are idle now, if silent
     load = _trigger(
