@@ -749,8 +749,10 @@ def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, 
         # resolved only once the idle share stayed low for idle_min: a leak still going on after
         # `clean` leaves young entries that turn idle within idle_min, and a recovery on the first
         # low value would resolve the problem and open it again a minute later
-        recovery="max(%s,{$CONNTRACK.TALKERS.IDLE_MIN})/last(%s)*100<{$CONNTRACK.TALKER.IDLE.WARN}/2"
-                 % (ref(idle), maximum),
+        # or the network has left the top list for that long (its items are then discarded: no
+        # values, and max() over an empty window would keep the problem open for ever)
+        recovery="max(%s,{$CONNTRACK.TALKERS.IDLE_MIN})/last(%s)*100<{$CONNTRACK.TALKER.IDLE.WARN}/2 or "
+                 "nodata(%s,{$CONNTRACK.TALKERS.IDLE_MIN})=1" % (ref(idle), maximum, ref(idle)),
         anchor="leak")
     ago = "#1:now-{$CONNTRACK.TALKERS.IDLE_MIN}"  # the entries it held then are idle now, if silent
     load = _trigger(
