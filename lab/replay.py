@@ -549,15 +549,16 @@ class Replay:
         return sum(1 for ln in table.splitlines() if prefix in ln.split(" dst=")[0])
 
     def fix_leak(self) -> None:
-        """What the incident lacked: the leak's own fix, done while the NAT still leaks, as on-call
-        would do it before the network's owners answer. The idle entries go (the busy range is not
-        touched) and the ESTABLISHED timeout is shortened, so the next leak lasts an hour, not 5 days.
+        """What the incident lacked: the leak's own fix, done before the network's owners answer, as
+        on-call would do it. The idle entries go (the busy range is not touched) and the ESTABLISHED
+        timeout is shortened, so the next leak lasts an hour, not 5 days.
 
-        The leak problem rightly stays open: the NAT's newest connections are not idle yet when
-        ``clean`` runs, and they turn idle within IDLE_MIN (``clean`` says so); the trigger recovers
-        only after the idle share stayed low for IDLE_MIN. So this step waits for nothing: the leak
-        problem resolves after the source is fixed, which ``culprit_fixed`` waits for."""
-        self.say("[8/9] the leak's fix while the NAT still leaks: conntrack-zbx clean --network %s --idle-min %d "
+        The NAT still runs: what it opened within the last IDLE_MIN is not idle yet when ``clean``
+        runs and stays (``clean`` says how many, and that they turn idle). The leak problem stays
+        open right after the clean; the trigger recovers only once the idle share stayed low for
+        IDLE_MIN, or the range has been absent from the talkers answers for that long. So this step
+        checks it is still open and waits for nothing; ``culprit_fixed`` waits for it to resolve."""
+        self.say("[8/9] the leak's fix before its owners answer: conntrack-zbx clean --network %s --idle-min %d "
                  "--apply, then conntrack-zbx tune --tcp-established-timeout %d --apply"
                  % (LEAKY_NET, IDLE_MIN, SHORT_TIMEOUT))
         busy_before, leaky_before = self.range_count(BUSY_NET), self.range_count(LEAKY_NET)
@@ -579,10 +580,10 @@ class Replay:
         # the recovery needs the idle share low for IDLE_MIN: right after the clean the problem is
         # still open, and with the NAT still leaking it must stay so until culprit_fixed
         open_leak = self.api.active_problem(self.hostid, LEAK)
-        self.event("the leak problem %s after the clean (the NAT still leaks)"
+        self.event("the leak problem %s right after the clean (it recovers only after IDLE_MIN)"
                    % ("stays open" if open_leak else "resolved"))
         if open_leak is None:
-            raise AssertionError("the leak problem resolved while the NAT still leaks: %s" % self.open_problems())
+            raise AssertionError("the leak problem resolved right after the clean: %s" % self.open_problems())
 
     def open_problems(self) -> List[str]:
         return sorted(p["name"] for p in self.api.problems(self.hostid) if p["r_clock"] == "0")

@@ -730,10 +730,15 @@ def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, 
     Entries whose idle time cannot be told count for neither."""
     def ref(item: Dict[str, Any]) -> str:
         return item_ref(CONNTRACK, item["key"])
-    maximum = item_ref(CONNTRACK, "conntrack.max")
+    maximum, talkers = item_ref(CONNTRACK, "conntrack.max"), item_ref(CONNTRACK, TALKERS_KEY)
     leak = _trigger(
         CONNTRACK, "%s: network {#CT.TALKER}: idle connections hold the table" % SHORT,
-        "last(%s)/last(%s)*100>{$CONNTRACK.TALKER.IDLE.WARN}" % (ref(idle), maximum), "AVERAGE",
+        # last() keeps the value from before the network left the top list (its items are then
+        # discarded, not 0), and Zabbix evaluates the recovery only while the problem expression is
+        # false: so the problem also ends once talkers documents keep coming without this network for
+        # idle_min. A gap in the documents themselves (a full table starves the polls) keeps it open.
+        "last(%s)/last(%s)*100>{$CONNTRACK.TALKER.IDLE.WARN} and (nodata(%s,{$CONNTRACK.TALKERS.IDLE_MIN})=0 "
+        "or nodata(%s,{$CONNTRACK.TALKERS.IDLE_MIN})=1)" % (ref(idle), maximum, ref(idle), talkers), "AVERAGE",
         "This network's ESTABLISHED entries have been silent for over {$CONNTRACK.TALKERS.IDLE_MIN} s: "
         "connections nobody closed (the incident's NAT firewall that never sent FIN/RST). They keep their "
         "slot for the whole ESTABLISHED timeout and early drop never evicts them, so raising the limit only "
@@ -749,8 +754,7 @@ def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, 
         # resolved only once the idle share stayed low for idle_min: a leak still going on after
         # `clean` leaves young entries that turn idle within idle_min, and a recovery on the first
         # low value would resolve the problem and open it again a minute later
-        # or the network has left the top list for that long (its items are then discarded: no
-        # values, and max() over an empty window would keep the problem open for ever)
+        # or the network has left the top list for that long (max() over an empty window is unknown)
         recovery="max(%s,{$CONNTRACK.TALKERS.IDLE_MIN})/last(%s)*100<{$CONNTRACK.TALKER.IDLE.WARN}/2 or "
                  "nodata(%s,{$CONNTRACK.TALKERS.IDLE_MIN})=1" % (ref(idle), maximum, ref(idle)),
         anchor="leak")
