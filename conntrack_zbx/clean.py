@@ -159,7 +159,7 @@ def run(args: Any) -> str:
     if args.netns:
         from conntrack_zbx.sources.netns import entered, resolve
 
-        with entered(resolve(args.netns, args.proc_root).path):
+        with entered(resolve(args.netns).path):
             return _run(args, network)
     return _run(args, network)
 
@@ -169,7 +169,7 @@ def _run(args: Any, network: Any) -> str:
 
     from conntrack_zbx.documents import idle_rule
 
-    rule, why = idle_rule(SimpleNamespace(file=None, timeout_established=None, proc_root=args.proc_root),
+    rule, why = idle_rule(SimpleNamespace(file=None, timeout_established=None, proc_root="/"),
                           args.idle_min)
     if rule is None:
         raise Refused("cannot tell idle entries here: %s" % why)

@@ -140,11 +140,36 @@ def template_names() -> List[str]:
     return [t["template"] for t in model.export()["zabbix_export"]["templates"]]
 
 
+def read_export(path: str) -> str:
+    """A template export file, checked before anything reaches the server: UTF-8 YAML whose top
+    is ``zabbix_export``, as the frontend's export and ``make generate`` write it."""
+    import yaml
+
+    from conntrack_zbx.errors import Malformed, NotAvailable
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise NotAvailable("cannot read %s: %s" % (path, e.strerror or e)) from None
+    try:
+        source = data.decode("utf-8")
+        doc = yaml.safe_load(source)
+    except UnicodeDecodeError as e:
+        raise Malformed("%s is not a template export: not UTF-8 text (byte %d); give the YAML file the "
+                        "frontend exports or templates/conntrack_zbx.yaml" % (path, e.start)) from None
+    except yaml.YAMLError as e:
+        raise Malformed("%s is not a template export: not valid YAML (%s)" % (path, str(e).splitlines()[0])) from None
+    if not isinstance(doc, dict) or "zabbix_export" not in doc:
+        raise Malformed("%s is not a template export: its top level has no 'zabbix_export' (give the YAML "
+                        "file the frontend exports or templates/conntrack_zbx.yaml)" % path)
+    return source
+
+
 def run(args) -> Dict[str, object]:
     """``conntrack-zbx template import``: what the CLI prints as its result."""
     if args.file:
-        with open(args.file) as f:
-            source = f.read()
+        source = read_export(args.file)
     else:
         from conntrack_zbx.template.render import template_yaml
         source = template_yaml()

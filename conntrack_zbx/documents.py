@@ -279,8 +279,12 @@ def read_table(args: "Any", deadline: float, rule: "Optional[Any]" = None) -> "T
     from conntrack_zbx.sources.text import tally_sources
 
     if args.file:
+        from conntrack_zbx.talkers import not_a_table
+
         with open_snapshot(args.file) as f:
-            return tally_sources(f, deadline, rule), "file", None
+            t = tally_sources(f, deadline, rule)
+        not_a_table(t.entries, t.skipped, args.file)
+        return t, "file", None
     root = ProcRoot(args.proc_root)
     note = None
     # A fixture tree (--proc-root) is text: netlink would read the live kernel instead.

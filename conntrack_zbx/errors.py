@@ -18,6 +18,8 @@ code  meaning
       outside the allow-list)
 4     ``Malformed`` (read, but not what the kernel writes)
 70    an internal error (a bug: the message asks for a report), still printed as JSON
+74    the output could not be written (a full disk, a closed terminal)
+130   interrupted (Ctrl-C), as a shell reports SIGINT
 ====  ==========================================================================================
 
 Messages say what is wrong *and* how to fix it: they end up in front of on-call staff.
@@ -29,6 +31,8 @@ mean the snapshot cache cannot be used safely: the table is then read afresh and
 """
 
 INTERNAL_ERROR = 70
+OUTPUT_ERROR = 74  # EX_IOERR
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports
 
 
 class ConntrackError(Exception):
@@ -70,6 +74,11 @@ class DeployFailed(ConntrackError):
     """The Zabbix API refused or could not be reached; the message is the API's own."""
 
     exit_code = 1
+
+
+class OutputFailed(Exception):
+    """Our own output could not be written (ENOSPC, EIO): reported as exit 74, not as the
+    failure of the command's work."""
 
 
 class BadRecord(ValueError):

@@ -2,7 +2,7 @@
 
 ``stats``, ``talkers`` and ``discovery`` run on every monitored host every minute, so their
 command lines are parsed twice over: a fast path that avoids importing argparse (``cli.fast_args``)
-and the full argparse parser for humans (``cli.build_parser``). Both are built from ``OPTIONS``,
+and the full argparse parser for humans (``parser.build_parser``). Both are built from ``OPTIONS``,
 and so are the allow-listed Zabbix key parameters (``params_of``, checked by ``params``), the options that
 ``--sudo`` and ``--params-stdin`` refuse, and the agent conf's ``--opt='$N'`` words (``keys.py``).
 Adding an option is one line here; nothing else has to learn about it.

@@ -18,7 +18,7 @@ SECTION_TITLES = {"src": "sources", "dst": "destinations", "dport": "protocol/po
 
 def top(args: "Any") -> str:
     from conntrack_zbx.sources.proc import ProcRoot, iter_lines, open_snapshot
-    from conntrack_zbx.talkers import address_text, network_keys, pct, rank, rank_talkers, tally
+    from conntrack_zbx.talkers import address_text, network_keys, not_a_table, pct, rank, rank_talkers, tally
 
     root = ProcRoot(args.proc_root)
     if args.file:
@@ -43,6 +43,8 @@ def top(args: "Any") -> str:
         why = None
         with f:
             t = tally(iter_lines(f), args.by)
+    if args.file:
+        not_a_table(t.entries, t.skipped, args.file)
     maximum = args.max if args.max is not None else _max_or_none(root)
     share = " (%s%% of nf_conntrack_max %d)" % (pct(t.entries, maximum), maximum) if maximum else ""
     out = ["%d entries%s in %s; %d lines skipped\n" % (t.entries, share, what, t.skipped)]

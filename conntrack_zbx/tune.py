@@ -29,6 +29,9 @@ MODULES_FILE = "etc/modules-load.d/99-conntrack-zbx.conf"
 TIMEOUT_FILE = "etc/sysctl.d/99-conntrack-zbx-timeout.conf"
 ESTABLISHED = "proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established"
 MIN_ESTABLISHED = 600  # below this, ordinary idle connections (SSH, pools) break all the time
+# The kernel keeps the timeout in jiffies (seconds x HZ in an int; HZ is at most 1000): a larger
+# value is refused with EINVAL, or would be on a 1000 Hz kernel.
+MAX_ESTABLISHED = (2 ** 31 - 1) // 1000
 RECOMMENDED_ESTABLISHED = 86400  # what --auto proposes when idle entries hold the table
 IDLE_SHARE = 0.25  # ... that is, at least this share of it
 MIN_MAX = 1024  # the kernel's own floor for the default table; below it tuning is a mistake
@@ -101,6 +104,9 @@ def plan(root: ProcRoot, maximum: Optional[int], auto: bool, peak: Optional[int]
         raise TuneRefused("refusing nf_conntrack_max %d: a full table would take about %s, more than 1/%d of "
                       "this host's %s of RAM; the most this host can afford is %d"
                       % (maximum, mib(maximum * per_entry), MEMORY_SHARE, mib(memtotal * 1024), limit))
+    if maximum < max_now:
+        reasons.append("this LOWERS the limit from %d to %d: a table that held more than %d entries before "
+                       "will drop new connections at that point" % (max_now, maximum, maximum))
     buckets = boot.recommended_buckets(maximum, version)
     if version >= (5, 15):
         reasons.append("kernel %s: one hash bucket per entry (the default since 5.15; 'hashsize = max/4' "
@@ -211,6 +217,10 @@ def plan_timeout(root: ProcRoot, seconds: int) -> Tuple[int, Dict[str, str]]:
         raise TuneRefused("refusing an ESTABLISHED timeout of %d s: below %d s every idle SSH session or "
                           "connection pool through this host loses its state; this is a typo, not a tuning"
                           % (seconds, MIN_ESTABLISHED))
+    if seconds > MAX_ESTABLISHED:
+        raise TuneRefused("refusing an ESTABLISHED timeout of %d s: the kernel keeps it in jiffies and takes at "
+                          "most %d s (24.8 days) on a 1000 Hz kernel; the default is 432000 (5 days)"
+                          % (seconds, MAX_ESTABLISHED))
     now = root.read_int(ESTABLISHED)
     files = {
         TIMEOUT_FILE: "# Written by conntrack-zbx tune: how long an ESTABLISHED TCP entry lives without a\n"

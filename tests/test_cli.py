@@ -290,7 +290,8 @@ def test_fixture_table_is_root_only_like_the_kernel():
 ])
 def test_fast_argv_path_equals_argparse(argv):
     """The agent command lines skip argparse; they must mean exactly what argparse makes of them."""
-    from conntrack_zbx.cli import build_parser, fast_args
+    from conntrack_zbx.cli import fast_args
+    from conntrack_zbx.parser import build_parser
 
     fast = fast_args(argv)
     assert fast is not None

@@ -14,7 +14,8 @@ import zipfile
 import pytest
 
 from conntrack_zbx import options
-from conntrack_zbx.cli import build_parser, fast_args
+from conntrack_zbx.cli import fast_args
+from conntrack_zbx.parser import build_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

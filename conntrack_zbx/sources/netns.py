@@ -86,7 +86,13 @@ def find(root: str = "/") -> "Tuple[Dict[int, Found], int]":
             f = found.setdefault(ino, Found(ino, path, None))
             if name not in f.names:
                 f.names.append(name)
-    own = os.stat(os.path.join(proc, "self", "ns", "net")).st_ino
+    try:
+        own = os.stat(os.path.join(proc, "self", "ns", "net")).st_ino
+    except OSError as e:
+        from conntrack_zbx.errors import NotAvailable
+
+        raise NotAvailable("no namespaces below %s: %s has no ns/net (%s); namespaces need a live /proc, "
+                           "not a fixture tree" % (root, os.path.join(proc, "self"), e.strerror or e)) from None
     return found, own
 
 
