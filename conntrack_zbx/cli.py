@@ -31,7 +31,7 @@ import os
 import sys
 
 from conntrack_zbx.errors import (INTERNAL_ERROR, INTERRUPTED, OUTPUT_ERROR, ConntrackError, DeployFailed,
-                                  NotAvailable, OutputFailed)
+                                  NotAvailable, NotPermitted, OutputFailed, Refused)
 from conntrack_zbx.options import AGENT_COMMANDS, CHOICE, FLAG, SECONDS, defaults, for_command
 
 TYPE_CHECKING = False
@@ -60,7 +60,7 @@ def main(argv: "Optional[Sequence[str]]" = None) -> int:
         _out("")  # flush: a full disk or a closed pipe shows here, not at interpreter exit
         return rc
     except ConntrackError as e:
-        _fail(agent, str(e))
+        _fail(agent, _for_a_person(args, e, argv) if not agent else str(e))
         return e.exit_code
     except KeyboardInterrupt:
         _fail(agent, "interrupted%s" % (" (run it again without --apply to see what is in place)"
@@ -95,6 +95,17 @@ def _out(text: str) -> None:
         raise
     except OSError as e:
         raise OutputFailed(e.strerror or str(e)) from None
+
+
+def _for_a_person(args: "Any", e: "ConntrackError", argv: "Sequence[str]") -> str:
+    """A permission error met by a person at a terminal: the agent's remedy (the sudo grant, the
+    keys' --sudo form) is not theirs; running the same command as root is."""
+    message = str(e)
+    if not isinstance(e, NotPermitted) or isinstance(e, Refused) or os.geteuid() == 0:
+        return message
+    cut = message.find(" as uid ")
+    reason = message[:message.find(":", cut)] if cut >= 0 and message.find(":", cut) > 0 else message
+    return "%s: run it as root: sudo conntrack-zbx %s" % (reason, " ".join(argv))
 
 
 def _quiet_stdout() -> None:

@@ -142,7 +142,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     replay = Replay(REPO, say=say)
     with replay:
-        seen = replay.story(hold=args.hold)
+        try:
+            seen = replay.story(hold=args.hold)
+        except Exception as e:  # the timeline so far says more than a traceback; the kernel is restored on exit
+            try:
+                replay.collect_problems()
+            except Exception as again:  # the monitor itself may be what failed
+                print("(problems not collected: %s)" % again)
+            print("\nmake demo FAILED: %s: %s\n\nWhat happened until then (server clocks):\n%s"
+                  % (type(e).__name__, e, replay.timeline()), flush=True)
+            return 1
         replay.collect_problems()
         say("rendering graphs with the frontend's chart2.php")
         from lab.replay import IDLE_MIN, INTERVAL

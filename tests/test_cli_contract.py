@@ -187,3 +187,15 @@ def test_an_unexpected_bug_reaches_a_person_as_one_line(capsys, monkeypatch):
     rc, out, err = run_main(["top", "--file", TABLE], capsys)
     assert rc == 70 and err.startswith("conntrack-zbx: internal error in conntrack-zbx top: KeyError")
     assert "Traceback" not in err and "CONNTRACK_ZBX_DEBUG=1" in err
+
+
+@pytest.mark.parametrize("argv", [["top", "-n", "3"], ["clean", "--network", "127.0.66.0/24"]])
+def test_a_person_without_root_is_told_to_use_sudo(argv):
+    """The agent's remedy (the sudo drop-in, the keys' --sudo form) is not a person's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user")  # the suite runs as root (CI included)
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                        "-m", "conntrack_zbx"] + argv, capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 3, p.stderr
+    assert p.stderr.rstrip().endswith("run it as root: sudo conntrack-zbx %s" % " ".join(argv)), p.stderr
+    assert "sudoers" not in p.stderr and "--source proc" not in p.stderr

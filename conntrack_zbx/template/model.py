@@ -735,10 +735,12 @@ def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, 
         CONNTRACK, "%s: network {#CT.TALKER}: idle connections hold the table" % SHORT,
         # last() keeps the value from before the network left the top list (its items are then
         # discarded, not 0), and Zabbix evaluates the recovery only while the problem expression is
-        # false: so the problem also ends once talkers documents keep coming without this network for
-        # idle_min. A gap in the documents themselves (a full table starves the polls) keeps it open.
+        # false: so the problem also ends once at least two talkers answers came without this network
+        # in idle_min. Two, not one: after a gap (a full table starves the polls) the first answer's
+        # master value is evaluated before its dependent idle value exists, and one answer would
+        # resolve the problem and reopen it in the same second (measured on 6.0.14).
         "last(%s)/last(%s)*100>{$CONNTRACK.TALKER.IDLE.WARN} and (nodata(%s,{$CONNTRACK.TALKERS.IDLE_MIN})=0 "
-        "or nodata(%s,{$CONNTRACK.TALKERS.IDLE_MIN})=1)" % (ref(idle), maximum, ref(idle), talkers), "AVERAGE",
+        "or count(%s,{$CONNTRACK.TALKERS.IDLE_MIN})<2)" % (ref(idle), maximum, ref(idle), talkers), "AVERAGE",
         "This network's ESTABLISHED entries have been silent for over {$CONNTRACK.TALKERS.IDLE_MIN} s: "
         "connections nobody closed (the incident's NAT firewall that never sent FIN/RST). They keep their "
         "slot for the whole ESTABLISHED timeout and early drop never evicts them, so raising the limit only "
