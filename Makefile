@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(MAKE) deps
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q -e '.[admin,test]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -137,20 +137,24 @@ def kernel_version(release: str) -> "Tuple[int, int]":
     return 0, 0
 
 
-def default_buckets(memtotal_kib: int) -> int:
-    """The kernel's default hash size for this much RAM (nf_conntrack_init_start, 64-bit)."""
+def default_buckets(memtotal_kib: int, version: "Tuple[int, int]" = (5, 15)) -> int:
+    """The kernel's default hash size for this much RAM (``nf_conntrack_init_start``, 64-bit):
+    1/16384 of memory in 8-byte bucket heads, then fixed above 1 GiB and 4 GiB. Since 5.15 those
+    are 65536 and 262144 (at least 1024); before, 16384 and 65536 (at least 32), as on the
+    incident's CentOS 7 (3.10) nodes."""
     pages = memtotal_kib // 4
+    new = version >= (5, 15)
     if pages > 4 * (1 << 30) // 4096:
-        return 262144
+        return 262144 if new else 65536
     if pages > (1 << 30) // 4096:
-        return 65536
-    return max(1024, (memtotal_kib * 1024 // 16384) // 8)
+        return 65536 if new else 16384
+    return max(1024 if new else 32, (memtotal_kib * 1024 // 16384) // 8)
 
 
 def default_max(memtotal_kib: int, version: "Tuple[int, int]") -> int:
-    """Since 5.15 the default limit equals the default bucket count; before, 4 entries per bucket
-    (8 before 4.7, not modelled)."""
-    buckets = default_buckets(memtotal_kib)
+    """Since 5.15 the default limit equals the default bucket count; before, 4 entries per bucket:
+    262144 either way on a host with more than 4 GiB, 65536 above 1 GiB."""
+    buckets = default_buckets(memtotal_kib, version)
     return buckets if version >= (5, 15) else buckets * 4
 
 
@@ -177,7 +181,8 @@ def drift(running_max: int, running_buckets: int, boot: "Boot", memtotal_kib: "O
     if boot.hashsize is not None and boot.hashsize != running_buckets:
         out.append("the hash has %d buckets now but %s sets hashsize=%d at load"
                    % (running_buckets, boot.hashsize_source, boot.hashsize))
-    elif boot.hashsize is None and memtotal_kib is not None and running_buckets != default_buckets(memtotal_kib):
+    elif (boot.hashsize is None and memtotal_kib is not None
+          and running_buckets != default_buckets(memtotal_kib, version)):
         out.append("the hash has %d buckets now but nothing persists it: a reboot returns it to the "
-                   "kernel default %d" % (running_buckets, default_buckets(memtotal_kib)))
+                   "kernel default %d" % (running_buckets, default_buckets(memtotal_kib, version)))
     return out

@@ -169,7 +169,8 @@ def _template(args: "Any") -> "Any":
     try:
         from conntrack_zbx import deploy
     except ImportError as e:
-        raise NotAvailable("the admin commands need pyzabbix and pyyaml (pip install conntrack-zbx): %s" % e) from None
+        raise NotAvailable("the admin commands need pyzabbix and pyyaml (pip install 'conntrack-zbx[admin]'): %s"
+                           % e) from None
     try:
         return deploy.run(args)
     except DeployFailed as e:

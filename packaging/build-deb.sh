@@ -8,13 +8,16 @@ trap 'rm -rf "$work"' EXIT
 root="$work/root"
 version="$("${PYTHON:-/usr/bin/python3}" packaging/stage.py "$root")"
 version="${VERSION:-$version}"
+# Who answers for this build: $MAINTAINER, else the author of the commit being packaged.
+maintainer="${MAINTAINER:-$(git log -1 --format='%an <%ae>' 2>/dev/null || true)}"
+maintainer="${maintainer:-conntrack_zbx developers <conntrack-zbx@localhost>}"
 mkdir -p "$root/DEBIAN"
 size="$(du -sk --exclude=DEBIAN "$root" | cut -f1)"
 cat > "$root/DEBIAN/control" <<CONTROL
 Package: conntrack-zbx
 Version: $version
 Architecture: all
-Maintainer: conntrack_zbx developers <conntrack-zbx@localhost>
+Maintainer: $maintainer
 Installed-Size: $size
 Depends: python3 (>= 3.6)
 Recommends: sudo, zabbix-agent | zabbix-agent2

@@ -35,6 +35,18 @@ sys.exit(main())
 '''
 
 
+
+# Debian's machine-readable copyright header (policy 12.5), then the LICENSE text.
+COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: conntrack-zbx
+Source: the conntrack_zbx repository this package was built from
+
+Files: *
+Copyright: 2026 the conntrack_zbx developers
+License: MIT
+
+"""
+
 def _write(root: str, path: str, text: str, mode: int = 0o644) -> None:
     dest = os.path.join(root, path.lstrip("/"))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -72,6 +84,8 @@ def stage(root: str) -> str:
     shutil.copytree(os.path.join(REPO, "docs"), doc, ignore=shutil.ignore_patterns("img"))
     for f in ("README.md", "CHANGELOG.md"):
         shutil.copyfile(os.path.join(REPO, f), os.path.join(doc, f))
+    with open(os.path.join(REPO, "LICENSE")) as f:
+        _write(root, "/usr/share/doc/conntrack-zbx/copyright", COPYRIGHT + f.read())
     for dirpath, dirs, _files in os.walk(root):
         for d in dirs:
             os.chmod(os.path.join(dirpath, d), 0o755)

@@ -65,11 +65,22 @@ def test_drift(running, buckets, b, messages):
 
 
 @pytest.mark.parametrize("mem_kib, version, expected", [
-    (MEM_24G, (6, 18), 262144), (MEM_24G, (5, 10), 1048576), (2 * 1024 * 1024, (6, 1), 65536),
-    (512 * 1024, (6, 1), 4096),
+    (MEM_24G, (6, 18), 262144), (MEM_24G, (5, 10), 262144), (MEM_24G, (3, 10), 262144),
+    (2 * 1024 * 1024, (6, 1), 65536), (2 * 1024 * 1024, (3, 10), 65536), (512 * 1024, (6, 1), 4096),
+    (512 * 1024, (3, 10), 16384),
 ])
 def test_kernel_defaults(mem_kib, version, expected):
+    """What a reboot gives back (the kernel's nf_conntrack_init_start): 262144 entries on any
+    64-bit host above 4 GiB, before 5.15 as 4 per bucket of 65536, since then one per bucket."""
     assert boot.default_max(mem_kib, version) == expected
+
+
+def test_the_incidents_centos7_nodes_boot_to_262144():
+    """3.10 on a host with more than 4 GiB: 65536 buckets, 262144 entries, as the nodes booted."""
+    assert boot.default_buckets(MEM_24G, (3, 10)) == 65536
+    got = boot.drift(524288, 65536, boot.Boot(None, None, None, None, False, "x"), MEM_24G, (3, 10))
+    assert got == ["nf_conntrack_max is 524288 now but nothing persists it: a reboot returns it to the "
+                   "kernel default 262144"]
 
 
 def test_recommended_ratio_follows_the_kernel():

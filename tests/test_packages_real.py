@@ -64,6 +64,12 @@ def test_deb_installs_the_agent_side_and_a_checked_grant(installed):
         assert "UserParameter=conntrack.stats,/usr/bin/conntrack-zbx stats" in f.read()
     deps = dpkg("-f", installed, "Depends").stdout
     assert deps.strip() == "python3 (>= 3.6)"  # no pip, no venv, no pyzabbix/pyyaml
+    with open("/usr/share/doc/conntrack-zbx/copyright") as f:
+        copyright_ = f.read()
+    assert copyright_.startswith("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/")
+    assert "License: MIT" in copyright_ and "Permission is hereby granted" in copyright_
+    maintainer = dpkg("-f", installed, "Maintainer").stdout.strip()
+    assert "@" in maintainer and "localhost" not in maintainer, maintainer  # someone who answers
 
 
 @pytest.mark.parametrize("kind, conf, port", [("agentd", AGENTD_CONF, 31070), ("agent2", AGENT2_CONF, 31072)],

@@ -151,3 +151,18 @@ def test_types_check_clean():
     mypy = os.path.join(os.path.dirname(sys.executable), "mypy")
     p = subprocess.run([mypy], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_version_license_and_changelog_agree():
+    """--version prints the newest released CHANGELOG version; setup.cfg's license is the LICENSE file's."""
+    import re
+
+    from conntrack_zbx import __version__
+
+    with open(os.path.join(REPO, "CHANGELOG.md")) as f:
+        released = re.findall(r"^## (\d+\.\d+\.\d+) — (\d{4}-\d\d-\d\d)$", f.read(), re.M)
+    assert released and released[0][0] == __version__, (released[:1], __version__)
+    with open(os.path.join(REPO, "LICENSE")) as f:
+        assert f.readline().strip() == "MIT License"
+    with open(os.path.join(REPO, "setup.cfg")) as f:
+        assert "\nlicense = MIT\n" in f.read()

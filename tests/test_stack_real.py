@@ -252,7 +252,7 @@ def test_a_full_namespace_pages_for_itself_while_the_host_stays_quiet(lab, host)
             pid = full.namespaces[0]["pid"]
             p = wait_for("the namespace's usage problem",
                          lambda: mon.active_problem(host, "[%d] at more than 95%%" % pid), timeout=90)
-            assert p["name"].startswith("Conntrack: netns of process ") and "[%d]" % pid in p["name"]
+            assert p["name"].startswith("Conntrack: process ") and "[%d]: " % pid in p["name"]
             assert p["name"].endswith("at more than 95% of nf_conntrack_max")
             assert p["opdata"].startswith("Used: ") and 95 < float(p["opdata"].split()[1]) <= 97
             assert not mon.active_problem(host, "table usage above")  # the host's own table is fine

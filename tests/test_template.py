@@ -50,6 +50,14 @@ def items_of(name, prototypes=False):
     return keys_
 
 
+def test_no_yaml_anchors_or_aliases():
+    """No Zabbix export has them; each shared value is written out where it applies."""
+    text = template_yaml()
+    assert not re.search(r"(^|\s)[&*]id\d+", text)
+    with open(model.__file__.replace("conntrack_zbx/template/model.py", "templates/conntrack_zbx.yaml")) as f:
+        assert not re.search(r"(^|\s)[&*]id\d+", f.read())
+
+
 def test_format_version_and_groups():
     assert EXPORT["version"] == "6.0"
     assert "template_groups" not in EXPORT  # 6.2+ only; 6.0 rejects it

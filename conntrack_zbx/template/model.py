@@ -637,7 +637,7 @@ def _ns_trigger(slug: str, what: str, expression: str, recovery: str, priority: 
         "recovery_mode": "RECOVERY_EXPRESSION",
         "recovery_expression": recovery,
         "name": "%s: {#CT.NS.NAME}: %s" % (SHORT, what),
-        "event_name": "%s: netns of {#CT.NS.NAME} %s" % (SHORT, what),
+        "event_name": "%s: {#CT.NS.NAME}: %s" % (SHORT, what),  # the name says which: "pod ...", "netns ..."
         "opdata": opdata,
         "url": runbook_url(CONNTRACK, "namespaces"),
         "priority": priority,

@@ -8,7 +8,12 @@ from conntrack_zbx.template import model
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style everywhere, long lines kept whole, multi-line strings as literal blocks."""
+    """Block style everywhere, long lines kept whole, multi-line strings as literal blocks, and no
+    anchors or aliases (``&id001``/``*id001`` for a list the model shares): no Zabbix export has
+    them, and a reviewer diffing against one should see every value where it applies."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str):
