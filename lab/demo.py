@@ -147,12 +147,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except Exception as e:  # the timeline so far says more than a traceback; the kernel is restored on exit
             try:
                 replay.collect_problems()
+                replay.pages()
             except Exception as again:  # the monitor itself may be what failed
                 print("(problems not collected: %s)" % again)
             print("\nmake demo FAILED: %s: %s\n\nWhat happened until then (server clocks):\n%s"
                   % (type(e).__name__, e, replay.timeline()), flush=True)
             return 1
         replay.collect_problems()
+        pages = replay.pages()
         say("rendering graphs with the frontend's chart2.php")
         from lab.replay import IDLE_MIN, INTERVAL
         pngs = save_graphs(replay, args.out, since=replay.find("nf_conntrack_max lowered")["clock"] + INTERVAL + 1)
@@ -161,6 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if dashboard:
             url += "&dashboardid=%s" % dashboard[0]["dashboardid"]
         print("\nWhat on-call would have seen (server clocks):\n" + replay.timeline())
+        print("\nPages sent by the action (severity Average and up): %d" % len(pages))
         print("\n`conntrack-zbx top` on the node while the table was full:\n" + seen["top"])
         print("\n`conntrack-zbx top --by idle --idle-min %d` before the leak's fix:\n" % IDLE_MIN + seen["idle_top"])
         print("Graphs rendered by the Zabbix frontend:\n  " + "\n  ".join(pngs))

@@ -61,7 +61,12 @@ def test_no_yaml_anchors_or_aliases():
 def test_format_version_and_groups():
     assert EXPORT["version"] == "6.0"
     assert "template_groups" not in EXPORT  # 6.2+ only; 6.0 rejects it
-    assert [g["name"] for g in EXPORT["groups"]] == [model.GROUP]
+    # the official groups, with the UUIDs the server's own data gives them
+    assert EXPORT["groups"] == [{"uuid": "846977d1dfed4968bc5f8bdb363285bc", "name": "Templates/Operating systems"},
+                                {"uuid": "a571c0d144b14fd4a87a9d9b2aa9fcd6", "name": "Templates/Applications"}]
+    for t in EXPORT["templates"]:
+        want = "Templates/Applications" if t["template"].startswith("Mirrorlist") else "Templates/Operating systems"
+        assert t["groups"] == [{"name": want}], t["template"]
 
 
 def test_uuids_valid_unique_and_stable():
@@ -188,3 +193,17 @@ def test_intervals_and_history_are_macros():
     for i in TEMPLATES[model.CONNTRACK]["items"]:
         assert i["delay"] == "0" or i["delay"].startswith("{$")
         assert i["history"].startswith("{$")
+
+
+def test_the_readmes_speak_the_frontends_words():
+    """Item types, severities and preprocessing steps as the frontend shows them, not enum names."""
+    import glob
+    import os
+
+    docs = glob.glob(os.path.join(os.path.dirname(model.__file__), "..", "..", "docs", "templates", "*.md"))
+    assert docs
+    for path in docs:
+        with open(path) as f:
+            text = f.read()
+        assert not re.search(r"\|(ZABBIX_PASSIVE|ZABBIX_ACTIVE|DEPENDENT|AVERAGE|WARNING|HIGH|INFO)\|", text), path
+        assert "JSONPATH:" not in text and "CHECK_JSON_ERROR" not in text, path

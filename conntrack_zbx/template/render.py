@@ -16,6 +16,17 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
+
+# What the frontend and the official templates' READMEs call the export's enum values.
+ITEM_TYPES = {"ZABBIX_PASSIVE": "Zabbix agent", "ZABBIX_ACTIVE": "Zabbix agent (active)",
+              "DEPENDENT": "Dependent item", "CALCULATED": "Calculated", "HTTP_AGENT": "HTTP agent",
+              "TRAP": "Zabbix trapper", "INTERNAL": "Zabbix internal"}
+SEVERITIES = {"NOT_CLASSIFIED": "Not classified", "INFO": "Information", "WARNING": "Warning", "AVERAGE": "Average",
+              "HIGH": "High", "DISASTER": "Disaster"}
+STEPS = {"JSONPATH": "JSON Path", "CHECK_JSON_ERROR": "Check for error in JSON", "REGEX": "Regular expression",
+         "DISCARD_UNCHANGED_HEARTBEAT": "Discard unchanged with heartbeat", "CHANGE_PER_SECOND": "Change per second",
+         "MULTIPLIER": "Custom multiplier", "JAVASCRIPT": "JavaScript", "DISCARD_UNCHANGED": "Discard unchanged"}
+
 def _str(dumper: yaml.SafeDumper, value: str):
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
@@ -62,7 +73,7 @@ def template_readme(name: str) -> str:
     if items:
         out.append("\n## Items collected\n\n")
         out.append(_table(["Name", "Description", "Type", "Key and additional info"],
-                          [[i["name"], i.get("description", ""), i.get("type", "ZABBIX_PASSIVE"),
+                          [[i["name"], i.get("description", ""), ITEM_TYPES[i.get("type", "ZABBIX_PASSIVE")],
                             "`%s`%s" % (i["key"], _pre(i))] for i in items]))
     for tt in t.get("httptests", []):
         out.append("\n## Web scenario\n\n")
@@ -75,7 +86,7 @@ def template_readme(name: str) -> str:
         conditions = "; ".join("`%s` %s `%s`" % (c["macro"], "does not match" if c.get("operator") else "matches",
                                                   c["value"]) for c in rule["filter"]["conditions"])
         out.append(_table(["Name", "Description", "Type", "Key and additional info"], [[
-            rule["name"], rule["description"], rule["type"],
+            rule["name"], rule["description"], ITEM_TYPES[rule["type"]],
             "`%s`; filter: %s; keep lost resources `%s`" % (rule["key"], conditions, rule["lifetime"])]]))
         out.append("\n### Item prototypes\n\n")
         out.append(_table(["Name", "Description", "Key and additional info"],
@@ -85,13 +96,13 @@ def template_readme(name: str) -> str:
         if protos:
             out.append("\n### Trigger prototypes\n\n")
             out.append(_table(["Name", "Description", "Expression", "Severity"],
-                              [[tp["name"], tp["description"], "`%s`" % tp["expression"], tp["priority"]]
+                              [[tp["name"], tp["description"], "`%s`" % tp["expression"], SEVERITIES[tp["priority"]]]
                                for tp in protos]))
     triggers = _triggers_of(export, t, name)
     if triggers:
         out.append("\n## Triggers\n\n")
         out.append(_table(["Name", "Description", "Expression", "Severity", "Dependencies and additional info"],
-                          [[tr["name"], tr["description"], "`%s`" % tr["expression"], tr["priority"],
+                          [[tr["name"], tr["description"], "`%s`" % tr["expression"], SEVERITIES[tr["priority"]],
                             _extra(tr)] for tr in triggers]))
     for d in t.get("dashboards", []):
         out.append("\n## Dashboard\n\n`%s`: %s.\n" % (d["name"], ", ".join(
@@ -140,8 +151,8 @@ SETUP = {
 
 
 def _pre(item: Dict[str, Any]) -> str:
-    steps = ["%s: `%s`" % (s["type"], "`, `".join(p for p in s["parameters"] if p))
-             if any(s["parameters"]) else s["type"] for s in item.get("preprocessing", [])]
+    steps = ["%s: `%s`" % (STEPS[s["type"]], "`, `".join(p for p in s["parameters"] if p))
+             if any(s["parameters"]) else STEPS[s["type"]] for s in item.get("preprocessing", [])]
     return ("<p>**Preprocessing**</p><p>- " + "</p><p>- ".join(steps) + "</p>") if steps else ""
 
 
