@@ -25,10 +25,11 @@ demo: $(STAMP)
 demo-stop: $(STAMP)
 	$(VPY) -m lab.demo stop
 
-# This host's counters and who holds its table.
-run: $(STAMP)
-	$(VENV)/bin/conntrack-zbx stats
-	$(VENV)/bin/conntrack-zbx top
+# This host's counters and who holds its table: the checkout with the system python3 (the agent
+# side is the standard library only), nothing installed first. `top` needs root.
+run:
+	$(PY) -m conntrack_zbx stats
+	$(PY) -m conntrack_zbx top
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check conntrack_zbx lab tests bench packaging bin/conntrack-zbx
