@@ -168,11 +168,20 @@ def read_export(path: str) -> str:
 
 def run(args) -> Dict[str, object]:
     """``conntrack-zbx template import``: what the CLI prints as its result."""
+    runbook = getattr(args, "runbook_url", None)
+    if runbook is not None:
+        from conntrack_zbx.errors import Refused
+
+        if args.file:
+            raise Refused("--runbook-url sets the links of the built-in template; a --file keeps its own")
+        if not runbook.startswith(("https://", "http://")) or len(runbook) > 2000:
+            raise Refused("--runbook-url takes an http(s) URL that on-call's browser can open (where "
+                          "docs/runbook.md is published), got %r" % runbook[:80])
     if args.file:
         source = read_export(args.file)
     else:
         from conntrack_zbx.template.render import template_yaml
-        source = template_yaml()
+        source = template_yaml(runbook)
     zapi = connect(args.url)
     import_template(zapi, source, delete_missing=args.delete_missing)
     result = {"imported": template_names(), "url": zapi.url,

@@ -179,6 +179,9 @@ def _template_parser(sub: "Any") -> None:
     imp.add_argument("--url", help="frontend URL (default: $ZABBIX_URL); credentials come from "
                                    "$ZABBIX_TOKEN or $ZABBIX_USER/$ZABBIX_PASSWORD")
     imp.add_argument("--file", metavar="PATH", help="import this YAML instead of the built-in one")
+    imp.add_argument("--runbook-url", metavar="URL",
+                     help="where you publish docs/runbook.md (http or https): every trigger then links to "
+                          "its section; without it the triggers carry no link, their descriptions the steps")
     imp.add_argument("--delete-missing", action="store_true",
                      help="also delete items, triggers... that the template no longer has")
     where = imp.add_mutually_exclusive_group()

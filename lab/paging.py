@@ -20,7 +20,7 @@ MESSAGE = (
     "Host: {HOST.NAME}\n"
     "Severity: {EVENT.SEVERITY}\n"
     "Now: {EVENT.OPDATA}\n"
-    "Runbook: {TRIGGER.URL}\n"
+    "{TRIGGER.DESCRIPTION}\n"
     "Started at {EVENT.TIME} on {EVENT.DATE}; event {EVENT.ID}"
 )
 

@@ -13,13 +13,14 @@ from tests.test_template import EXPORT, TEMPLATES, items_of
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def triggers_of(name):
+def triggers_of(name, export=None):
     """Every trigger and trigger prototype belonging to one template (multi-item ones included)."""
-    t = TEMPLATES[name]
+    export = export or EXPORT
+    t = {x["template"]: x for x in export["templates"]}[name]
     out = [tr for i in t.get("items", []) for tr in i.get("triggers", [])]
     for rule in t.get("discovery_rules", []):
         out += [tp for p in rule["item_prototypes"] for tp in p.get("trigger_prototypes", [])]
-    out += [tr for tr in EXPORT["triggers"] if "/%s/" % name in tr["expression"]]
+    out += [tr for tr in export["triggers"] if "/%s/" % name in tr["expression"]]
     return out
 
 
@@ -96,12 +97,34 @@ def test_every_nodata_trigger_is_manually_closable(name):
         assert nodata
 
 
-def test_every_trigger_links_its_runbook_section():
-    with open(os.path.join(REPO, "docs", "runbook.md")) as f:
-        anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', f.read()))
-    seen = 0
+def test_no_dead_runbook_link_by_default():
+    """Without --runbook-url no trigger links anywhere and no macro points at a path the
+    frontend's browser cannot open; the steps are in the descriptions."""
     for name in ALL:
         for tr in triggers_of(name):
+            assert "url" not in tr, (name, tr["name"])
+        assert not [m for m in TEMPLATES[name].get("macros", []) if "RUNBOOK" in m["macro"]], name
+    from conntrack_zbx.template.render import template_yaml
+
+    assert "file://" not in template_yaml()
+    with open(os.path.join(REPO, "templates", "conntrack_zbx.yaml")) as f:
+        assert "file://" not in f.read()
+
+
+def test_every_trigger_links_its_runbook_section_when_published():
+    import yaml
+
+    from conntrack_zbx.template.render import template_yaml
+
+    where = "https://wiki.example.org/ops/conntrack-runbook"
+    export = yaml.safe_load(template_yaml(where))["zabbix_export"]
+    with open(os.path.join(REPO, "docs", "runbook.md")) as f:
+        anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', f.read()))
+    macros = {m["macro"]: m["value"] for t in export["templates"] for m in t.get("macros", [])}
+    assert macros["{$CONNTRACK.RUNBOOK.URL}"] == macros["{$MIRRORLIST.RUNBOOK.URL}"] == where
+    seen = 0
+    for name in ALL:
+        for tr in triggers_of(name, export):
             m = re.fullmatch(r"\{\$(CONNTRACK|MIRRORLIST)\.RUNBOOK\.URL\}#([a-z0-9-]+)", tr.get("url", ""))
             assert m, (name, tr["name"], tr.get("url"))
             assert m.group(2) in anchors, (tr["name"], m.group(2))

@@ -199,3 +199,12 @@ def test_a_person_without_root_is_told_to_use_sudo(argv):
     assert p.returncode == 3, p.stderr
     assert p.stderr.rstrip().endswith("run it as root: sudo conntrack-zbx %s" % " ".join(argv)), p.stderr
     assert "sudoers" not in p.stderr and "--source proc" not in p.stderr
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--runbook-url", "file:///usr/share/doc/conntrack-zbx/runbook.md"], "an http(s) URL that on-call's browser"),
+    (["--runbook-url", "https://wiki.example.org/rb", "--file", TABLE], "a --file keeps its own"),
+])
+def test_runbook_url_is_one_a_browser_opens(argv, says, capsys):
+    rc, out, err = run_main(["template", "import", "--url", "http://127.0.0.1:9"] + argv, capsys)
+    assert rc == 3 and says in err, (rc, err)

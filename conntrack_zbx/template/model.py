@@ -67,9 +67,9 @@ def macro(name: str, value: str, description: str) -> Dict[str, str]:
 
 CONNTRACK_MACROS = [
     macro("CONNTRACK.INTERVAL", "1m", "How often the counters (conntrack.stats) are polled."),
-    macro("CONNTRACK.RUNBOOK.URL", "file:///usr/share/doc/conntrack-zbx/runbook.md",
-          "Where the runbook is published (docs/runbook.md: a wiki, a Git forge). Every trigger links "
-          "to its section: this URL plus #section."),
+    macro("CONNTRACK.RUNBOOK.URL", "",
+          "Where the runbook is published (docs/runbook.md: a wiki, a Git forge), given to `template "
+          "import --runbook-url`. Every trigger links to its section: this URL plus #section."),
     macro("CONNTRACK.HEARTBEAT", "1h",
           "Values that rarely change (limits, hash size, drift) are stored when they change, and at "
           "least this often."),
@@ -827,8 +827,8 @@ MIRRORLIST_MACROS = [
     macro("MIRRORLIST.RESPONSE.WARN", "1", "Average response time, in seconds, above which a problem is raised."),
     macro("MIRRORLIST.RESPONSE.WINDOW", "5m", "Window the response time is averaged over."),
     macro("MIRRORLIST.NODATA.TIMEOUT", "5m", "No response time for this long raises a problem."),
-    macro("MIRRORLIST.RUNBOOK.URL", "file:///usr/share/doc/conntrack-zbx/runbook.md",
-          "Where the runbook is published; every trigger links to its section."),
+    macro("MIRRORLIST.RUNBOOK.URL", "",
+          "Where the runbook is published (`template import --runbook-url`); every trigger links to its section."),
 ]
 STEP_URL = "{$MIRRORLIST.SCHEME}://{HOST.CONN}:{$MIRRORLIST.PORT}{$MIRRORLIST.PATH}"
 
@@ -1001,9 +1001,15 @@ def resolve_dependencies(t: Dict[str, Any]) -> None:
                 dep["recovery_expression"] = target["recovery_expression"]
 
 
-def export() -> Dict[str, Any]:
+def export(runbook: Optional[str] = None) -> Dict[str, Any]:
     """The whole 6.0 export. Triggers over several items (and web scenario items, which are not
-    template items in the file) and graphs go at the top level, as Zabbix's own exports do."""
+    template items in the file) and graphs go at the top level, as Zabbix's own exports do.
+
+    ``runbook``: where the admin publishes docs/runbook.md (``template import --runbook-url``).
+    With it, every trigger links its section ("{$CONNTRACK.RUNBOOK.URL}#leak", the macro defaulting
+    to that URL, overridable per host); without it no trigger has a link at all, since a default
+    would be a dead one (a path on the agent host is nothing the frontend's browser can open). The
+    steps on-call needs are in the descriptions either way."""
     conntrack, node = conntrack_template(), node_template()
     templates = [conntrack, active_variant(conntrack, CONNTRACK_ACTIVE), mirrorlist_template(), node,
                  active_variant(node, NODE_ACTIVE)]
@@ -1012,6 +1018,7 @@ def export() -> Dict[str, Any]:
         resolve_dependencies(t)
         triggers += t.pop("triggers", [])
         graphs += t.pop("graphs", [])
+    _runbook(templates + triggers, runbook)
     return {"zabbix_export": {
         "version": "6.0",
         "groups": [{"uuid": GROUP_UUID, "name": GROUP}, {"uuid": SERVICE_GROUP_UUID, "name": SERVICE_GROUP}],
@@ -1021,3 +1028,25 @@ def export() -> Dict[str, Any]:
     }}
 
 
+def _runbook(nodes: List[Any], url: Optional[str]) -> None:
+    """Point the runbook macros at ``url``, or drop them and every trigger's link (see export)."""
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for x in node:
+                walk(x)
+        elif isinstance(node, dict):
+            if "expression" in node and "url" in node and url is None:  # a trigger, not a web step
+                del node["url"]
+            macros = node.get("macros")
+            if isinstance(macros, list):
+                keep = []
+                for m in macros:
+                    if m["macro"].endswith(".RUNBOOK.URL}"):
+                        if url is None:
+                            continue
+                        m = dict(m, value=url)
+                    keep.append(m)
+                node["macros"] = keep
+            for v in node.values():
+                walk(v)
+    walk(nodes)

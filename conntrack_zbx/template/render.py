@@ -1,6 +1,6 @@
 """Render the template model: the YAML export and a README per template (official style)."""
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import yaml
 
@@ -35,8 +35,8 @@ def _str(dumper: yaml.SafeDumper, value: str):
 _Dumper.add_representer(str, _str)
 
 
-def template_yaml() -> str:
-    return yaml.dump(model.export(), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+def template_yaml(runbook: Optional[str] = None) -> str:
+    return yaml.dump(model.export(runbook), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
                      width=10000, default_flow_style=False)
 
 
@@ -132,7 +132,7 @@ REQUIREMENTS = {
 SETUP = {
     "passive": "Install the package on the host (`dpkg -i conntrack-zbx_*.deb` or the rpm), restart the "
                "agent, import `templates/conntrack_zbx.yaml` (`conntrack-zbx template import`) and link "
-               "the template. Set `{$CONNTRACK.RUNBOOK.URL}` to where you publish the runbook, and "
+               "the template (`--runbook-url URL`, where you publish docs/runbook.md, gives every trigger a link to its section), set "
                "`{$CONNTRACK.TALKER.NOT_MATCHES}` to known NAT gateways. To be paged, create an action "
                "for severity Average and above: the incident then pages three times (the network "
                "named as culprit, the drops, the service), everything else shows as dependent or "
