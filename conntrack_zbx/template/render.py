@@ -133,8 +133,8 @@ SETUP = {
     "passive": "Install the package on the host (`dpkg -i conntrack-zbx_*.deb` or the rpm), restart the "
                "agent, import `templates/conntrack_zbx.yaml` (`conntrack-zbx template import`) and link "
                "the template; `--runbook-url URL`, where you publish docs/runbook.md, gives every trigger "
-               "a link to its section. Set `{$CONNTRACK.TALKER.NOT_MATCHES}` to known NAT gateways. To be paged, create an action "
-               "for severity Average and above: the incident then pages three times (the network "
+               "a link to its section. Set `{$CONNTRACK.TALKER.NOT_MATCHES}` to known NAT gateways. To "
+               "be paged, create an action for severity Average and above: the incident then pages three times (the network "
                "named as culprit, the drops, the service), everything else shows as dependent or "
                "below that severity.",
     "active": "As for the passive template, with the agent in active mode. Recommended with "
