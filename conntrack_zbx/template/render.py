@@ -134,9 +134,9 @@ SETUP = {
                "agent, import `templates/conntrack_zbx.yaml` (`conntrack-zbx template import`) and link "
                "the template; `--runbook-url URL`, where you publish docs/runbook.md, gives every trigger "
                "a link to its section. Set `{$CONNTRACK.TALKER.NOT_MATCHES}` to known NAT gateways. To "
-               "be paged, create an action for severity Average and above: the incident then pages three times (the network "
-               "named as culprit, the drops, the service), everything else shows as dependent or "
-               "below that severity.",
+               "be paged, create an action for severity Average and above: the incident then pages "
+               "three times (the network named as culprit, the drops, the service), everything else "
+               "shows as dependent or below that severity.",
     "active": "As for the passive template, with the agent in active mode. Recommended with "
               "zabbix_agent2: while the table is full the kernel drops the agent's connections to the "
               "server too; agent2 keeps collecting, buffers the values and sends them afterwards with "
