@@ -127,7 +127,11 @@ def check_pages(pages, culprit):
     the drops, the service; everything else was dependent or below the paging severity. Each page
     says what, how bad now, and where to look."""
     subjects = [p["body"]["subject"] for p in pages]
-    assert 1 <= len(pages) <= 4, subjects
+    # and, when the full table also starves the polls for the nodata window, the page that the
+    # monitoring went blind (the lab's window is 30 s): true, and the harm a lifeline for the agent's
+    # own traffic (kept out of conntrack) would end
+    cause = [s for s in subjects if not s.endswith("Conntrack: no data for 30s")]
+    assert 1 <= len(cause) <= 4 and len(subjects) - len(cause) <= 1, subjects
     assert any(LEAKY_NET in s for s in subjects) and any("dropping packets" in s for s in subjects), subjects
     culprit_page = next(p["body"]["message"] for p in pages
                         if LEAKY_NET in p["body"]["subject"] and "holds more than" in p["body"]["subject"])
