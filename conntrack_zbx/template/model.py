@@ -473,8 +473,8 @@ def _bucket_triggers() -> List[Dict[str, Any]]:
         "that never closed its TCP connections: thousands of ESTABLISHED entries from one /24. First "
         "step: `conntrack-zbx top` on the host shows its state mix (mostly ESTABLISHED: connections not "
         "closed, a leak; many states: load) and its sources; contact the range's owners. A known "
-        "gateway is left out by setting the macro CONNTRACK.TALKER.NOT_MATCHES (a regex). The usage triggers depend on this "
-        "one: while the culprit is named, they do not page again.",
+        "gateway is left out by setting the macro CONNTRACK.TALKER.NOT_MATCHES (a regex). The usage "
+        "triggers depend on this one: while the culprit is named, they do not page again.",
         event_name="%s: network {ITEM.LASTVALUE2} holds more than {$CONNTRACK.TALKER.SHARE.WARN}%% of "
                    "nf_conntrack_max" % SHORT,
         opdata="Share: {ITEM.LASTVALUE1}, network {ITEM.LASTVALUE2}",

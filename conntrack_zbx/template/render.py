@@ -135,9 +135,8 @@ SETUP = {
                "the template; `--runbook-url URL`, where you publish docs/runbook.md, gives every trigger "
                "a link to its section. Set `{$CONNTRACK.TALKER.NOT_MATCHES}` to known NAT gateways. To "
                "be paged, create an action for severity Average and above: the incident then pages "
-               "four times about its cause (the network named as culprit, the same network as a leak, the "
-               "drops, the service), everything else "
-               "shows as dependent or below that severity.",
+               "four times about its cause (the network named as culprit, the same network as a leak, "
+               "the drops, the service), everything else shows as dependent or below that severity.",
     "active": "As for the passive template, with the agent in active mode. Recommended with "
               "zabbix_agent2: while the table is full the kernel drops the agent's connections to the "
               "server too; agent2 keeps collecting, buffers the values and sends them afterwards with "
