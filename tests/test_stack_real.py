@@ -251,7 +251,7 @@ def test_a_full_namespace_pages_for_itself_while_the_host_stays_quiet(lab, host)
         with Held(1, limit * 97 // 100) as full:
             pid = full.namespaces[0]["pid"]
             p = wait_for("the namespace's usage problem",
-                         lambda: mon.active_problem(host, "[%d] at more than 95%%" % pid), timeout=90)
+                         lambda: mon.active_problem(host, "[%d]: at more than 95%%" % pid), timeout=90)
             assert p["name"].startswith("Conntrack: process ") and "[%d]: " % pid in p["name"]
             assert p["name"].endswith("at more than 95% of nf_conntrack_max")
             assert p["opdata"].startswith("Used: ") and 95 < float(p["opdata"].split()[1]) <= 97
