@@ -212,8 +212,8 @@ def fast_args(argv: "Sequence[str]") -> "Any":
                 values[o.name] = float(value)
             except ValueError:
                 return None
-            if not 0 <= values[o.name] <= 30:  # parser.seconds_ok; nan too: argparse says why
-                return None  # argparse says why
+            if not o.lo <= values[o.name] <= o.hi:  # nan too: argparse says why
+                return None
         else:
             values[o.name] = value
         i += 1

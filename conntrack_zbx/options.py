@@ -86,7 +86,8 @@ OPTIONS = (
            metavar="DIR"),
     Option("budget", ROOT_COMMANDS, SECONDS, None,
            "stop reading after this long and report truncated (default: the timeout parameter less "
-           "0.5 s, 2.5 s for Zabbix's default 3 s Timeout)", metavar="SECONDS"),
+           "0.5 s, 2.5 s for Zabbix's default 3 s Timeout; 0..30, Zabbix's longest Timeout)",
+           metavar="SECONDS", lo=0, hi=30),
     Option("sudo", ROOT_COMMANDS, FLAG, False,
            "agent keys: validate the parameters, then run the fixed line 'sudo -n conntrack-zbx "
            "COMMAND --params-stdin' and hand them over on stdin"),

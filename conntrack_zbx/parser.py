@@ -38,22 +38,20 @@ def _param(command: str, name: str, why: str = "") -> "Any":
     return _whole(o.lo, o.hi, why)
 
 
-def seconds_ok(value: float) -> bool:
-    """A ``--budget``: 0 (stop at once: tests of truncation) up to Zabbix's longest Timeout, 30 s."""
-    return 0 <= value <= 30  # False for nan as well
-
-
-def _seconds(text: str) -> float:
+def _seconds(o: "Any") -> "Any":
+    """An argparse type: seconds within the option's lo..hi (nan is outside every range)."""
     import argparse
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text[:32]) from None
-    if not seconds_ok(value):
-        raise argparse.ArgumentTypeError("%s is outside 0..30 s (Zabbix's longest Timeout is 30 s)"
-                                         % text[:32])
-    return value
+    def check(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number of seconds" % text[:32]) from None
+        if not o.lo <= value <= o.hi:
+            raise argparse.ArgumentTypeError("%s is outside %d..%d s (Zabbix's longest Timeout is 30 s)"
+                                             % (text[:32], o.lo, o.hi))
+        return value
+    return check
 
 
 IDLE_FLOOR = " (an ESTABLISHED connection in use can be silent for a minute: below 60 s idle is not a leak)"
@@ -70,7 +68,7 @@ def add_agent_options(sp: "argparse.ArgumentParser", command: str) -> None:
         elif o.kind == CHOICE:
             sp.add_argument(o.flag, choices=o.choices, default=o.default, help=o.help)
         elif o.kind == SECONDS:
-            sp.add_argument(o.flag, type=_seconds, default=o.default, metavar=o.metavar, help=o.help)
+            sp.add_argument(o.flag, type=_seconds(o), default=o.default, metavar=o.metavar, help=o.help)
         else:
             sp.add_argument(o.flag, default=o.default, metavar=o.metavar, help=o.help)
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from conntrack_zbx.cli import main
 from conntrack_zbx.errors import INTERRUPTED, OUTPUT_ERROR
-from tests.conftest import MIXED, fixture_tree
+from tests.conftest import MIXED, fixture_tree, require_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -192,8 +192,7 @@ def test_an_unexpected_bug_reaches_a_person_as_one_line(capsys, monkeypatch):
 @pytest.mark.parametrize("argv", [["top", "-n", "3"], ["clean", "--network", "127.0.66.0/24"]])
 def test_a_person_without_root_is_told_to_use_sudo(argv):
     """The agent's remedy (the sudo drop-in, the keys' --sudo form) is not a person's."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to become another user")  # the suite runs as root (CI included)
+    require_root()  # to become another user; on CI not being root fails
     p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
                         "-m", "conntrack_zbx"] + argv, capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 3, p.stderr
