@@ -3,8 +3,10 @@ PY      ?= /usr/bin/python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+ZABBIX  ?= 6.0
+LIFELINE ?=
 
-.PHONY: demo demo-stop run test deps venv lint generate clean bench fuzz deb rpm
+.PHONY: demo demo-fleet demo-stop run test deps venv lint generate clean bench fuzz deb rpm
 
 deps:
 	bash scripts/install-deps.sh
@@ -19,11 +21,18 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 # The main job: the incident replayed on the real kernel and a real Zabbix, graphs in demo-out/.
+# ZABBIX=7.0: on Zabbix 7.0 LTS from a Debian 13 root (built once, ~80 s, then reused).
+# LIFELINE=1: with conntrack-zbx protect applied on the node first (docs/lifeline.md).
 demo: $(STAMP)
-	$(VPY) -m lab.demo
+	$(VPY) -m lab.demo --zabbix $(ZABBIX) $(if $(LIFELINE),--lifeline)
+
+# The incident's fleet: four mirrorlist nodes, the same leaky range on each, one fleet problem per level.
+demo-fleet: $(STAMP)
+	$(VPY) -m lab.fleet
 
 demo-stop: $(STAMP)
 	$(VPY) -m lab.demo stop
+	$(VPY) -m lab.fleet stop
 
 # This host's counters and who holds its table: the checkout with the system python3 (the agent
 # side is the standard library only), nothing installed first. `top` needs root.

@@ -24,7 +24,9 @@ from conntrack_zbx.errors import CacheRefused, LockTimeout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
-    from typing import Optional, Tuple
+    from typing import Any, Callable, Optional, Tuple, Union
+
+    from conntrack_zbx.jsonout import Written
 
 DEFAULT_DIR = "/run/conntrack-zbx"
 # A file is one header line, "conntrack-zbx-cache FORMAT WRITTEN CRC32 KEY-HEX", then the answer
@@ -63,7 +65,7 @@ class Cache:
         self.fd = self._open_dir()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -190,7 +192,70 @@ class _Lock:
         self.fd = fd
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.fd >= 0:
             os.close(self.fd)  # closing releases the flock
             self.fd = -1
+
+
+# -- an answer through the cache -------------------------------------------------------------------
+ANSWERS = ("talkers", "discovery")  # one table read writes both
+
+
+def serve(directory: "Optional[str]", name: str, key: str, max_age: int, command: str, deadline: float,
+          lock_wait: float, fresh: "Callable[[], Tuple[str, str]]") -> "Written":
+    """The answer of ``command`` ("talkers" or "discovery") for the table ``key`` names.
+
+    A fresh enough cached answer is served as it was written. Else, under the cache lock (so
+    concurrent calls make one table read, the others wait up to ``lock_wait`` and take its
+    answer), ``fresh()`` reads the table once and both answers are kept. A cache that fails its
+    safety checks is not used, and the talkers answer says why in ``cache_error``.
+    """
+    from conntrack_zbx.budget import OWN_READ_RESERVE
+
+    names = {answer: "%s-%s.json" % (answer, name) for answer in ANSWERS}
+    try:
+        with Cache(directory or DEFAULT_DIR) as c:
+            hit = c.read(names[command], max_age, key) if max_age > 0 else None
+            if hit is not None:
+                return finish(hit[0], command, cached=True, age=round(hit[1], 3))
+            # Wait for another call's read as long as leaves time for a short read of our own: under
+            # load (many checks at once on few CPUs) the reader is slow, and a second read only adds load.
+            with c.lock(timeout=max(lock_wait, deadline - time.monotonic() - OWN_READ_RESERVE)):
+                hit = c.read(names[command], max_age, key) if max_age > 0 else None
+                if hit is not None:  # another call read the table while we waited
+                    return finish(hit[0], command, cached=True, age=round(hit[1], 3))
+                written = fresh()
+                try:
+                    for answer, text in zip(ANSWERS, written):
+                        c.write(names[answer], key, text)
+                except OSError as e:  # the answer stands; the next call reads afresh
+                    return finish(written, command, cache_error="cache not written: %s" % (e.strerror or e),
+                                  cached=False, age=0.0)
+                return finish(written, command, cached=False, age=0.0)
+    except LockTimeout as e:
+        # The reader may have finished a moment after the wait ended: files are renamed into
+        # place whole, so a look without the lock is safe, and beats a read with no time left.
+        problem = "cache not used: %s" % e
+        try:
+            with Cache(directory or DEFAULT_DIR) as c:
+                hit = c.read(names[command], max_age, key) if max_age > 0 else None
+        except CacheRefused:
+            hit = None
+        if hit is not None:
+            return finish(hit[0], command, cached=True, age=round(hit[1], 3))
+    except CacheRefused as e:
+        problem = "cache not used: %s" % e
+    return finish(fresh(), command, cached=False, age=0.0, cache_error=problem)
+
+
+def finish(written: "Union[str, Tuple[str, str]]", command: str, **fields: "Any") -> "Written":
+    """The answer of ``command`` out of one read's written pair (or one cached text): a talkers
+    answer gets the call's own fields; discovery rows are served as they are."""
+    from conntrack_zbx.jsonout import Written, with_fields
+
+    if isinstance(written, tuple):
+        written = written[0] if command == "talkers" else written[1]
+    if command == "discovery":
+        return Written(written)
+    return Written(with_fields(written, fields))

@@ -5,7 +5,7 @@ packet; entries that already leaked never get one and keep the expiry they were 
 days. The incident had only ``conntrack -F`` (everything, the evidence and every healthy
 connection with it). This removes exactly the ESTABLISHED TCP entries of one network (or source)
 that have been silent longer than a threshold, judged as talkers judges idle time
-(``parse.idle``), through ctnetlink deletes naming each entry by its tuple and id (an entry that
+(``count/idle.py``), through ctnetlink deletes naming each entry by its tuple and id (an entry that
 was replaced meanwhile is not touched). A dry run by default; ``--apply`` deletes and counts.
 """
 
@@ -13,11 +13,19 @@ import ipaddress
 import os
 import socket
 import struct
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Tuple
 
 from conntrack_zbx.errors import NotAvailable, Refused
 from conntrack_zbx.parse import netlink as nl
-from conntrack_zbx.parse.idle import IdleRule
+from conntrack_zbx.count.idle import IdleRule
+from conntrack_zbx.count.rows import idle_tells
+
+if TYPE_CHECKING:
+    from typing import Union
+
+    from conntrack_zbx.options import CleanArgs
+
+    Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 IPCTNL_MSG_CT_DELETE = 2
 CT_DELETE = (nl.NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE
@@ -41,7 +49,7 @@ class Selection(NamedTuple):
     young: int  # of those, ESTABLISHED TCP entries not silent for idle_min yet (a leak's newest)
 
 
-def select(network: Any, rule: IdleRule) -> Selection:
+def select(network: "Network", rule: IdleRule) -> Selection:
     """One ctnetlink dump; the idle ESTABLISHED TCP entries of ``network``."""
     from conntrack_zbx.sources.netlink import _walk, dump_request, open_socket
 
@@ -76,7 +84,7 @@ def select(network: Any, rule: IdleRule) -> Selection:
 OUTSIDE, OTHER, YOUNG, IDLE = range(4)  # what _judge finds an entry to be
 
 
-def _judge(buf: bytes, off: int, length: int, network: Any, rule: IdleRule) -> Tuple[Optional[Victim], int]:
+def _judge(buf: bytes, off: int, length: int, network: "Network", rule: IdleRule) -> Tuple[Optional[Victim], int]:
     try:
         r = nl.decode_entry(buf, off, length)
     except nl.BadMessage:
@@ -84,7 +92,7 @@ def _judge(buf: bytes, off: int, length: int, network: Any, rule: IdleRule) -> T
     src = ipaddress.ip_address(r.src)
     if src.version != network.version or src not in network:
         return None, OUTSIDE
-    if not nl.idle_tells(r):
+    if not idle_tells(r):
         return None, OTHER
     if not rule.is_idle(r.timeout):
         return None, YOUNG
@@ -110,7 +118,7 @@ def _tuple_text(buf: bytes, voff: int, vlen: int) -> str:
     return "%s:%s -> %s:%s" % (src, ports.get(nl.CTA_PROTO_SRC_PORT, "?"), dst, ports.get(nl.CTA_PROTO_DST_PORT, "?"))
 
 
-def still_leaking(network: Any, young: int, idle_min: int) -> str:
+def still_leaking(network: "Network", young: int, idle_min: int) -> str:
     """What the person who just cleaned must know: entries that are not idle *yet* were left, and
     if the source still opens connections it never closes, they are the leak's newest."""
     return ("%d ESTABLISHED entries of %s stay: silent for less than %d s, they may be in use. If %s "
@@ -146,7 +154,7 @@ def delete(victims: List[Victim]) -> Tuple[int, int, List[str]]:
     return deleted, gone, errors
 
 
-def run(args: Any) -> str:
+def run(args: "CleanArgs") -> str:
     try:
         network = ipaddress.ip_network(args.network, strict=False)
     except ValueError:
@@ -157,20 +165,17 @@ def run(args: Any) -> str:
     if args.apply and os.geteuid() != 0:
         raise Refused("clean --apply deletes conntrack entries: run it as root")
     if args.netns:
-        from conntrack_zbx.sources.netns import entered, resolve
+        from conntrack_zbx.sources.netns import Entered, resolve
 
-        with entered(resolve(args.netns).path):
+        with Entered(resolve(args.netns).path):
             return _run(args, network)
     return _run(args, network)
 
 
-def _run(args: Any, network: Any) -> str:
-    from types import SimpleNamespace
+def _run(args: "CleanArgs", network: "Network") -> str:
+    from conntrack_zbx.sources.table import Where, idle_rule
 
-    from conntrack_zbx.documents import idle_rule
-
-    rule, why = idle_rule(SimpleNamespace(file=None, timeout_established=None, proc_root="/"),
-                          args.idle_min)
+    rule, why = idle_rule(Where("/", "netlink", None), args.idle_min)
     if rule is None:
         raise Refused("cannot tell idle entries here: %s" % why)
     sel = select(network, rule)

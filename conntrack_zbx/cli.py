@@ -1,22 +1,9 @@
 """conntrack-zbx: the whole product from the command line: parsing, dispatch, one failure contract.
 
-Commands and the modules that do their work:
-
-=============  =====================================================  =========================
-command        what                                                   module
-=============  =====================================================  =========================
-``stats``      counters, usage, drops, boot drift (agent, JSON)       ``documents``
-``talkers``    top sources and networks by entries held (agent, JSON) ``documents``, ``privilege``
-``discovery``  the talkers' LLD rows (agent, JSON)                    ``documents``
-``top``        the on-call terminal view                              ``top``
-``tune``       raise the limit or shorten the ESTABLISHED timeout,    ``tune``
-               and make it survive a reboot
-``clean``      remove one network's idle entries (a leak)             ``clean``
-``template``   import the Zabbix template (admin, pyzabbix)           ``deploy``
-=============  =====================================================  =========================
-
-The agent commands' options are defined once in ``options.py``; ``fast_args`` (no argparse: it
-costs more to import than ``stats`` costs to run) and ``build_parser`` are both derived from it.
+The commands, their options, help and the modules that answer them are declared once in
+``commands.py`` (options in ``options.py``); this module finds the command, parses its line into
+the command's typed arguments and runs the module's ``run``. ``fast_args`` (no argparse: it costs
+more to import than ``stats`` costs to run) and ``parser.build_parser`` are both derived from them.
 
 Failure contract (docs/failure-contract.md, exit codes in ``errors.py``): an agent command prints
 ``{"error": "<what is wrong and how to fix it>"}`` on stdout (both Zabbix agents ignore exit
@@ -32,13 +19,15 @@ import sys
 
 from conntrack_zbx.errors import (INTERNAL_ERROR, INTERRUPTED, OUTPUT_ERROR, ConntrackError, DeployFailed,
                                   NotAvailable, NotPermitted, OutputFailed, Refused)
-from conntrack_zbx.options import AGENT_COMMANDS, CHOICE, FLAG, SECONDS, defaults, for_command
+from conntrack_zbx.commands import AGENT_COMMANDS, get
+from conntrack_zbx.options import CHOICE, FLAG, SECONDS, NamespacesArgs, TalkersArgs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
-    from typing import Any, Optional, Sequence
+    from typing import Any, Dict, Optional, Sequence
 
-COMMANDS = AGENT_COMMANDS + ("top", "tune", "clean", "template")
+    from conntrack_zbx.commands import Command
+    from conntrack_zbx.options import Args
 
 
 def main(argv: "Optional[Sequence[str]]" = None) -> int:
@@ -47,14 +36,10 @@ def main(argv: "Optional[Sequence[str]]" = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = fast_args(argv)
     if args is None:
-        from conntrack_zbx.parser import build_parser
+        from conntrack_zbx.parser import parse
 
-        parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
-        if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "-V", "--version"):
-            parser.error("unknown option %s: the command comes first (%s), its options after it "
-                         "(conntrack-zbx COMMAND --help)" % (argv[0][:40], ", ".join(COMMANDS)))
-        args = parser.parse_args(argv)
-    agent = args.command in AGENT_COMMANDS
+        args = parse(argv)
+    agent = args.command in AGENT_COMMANDS and not getattr(args, "human", False)
     try:
         rc = _dispatch(args)
         _out("")  # flush: a full disk or a closed pipe shows here, not at interpreter exit
@@ -97,7 +82,7 @@ def _out(text: str) -> None:
         raise OutputFailed(e.strerror or str(e)) from None
 
 
-def _for_a_person(args: "Any", e: "ConntrackError", argv: "Sequence[str]") -> str:
+def _for_a_person(args: "Args", e: "ConntrackError", argv: "Sequence[str]") -> str:
     """A permission error met by a person at a terminal: the agent's remedy (the sudo grant, the
     keys' --sudo form) is not theirs; running the same command as root is."""
     message = str(e)
@@ -117,70 +102,63 @@ def _quiet_stdout() -> None:
         pass
 
 
-def _dispatch(args: "Any") -> int:
-    if args.command in AGENT_COMMANDS:
-        from conntrack_zbx import documents
+def _dispatch(args: "Args") -> int:
+    command = get(args.command)
+    if isinstance(args, (TalkersArgs, NamespacesArgs)) and args.sudo:
+        from conntrack_zbx.privilege import run_via_sudo
 
-        if getattr(args, "sudo", False):
-            from conntrack_zbx.privilege import run_via_sudo
-
-            return run_via_sudo(args)
-        _emit(getattr(documents, args.command)(args))
-    elif args.command == "top":
-        from conntrack_zbx.top import top
-
-        _out(top(args))
-    elif args.command == "tune":
-        from conntrack_zbx import tune
-
-        _out(tune.run(args))
-    elif args.command == "clean":
-        from conntrack_zbx import clean
-
-        _out(clean.run(args))
+        return run_via_sudo(args, main)
+    if command.admin:
+        answer = _admin(command, args)
     else:
-        _emit_pretty(_template(args))
+        module, _, function = command.module.partition(":")
+        answer = getattr(__import__(module, fromlist=("run",)), function or "run")(args)
+    if command.output == "json":
+        from conntrack_zbx.jsonout import dumps
+
+        if type(answer) is str:  # a person's view (--human), lines already ended
+            _out(answer)
+        else:
+            _out((answer if isinstance(answer, str) else dumps(answer)) + "\n")
+    elif command.output == "pretty":
+        import json
+
+        _out(json.dumps(answer, indent=1) + "\n")
+    else:
+        _out(answer)
     return 0
-
-
-def _emit(doc: "Any") -> None:
-    from conntrack_zbx.jsonout import dumps
-
-    _out((doc if isinstance(doc, str) else dumps(doc)) + "\n")
-
-
-def _emit_pretty(doc: "Any") -> None:
-    import json
-
-    _out(json.dumps(doc, indent=1) + "\n")
 
 
 def _fail(agent: bool, message: str) -> None:
     if agent:
-        _emit({"error": message})
+        from conntrack_zbx.jsonout import dumps
+
+        _out(dumps({"error": message}) + "\n")
     else:
         sys.stderr.write("conntrack-zbx: %s\n" % message)
 
 
-def _template(args: "Any") -> "Any":
+def _admin(command: "Command", args: "Args") -> "Any":
+    """An admin command (pyzabbix, Python 3.8+): what it needs is said, not a traceback."""
     if sys.version_info < (3, 8):
         raise NotAvailable("the admin commands (template import) need Python 3.8 or newer, this is %d.%d; "
                            "the agent commands run on 3.6+" % sys.version_info[:2])
     try:
-        from conntrack_zbx import deploy
+        module = __import__(command.module, fromlist=("run",))
     except ImportError as e:
         raise NotAvailable("the admin commands need pyzabbix and pyyaml (pip install 'conntrack-zbx[admin]'): %s"
                            % e) from None
     try:
-        return deploy.run(args)
+        return module.run(args)
     except DeployFailed as e:
-        raise DeployFailed("template import failed: %s" % e) from None
+        raise DeployFailed("%s failed: %s" % ("template import" if command.name == "template" else command.name, e)) \
+            from None
     except OSError as e:
         raise ConntrackError(str(e)) from None
 
 
 # -- parsing ------------------------------------------------------------------------------------
-def fast_args(argv: "Sequence[str]") -> "Any":
+def fast_args(argv: "Sequence[str]") -> "Optional[Args]":
     """The agent's own command lines (``stats``, ``talkers``/``discovery`` with ``--opt=value``
     or ``--opt value`` options and flags) parsed without argparse: importing and building it
     costs more than the ``stats`` work, on every host, every minute. Anything else (help, an
@@ -188,8 +166,9 @@ def fast_args(argv: "Sequence[str]") -> "Any":
     explains itself. Tests hold both equal."""
     if not argv or argv[0] not in AGENT_COMMANDS:
         return None
-    spelled = {o.flag: o for o in for_command(argv[0])}
-    values = defaults(argv[0])
+    cls = get(argv[0]).args
+    spelled = {o.flag: o for o in cls.options()}
+    values: "Dict[str, Any]" = cls.defaults()
     i = 1
     while i < len(argv):
         flag, eq, value = argv[i].partition("=")
@@ -217,6 +196,4 @@ def fast_args(argv: "Sequence[str]") -> "Any":
         else:
             values[o.name] = value
         i += 1
-    from types import SimpleNamespace
-
-    return SimpleNamespace(command=argv[0], **values)
+    return cls(command=argv[0], **values)

@@ -7,12 +7,15 @@ non-zero with it.
 """
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
-from pyzabbix import ZabbixAPI, ZabbixAPIException
+from pyzabbix import ZabbixAPI, ZabbixAPIException  # type: ignore[attr-defined]
 
 from conntrack_zbx.errors import DeployFailed
-from conntrack_zbx.template import model
+from conntrack_zbx.template import export
+
+if TYPE_CHECKING:
+    from conntrack_zbx.options import TemplateArgs
 
 
 def connect(url: Optional[str] = None, token: Optional[str] = None, user: Optional[str] = None,
@@ -55,7 +58,7 @@ def _api_message(e: ZabbixAPIException) -> str:
     return str(data)
 
 
-def call(zapi: ZabbixAPI, method: str, _params=None, **params):
+def call(zapi: ZabbixAPI, method: str, _params: Any = None, **params: Any) -> Any:
     """One API call; positional ``_params`` for methods that take an array."""
     try:
         return zapi.do_request(method, params if _params is None else _params)["result"]
@@ -80,9 +83,8 @@ IMPORT_RULES = {
 
 
 def import_rules(version: Tuple[int, int], delete_missing: bool = False) -> Dict[str, Dict[str, bool]]:
-    """The import rules for a server version. The export stays format 6.0 (newer servers convert
-    it upwards); only the rule names follow the server: 6.2 split ``groups`` into
-    ``template_groups`` and ``host_groups``."""
+    """The import rules for a server version (whichever file format it gets): 6.2 split
+    ``groups`` into ``template_groups`` and ``host_groups``."""
     rules = {k: dict(v) for k, v in IMPORT_RULES.items()}
     if version >= (6, 2):
         rules["template_groups"] = rules.pop("groups")
@@ -91,6 +93,12 @@ def import_rules(version: Tuple[int, int], delete_missing: bool = False) -> Dict
                   "templateDashboards", "valueMaps"):
             rules[k]["deleteMissing"] = True
     return rules
+
+
+def export_format(version: Tuple[int, int]) -> str:
+    """The file a server gets: the native 7.0 one from 7.0 on (later servers convert it
+    upwards), 6.0 for 6.0 to 6.4."""
+    return "7.0" if version >= (7, 0) else "6.0"
 
 
 def import_template(zapi: ZabbixAPI, source: str, delete_missing: bool = False) -> None:
@@ -125,9 +133,9 @@ def link(zapi: ZabbixAPI, template: str, host: Optional[str] = None,
             "already": sorted(h["host"] for h in hosts if h not in todo)}
 
 
-def _templates_of(zapi: ZabbixAPI, hostid: str) -> set:
+def _templates_of(zapi: ZabbixAPI, hostid: str) -> Set[str]:
     """Every template a host has, directly or nested."""
-    seen = set()  # type: set
+    seen = set()  # type: Set[str]
     frontier = [hostid]
     while frontier:
         got = call(zapi, "template.get", hostids=frontier, output=["templateid"])
@@ -136,8 +144,8 @@ def _templates_of(zapi: ZabbixAPI, hostid: str) -> set:
     return seen
 
 
-def template_names() -> List[str]:
-    return [t["template"] for t in model.export()["zabbix_export"]["templates"]]
+def template_names(services: bool = False) -> List[str]:
+    return [t["template"] for t in export.export(services=services)["zabbix_export"]["templates"]]
 
 
 def read_export(path: str) -> str:
@@ -166,9 +174,9 @@ def read_export(path: str) -> str:
     return source
 
 
-def run(args) -> Dict[str, object]:
+def run(args: "TemplateArgs") -> Dict[str, object]:
     """``conntrack-zbx template import``: what the CLI prints as its result."""
-    runbook = getattr(args, "runbook_url", None)
+    runbook = args.runbook_url
     if runbook is not None:
         from conntrack_zbx.errors import Refused
 
@@ -177,14 +185,13 @@ def run(args) -> Dict[str, object]:
         if not runbook.startswith(("https://", "http://")) or len(runbook) > 2000:
             raise Refused("--runbook-url takes an http(s) URL that on-call's browser can open (where "
                           "docs/runbook.md is published), got %r" % runbook[:80])
-    if args.file:
-        source = read_export(args.file)
-    else:
-        from conntrack_zbx.template.render import template_yaml
-        source = template_yaml(runbook)
+    source = read_export(args.file) if args.file else None  # a bad file is refused before any login
     zapi = connect(args.url)
+    if source is None:
+        from conntrack_zbx.template.render import template_yaml
+        source = template_yaml(runbook, args.services, export_format(server_version(zapi)))
     import_template(zapi, source, delete_missing=args.delete_missing)
-    result = {"imported": template_names(), "url": zapi.url,
+    result = {"imported": template_names(args.services), "url": zapi.url,
               "server": "%d.%d" % server_version(zapi)}  # type: Dict[str, object]
     if args.host or args.group:
         result["linked"] = dict(link(zapi, args.template, host=args.host, group=args.group), template=args.template)

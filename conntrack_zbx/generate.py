@@ -16,16 +16,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def outputs() -> Dict[str, Callable[[], str]]:
     from functools import partial
 
-    from conntrack_zbx.template import model, render
+    from conntrack_zbx.template import fleet, model, render, service
 
     out = {
         "zabbix_agentd.d/userparameter_conntrack.conf": keys.agent_conf,
         "sudoers.d/conntrack-zbx": keys.sudoers,
         "templates/conntrack_zbx.yaml": render.template_yaml,
+        "templates/mirrorlist_service.yaml": partial(render.template_yaml, None, True),
+        "templates/conntrack_zbx_7.0.yaml": partial(render.template_yaml, None, False, "7.0"),
+        "templates/mirrorlist_service_7.0.yaml": partial(render.template_yaml, None, True, "7.0"),
     }  # type: Dict[str, Callable[[], str]]
     for name, slug in ((model.CONNTRACK, "linux_conntrack"), (model.CONNTRACK_ACTIVE, "linux_conntrack_active"),
-                       (model.MIRRORLIST, "mirrorlist_http"), (model.NODE, "mirrorlist_node"),
-                       (model.NODE_ACTIVE, "mirrorlist_node_active")):
+                       (fleet.FLEET, "linux_conntrack_fleet"), (service.MIRRORLIST, "mirrorlist_http"),
+                       (service.NODE, "mirrorlist_node"),
+                       (service.NODE_ACTIVE, "mirrorlist_node_active")):
         out["docs/templates/%s.md" % slug] = partial(render.template_readme, name)
     return out
 

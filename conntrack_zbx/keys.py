@@ -1,15 +1,17 @@
-"""The one list of agent keys. The UserParameter conf, the sudoers drop-in, the template and the
-docs are all generated from it, so a key can never exist in one and not the others.
+"""The agent keys, as ``commands.py`` declares them. The UserParameter conf, the sudoers drop-in,
+the template and the docs are all generated from them, so a key can never exist in one and not the
+others.
 
-Parameters (``conntrack.talkers[<prefix4>,<prefix6>,<top>,<max_age>]``) are each passed quoted as
-the value of one fixed option and checked against the allow-list in ``params.py``; they reach
-root only as data on stdin of the one fixed sudo line, never as an argument, a path or a shell
-word there (see docs/permissions.md).
+Parameters (``conntrack.talkers[<prefix4>,<prefix6>,<top>,<max_age>,<netns>,<idle_min>,<timeout>]``)
+are each passed quoted as the value of one fixed option and checked against the allow-list in
+``params.py``; they reach root only as data on stdin of the one fixed sudo line, never as an
+argument, a path or a shell word there (see docs/permissions.md).
 """
 
 from typing import NamedTuple, Tuple
 
-from conntrack_zbx.options import Option, params_of
+from conntrack_zbx.commands import COMMANDS
+from conntrack_zbx.options import Option
 
 # Where `pip install` + the documented symlink put the entry point on an agent host.
 BINARY = "/usr/local/bin/conntrack-zbx"
@@ -25,33 +27,8 @@ class AgentKey(NamedTuple):
     params: Tuple[Option, ...] = ()  # flexible key: $1.. map to these options, allow-listed
 
 
-KEYS = (
-    AgentKey(
-        "conntrack.stats",
-        ("stats",),
-        False,
-        "Table count, max, buckets, usage and the kernel's per-CPU counters summed (JSON). "
-        "Runs as the agent user: every file it reads is world-readable.",
-    ),
-    AgentKey(
-        "conntrack.talkers",
-        ("talkers",),
-        True,
-        "Top sources and networks by entries held, with the talkers' LLD rows (JSON). Reads the "
-        "root-only entry table through the fixed sudo grant.",
-        params_of("talkers"),
-    ),
-    AgentKey(
-        "conntrack.namespaces",
-        ("namespaces",),
-        True,
-        "Every network namespace with conntrack in use (containers, pods, ip netns) with its own "
-        "count against the one global nf_conntrack_max and its drop counters, the host-wide sum "
-        "and the hash table's load, with LLD rows (JSON). Reads other processes' namespaces "
-        "through the fixed sudo grant.",
-        params_of("namespaces"),
-    ),
-)
+KEYS = tuple(AgentKey(c.key.name, (c.name,), c.key.privileged, c.key.description, c.args.params())
+             for c in COMMANDS if c.key is not None)
 
 
 def command_line(k: AgentKey, binary: str = BINARY) -> str:

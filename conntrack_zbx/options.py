@@ -1,18 +1,23 @@
-"""The agent commands' options, written down once.
+"""Every command's options, written down once: each class below is both the spec and the typed value.
 
-``stats``, ``talkers`` and ``discovery`` run on every monitored host every minute, so their
-command lines are parsed twice over: a fast path that avoids importing argparse (``cli.fast_args``)
-and the full argparse parser for humans (``parser.build_parser``). Both are built from ``OPTIONS``,
-and so are the allow-listed Zabbix key parameters (``params_of``, checked by ``params``), the options that
-``--sudo`` and ``--params-stdin`` refuse, and the agent conf's ``--opt='$N'`` words (``keys.py``).
-Adding an option is one line here; nothing else has to learn about it.
+A command's options are the class attributes of its ``Args`` class (``TalkersArgs.prefix4`` ...).
+From them come the fast path (``cli.fast_args``), the argparse parser (``parser.py``), the key
+parameters and their allow-list (``params``), the options that ``--sudo`` and ``--params-stdin``
+refuse, and the agent conf's ``--opt='$N'`` words (``keys.py``). A parsed command line is an
+instance of its class, so mypy checks every attribute a command reads against this spec.
+Adding an option is one line in its class; nothing else has to learn about it.
+
+Typed without importing ``typing`` at run time (it costs every agent call ~3 ms): each kind of
+option is a descriptor whose ``__get__``, declared for the type checker only, names the type of
+the value; at run time the instance's own ``__dict__`` holds the values.
 
 Kinds:
 
-``text``     a string (paths); ``None`` default means "not given"
+``text``     a string (paths); ``MaybeText``: ``None`` means "not given"
 ``choice``   one of ``choices``
-``seconds``  a float
+``seconds``  a float within ``lo``..``hi``, or ``None``
 ``flag``     present or not
+``whole``    a whole number within ``lo``..``hi`` (the human commands)
 ``param``    a key parameter: what a Zabbix user typed in ``conntrack.talkers[...]``. It stays text
              here (empty = ``default``) and is validated by ``params.check`` against ``lo``..``hi``,
              so a bad value becomes the item's error message, not an argparse exit.
@@ -22,98 +27,304 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
     from typing import Any, Dict, List, Optional, Tuple
 
-TEXT, CHOICE, SECONDS, FLAG, PARAM = "text", "choice", "seconds", "flag", "param"
+TEXT, CHOICE, SECONDS, FLAG, PARAM, WHOLE = "text", "choice", "seconds", "flag", "param", "whole"
 
-AGENT_COMMANDS = ("stats", "talkers", "discovery", "namespaces")
-TABLE_COMMANDS = ("talkers", "discovery")
-# Commands that read what only root may read, through the fixed sudo line.
-ROOT_COMMANDS = ("talkers", "discovery", "namespaces")
 SOURCES = ("auto", "netlink", "proc")
+GROUP_BY = ("src", "dst", "dport", "state", "proto")  # the views `top --by` counts (count.views)
+# Ranges the human commands share with the key parameters of the same name.
+PREFIX4, PREFIX6, IDLE_MIN = (8, 32), (16, 128), (60, 31536000)
+IDLE_FLOOR = " (an ESTABLISHED connection in use can be silent for a minute: below 60 s idle is not a leak)"
 
 
 class Option:
-    """One option of one or more agent commands. ``name`` is the attribute (``max_age``); the
-    command-line spelling is ``--max-age``."""
+    """One option. ``name`` is the attribute (``max_age``, set when its class is made); the
+    command-line spelling is ``--max-age`` unless ``spelled`` says otherwise. ``group`` names a
+    set of mutually exclusive options; ``why`` is added to a range error (where a floor comes from)."""
 
-    __slots__ = ("name", "commands", "kind", "default", "help", "metavar", "choices", "lo", "hi")
+    kind = TEXT
+    __slots__ = ("name", "default", "help", "metavar", "choices", "lo", "hi", "why", "group", "required",
+                 "spelled")
 
-    def __init__(self, name: str, commands: "Tuple[str, ...]", kind: str, default: "Any", help: str,
-                 metavar: "Optional[str]" = None, choices: "Tuple[str, ...]" = (), lo: int = 0, hi: int = 0) -> None:
-        self.name, self.commands, self.kind, self.default = name, commands, kind, default
-        self.help, self.metavar, self.choices, self.lo, self.hi = help, metavar, choices, lo, hi
+    def __init__(self, default: "Any", help: str, metavar: "Optional[str]" = None, choices: "Tuple[str, ...]" = (),
+                 span: "Tuple[int, int]" = (0, 0), why: str = "", group: "Optional[str]" = None,
+                 required: bool = False, spelled: "Optional[str]" = None) -> None:
+        self.name = ""
+        self.default, self.help, self.metavar, self.choices = default, help, metavar, choices
+        self.lo, self.hi = span
+        self.why, self.group, self.required, self.spelled = why, group, required, spelled
+
+    def __set_name__(self, owner: "Any", name: str) -> None:
+        self.name = name
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.spelled or "--" + self.name.replace("_", "-")
 
     def __repr__(self) -> str:
         return "Option(%s)" % self.flag
 
 
-OPTIONS = (
-    Option("proc_root", AGENT_COMMANDS, TEXT, "/",
-           "read proc/ and sys/ below DIR instead of / (fixture trees)", metavar="DIR"),
-    Option("etc_root", ("stats",), TEXT, "/",
-           "read etc/sysctl.d, etc/modprobe.d, etc/modules-load.d below DIR (tests)", metavar="DIR"),
-    Option("file", TABLE_COMMANDS, TEXT, None,
-           "read a saved copy of /proc/net/nf_conntrack instead of the live table", metavar="PATH"),
-    Option("source", AGENT_COMMANDS, CHOICE, "auto",
-           "where the table and counters are read: ctnetlink (needs CAP_NET_ADMIN), /proc, or auto = "
-           "the fastest that works here (talkers: netlink first; stats: /proc first)", choices=SOURCES),
-    Option("prefix4", TABLE_COMMANDS, PARAM, 24, "IPv4 network prefix length of the roll-up", lo=8, hi=32),
-    Option("prefix6", TABLE_COMMANDS, PARAM, 64, "IPv6 network prefix length of the roll-up", lo=16, hi=128),
-    Option("top", TABLE_COMMANDS, PARAM, 10, "how many sources and networks to report and discover",
-           lo=1, hi=100),
-    Option("top", ("namespaces",), PARAM, 20, "how many namespaces to report and discover (by entries)",
-           lo=1, hi=1000),
-    Option("max_age", TABLE_COMMANDS, PARAM, 20,
-           "seconds a cached table read may be reused; 0 = always read afresh", lo=0, hi=3600),
-    Option("netns", TABLE_COMMANDS, PARAM, 0,
-           "read the table of this network namespace (its inode, from 'conntrack-zbx namespaces'); "
-           "0 = this process's own", lo=0, hi=4294967295),
-    Option("idle_min", TABLE_COMMANDS, PARAM, 3600,
-           "seconds an ESTABLISHED TCP entry must have been silent to count as idle (a leak "
-           "rather than load)", lo=60, hi=31536000),
-    Option("timeout", TABLE_COMMANDS, PARAM, 3,
-           "the Zabbix Timeout (s) this key runs under (agent, and proxy or server): the call ends "
-           "inside it, reading as much of the table as fits; raise it together with the Timeout on "
-           "hosts whose table takes longer to read", lo=2, hi=30),
-    Option("timeout_established", TABLE_COMMANDS, TEXT, None,
-           "--file only: the nf_conntrack_tcp_timeout_established (s) of the host the snapshot "
-           "came from, so idle times can be told (without it they are unknown)", metavar="SECONDS"),
-    Option("cache_dir", TABLE_COMMANDS, TEXT, None,
-           "snapshot cache directory (default /run/conntrack-zbx; must be owned by this user, mode 0700)",
-           metavar="DIR"),
-    Option("budget", ROOT_COMMANDS, SECONDS, None,
-           "stop reading after this long and report truncated (default: the timeout parameter less "
-           "0.5 s, 2.5 s for Zabbix's default 3 s Timeout; 0..30, Zabbix's longest Timeout)",
-           metavar="SECONDS", lo=0, hi=30),
-    Option("sudo", ROOT_COMMANDS, FLAG, False,
-           "agent keys: validate the parameters, then run the fixed line 'sudo -n conntrack-zbx "
-           "COMMAND --params-stdin' and hand them over on stdin"),
-    Option("params_stdin", ROOT_COMMANDS, FLAG, False,
-           "(the sudo line) read the parameters as name=value words from stdin"),
-)
+class Text(Option):
+    if TYPE_CHECKING:
+        def __get__(self, obj: "Args", owner: "Any") -> str: ...
 
 
-def for_command(command: str) -> "Tuple[Option, ...]":
-    """The options of one agent command, in the order above."""
-    return tuple(o for o in OPTIONS if command in o.commands)
+class MaybeText(Option):
+    if TYPE_CHECKING:
+        def __get__(self, obj: "Args", owner: "Any") -> "Optional[str]": ...
 
 
-def params_of(command: str) -> "Tuple[Option, ...]":
-    """The key parameters of a command: the ``$1``, ``$2``... of its flexible agent key."""
-    return tuple(o for o in for_command(command) if o.kind == PARAM)
+class Choice(Option):
+    kind = CHOICE
+    if TYPE_CHECKING:
+        def __get__(self, obj: "Args", owner: "Any") -> str: ...
 
 
-def defaults(command: str) -> "Dict[str, Any]":
-    """Every option of ``command`` at its command-line default (key parameters: empty text)."""
-    return {o.name: ("" if o.kind == PARAM else o.default) for o in for_command(command)}
+class Seconds(Option):
+    kind = SECONDS
+    if TYPE_CHECKING:
+        def __get__(self, obj: "Args", owner: "Any") -> "Optional[float]": ...
 
 
-def not_on_fixed_line(args: "Any", allowed: "Tuple[str, ...]") -> "List[Option]":
-    """The options of a parsed command line that the fixed sudo line cannot carry: anything but
-    the key parameters and ``allowed`` that differs from its default. ``--sudo`` and
-    ``--params-stdin`` refuse these by name."""
-    return [o for o in for_command(args.command)
-            if o.kind != PARAM and o.name not in allowed and getattr(args, o.name) != o.default]
+class Flag(Option):
+    kind = FLAG
+
+    def __init__(self, help: str, group: "Optional[str]" = None) -> None:
+        Option.__init__(self, False, help, group=group)
+
+    if TYPE_CHECKING:
+        def __get__(self, obj: "Args", owner: "Any") -> bool: ...
+
+
+class Whole(Option):
+    kind = WHOLE
+    if TYPE_CHECKING:
+        def __get__(self, obj: "Args", owner: "Any") -> int: ...
+
+
+class MaybeWhole(Option):
+    kind = WHOLE
+    if TYPE_CHECKING:
+        def __get__(self, obj: "Args", owner: "Any") -> "Optional[int]": ...
+
+
+class Param(Option):
+    kind = PARAM
+    if TYPE_CHECKING:
+        def __get__(self, obj: "Args", owner: "Any") -> str: ...
+
+
+class Args:
+    """A parsed command line: ``command`` and one attribute per option of its class."""
+
+    command = ""
+
+    def __init__(self, **values: "Any") -> None:
+        self.__dict__.update(values)
+
+    @classmethod
+    def options(cls) -> "Tuple[Option, ...]":
+        """The options of this command, base classes' first, each in the order written."""
+        found = {}  # type: Dict[str, Option]
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if isinstance(value, Option):
+                    found.pop(name, None)
+                    found[name] = value
+        return tuple(found.values())
+
+    @classmethod
+    def params(cls) -> "Tuple[Option, ...]":
+        """The key parameters: the ``$1``, ``$2``... of the command's flexible agent key."""
+        return tuple(o for o in cls.options() if o.kind == PARAM)
+
+    @classmethod
+    def defaults(cls) -> "Dict[str, Any]":
+        """Every option at its command-line default (key parameters: empty text)."""
+        return {o.name: ("" if o.kind == PARAM else o.default) for o in cls.options()}
+
+    def not_on_fixed_line(self, allowed: "Tuple[str, ...]") -> "List[Option]":
+        """The options the fixed sudo line cannot carry: anything but the key parameters and
+        ``allowed`` that differs from its default. ``--sudo`` and ``--params-stdin`` refuse these
+        by name."""
+        return [o for o in self.options()
+                if o.kind != PARAM and o.name not in allowed and getattr(self, o.name) != o.default]
+
+    def key_parameters(self) -> "Dict[str, int]":
+        """The validated key parameters: from the options, or (the root side of the sudo line,
+        ``--params-stdin``) from stdin, where the fixed line allows no option at all."""
+        from conntrack_zbx import params
+        from conntrack_zbx.errors import Refused
+
+        own = self.params()
+        if getattr(self, "params_stdin", False):
+            if self.not_on_fixed_line(("params_stdin",)) or any(getattr(self, p.name) for p in own):
+                raise Refused("--params-stdin takes every parameter from stdin, no options")
+            import sys
+
+            return params.from_wire(sys.stdin.buffer.read(4097), own)
+        return params.check_all({p.name: getattr(self, p.name) for p in own}, own)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return "%s(%s)" % (type(self).__name__, ", ".join("%s=%r" % kv for kv in sorted(vars(self).items())))
+
+
+# -- the agent commands -----------------------------------------------------------------------------
+class AgentArgs(Args):
+    """Every agent command: JSON on stdout, the failure contract's JSON error."""
+
+    proc_root = Text("/", "read proc/ and sys/ below DIR instead of / (fixture trees)", metavar="DIR")
+    source = Choice("auto", "where the table and counters are read: ctnetlink (needs CAP_NET_ADMIN), /proc, or "
+                    "auto = the fastest that works here (talkers: netlink first; stats: /proc first)",
+                    choices=SOURCES)
+
+
+HUMAN = Flag("a person's view: the same answer as lines to read at a terminal, errors on stderr (the agent "
+             "keys never use it)")
+
+
+class StatsArgs(AgentArgs):
+    etc_root = Text("/", "read etc/sysctl.d, etc/modprobe.d, etc/modules-load.d below DIR (tests)", metavar="DIR")
+    human = HUMAN
+
+
+BUDGET = Seconds(None, "stop reading after this long and report truncated (default: the timeout parameter less "
+                 "0.5 s, 2.5 s for Zabbix's default 3 s Timeout; 0..30, Zabbix's longest Timeout)",
+                 metavar="SECONDS", span=(0, 30))
+SUDO = Flag("agent keys: validate the parameters, then run the fixed line 'sudo -n conntrack-zbx COMMAND "
+            "--params-stdin' and hand them over on stdin")
+PARAMS_STDIN = Flag("(the sudo line) read the parameters as name=value words from stdin")
+
+
+class TableArgs(AgentArgs):
+    """``discovery``: one pass over the table. ``talkers`` adds the sudo line."""
+
+    file = MaybeText(None, "read a saved copy of /proc/net/nf_conntrack instead of the live table", metavar="PATH")
+    prefix4 = Param(24, "IPv4 network prefix length of the roll-up", span=PREFIX4)
+    prefix6 = Param(64, "IPv6 network prefix length of the roll-up", span=PREFIX6)
+    top = Param(10, "how many sources and networks to report and discover", span=(1, 100))
+    max_age = Param(20, "seconds a cached table read may be reused; 0 = always read afresh", span=(0, 3600))
+    netns = Param(0, "read the table of this network namespace (its inode, from 'conntrack-zbx namespaces'); "
+                  "0 = this process's own", span=(0, 4294967295))
+    idle_min = Param(3600, "seconds an ESTABLISHED TCP entry must have been silent to count as idle (a leak "
+                     "rather than load)", span=IDLE_MIN)
+    timeout = Param(3, "the Zabbix Timeout (s) this key runs under (agent, and proxy or server): the call ends "
+                    "inside it, reading as much of the table as fits; raise it together with the Timeout on "
+                    "hosts whose table takes longer to read", span=(2, 30))
+    timeout_established = MaybeText(None, "--file only: the nf_conntrack_tcp_timeout_established (s) of the host "
+                                    "the snapshot came from, so idle times can be told (without it they are "
+                                    "unknown)", metavar="SECONDS")
+    cache_dir = MaybeText(None, "snapshot cache directory (default /run/conntrack-zbx; must be owned by this "
+                          "user, mode 0700)", metavar="DIR")
+    budget = BUDGET
+
+
+class TalkersArgs(TableArgs):
+    sudo = SUDO
+    params_stdin = PARAMS_STDIN
+
+
+class NamespacesArgs(AgentArgs):
+    top = Param(20, "how many namespaces to report and discover (by entries)", span=(1, 1000))
+    human = HUMAN
+    budget = BUDGET
+    sudo = SUDO
+    params_stdin = PARAMS_STDIN
+
+
+# -- the commands for people -----------------------------------------------------------------------
+PROC_ROOT = Text("/", "read proc/ and sys/ below DIR instead of / (fixture trees)", metavar="DIR")
+
+
+class TopArgs(Args):
+    proc_root = PROC_ROOT
+    file = MaybeText(None, "read a saved copy of /proc/net/nf_conntrack instead of the live table", metavar="PATH")
+    netns = MaybeText(None, "read the table of another network namespace (an 'ip netns' name or the inode "
+                      "'conntrack-zbx namespaces' lists): who fills a container's or pod's table",
+                      metavar="NAME|INODE")
+    by = Choice("src", "rank by entries held per source (default), destination, port, state or protocol; "
+                "'idle': sources and networks by ESTABLISHED entries silent longer than --idle-min (a leak "
+                "rather than load)", choices=GROUP_BY + ("idle",))
+    idle_min = Whole(3600, "silence that makes an ESTABLISHED entry idle (default 3600)", metavar="SECONDS",
+                     span=IDLE_MIN, why=IDLE_FLOOR)
+    timeout_established = MaybeText(None, "--file only: nf_conntrack_tcp_timeout_established of the snapshot's "
+                                    "host", metavar="SECONDS")
+    n = Whole(10, "rows (default 10)", metavar="N", span=(1, 100000), spelled="-n")
+    prefix4 = Whole(24, "IPv4 network prefix length of the roll-up (8..32, default 24)", metavar="N", span=PREFIX4)
+    prefix6 = Whole(64, "IPv6 network prefix length of the roll-up (16..128, default 64)", metavar="N",
+                    span=PREFIX6)
+    max = MaybeWhole(None, "nf_conntrack_max to compute shares against (default: this host's; give the source "
+                     "host's for a --file)", metavar="N", span=(1, 1 << 31))
+
+
+class TuneArgs(Args):
+    proc_root = PROC_ROOT
+    max = MaybeWhole(None, "the new nf_conntrack_max", metavar="N", span=(1, 1 << 30), group="size")
+    auto = Flag("propose a value from RAM and the peak usage (and an ESTABLISHED timeout when idle entries "
+                "hold much of the table)", group="size")
+    tcp_established_timeout = MaybeWhole(None, "the new nf_conntrack_tcp_timeout_established (kernel default "
+                                         "432000, 5 days); see the runbook for the trade-off", metavar="SECONDS",
+                                         span=(1, 1 << 31))
+    peak = MaybeWhole(None, "peak entries seen (e.g. from Zabbix history); default: the current count",
+                      metavar="N", span=(0, 1 << 30))
+    apply = Flag("write the files and set the runtime values")
+    runtime_only = Flag("change the running kernel only, no files")
+    root = Text("/", "write etc/... below DIR (tests)", metavar="DIR")
+
+
+class CleanArgs(Args):
+    network = Text(None, "the network or address whose entries go (e.g. 198.51.100.0/24)", metavar="CIDR",
+                   required=True)
+    idle_min = Whole(3600, "only entries silent for longer than this (default 3600)", metavar="SECONDS",
+                     span=IDLE_MIN, why=IDLE_FLOOR)
+    netns = MaybeText(None, "in this network namespace's table", metavar="NAME|INODE")
+    apply = Flag("delete them (default: a dry run listing them)")
+
+
+class ProtectArgs(Args):
+    apply = Flag("apply the rules now and make them survive a reboot", group="action")
+    remove = Flag("take away everything protect added (rules, include, file)", group="action")
+    runtime_only = Flag("with --apply: the running firewall only, no files")
+    agent_conf = MaybeText(None, "the agent configuration to read (default: etc/zabbix/zabbix_agentd.conf and "
+                           "zabbix_agent2.conf under --root)", metavar="PATH")
+    port = MaybeText(None, "more local TCP services to keep reachable, comma-separated (e.g. 22 for ssh)",
+                     metavar="PORTS")
+    root = Text("/", "read and write etc/... below DIR (tests, reviews)", metavar="DIR")
+
+
+class TemplateArgs(Args):
+    """``template import``: the admin side (pyzabbix)."""
+
+    action = "import"
+    url = MaybeText(None, "frontend URL (default: $ZABBIX_URL); credentials come from $ZABBIX_TOKEN or "
+                    "$ZABBIX_USER/$ZABBIX_PASSWORD")
+    file = MaybeText(None, "import this YAML instead of the built-in one", metavar="PATH")
+    runbook_url = MaybeText(None, "where you publish docs/runbook.md (http or https): every trigger then links "
+                            "to its section; without it the triggers carry no link, their descriptions the "
+                            "steps", metavar="URL")
+    services = Flag("also import the incident's mirrorlist service templates (the web check and the node "
+                    "template that links it with the conntrack one)")
+    delete_missing = Flag("also delete items, triggers... that the template no longer has")
+    host = MaybeText(None, "link the template to this host", metavar="NAME", group="where")
+    group = MaybeText(None, "link the template to every host of this group", metavar="NAME", group="where")
+    template = Text("Linux conntrack by Zabbix agent", "which template --host/--group get (default: "
+                    "%(default)s)")
+
+
+class FleetArgs(Args):
+    """``fleet``: a host group's nodes side by side (pyzabbix)."""
+
+    group = Text("", "the host group of the fleet's nodes, as the frontend names it", metavar="NAME", required=True)
+    url = MaybeText(None, "frontend URL (default: $ZABBIX_URL); credentials come from $ZABBIX_TOKEN or "
+                    "$ZABBIX_USER/$ZABBIX_PASSWORD")
+    json = Flag("the ranking as JSON")
+    top = Whole(10, "networks shown (default 10)", metavar="N", span=(1, 1000))
+    fresh = Whole(900, "a node's value older than this is not counted (default 900: three talkers polls)",
+                  metavar="SECONDS", span=(10, 86400))
+    setup = Flag("create or renew the group's fleet host (linked to the fleet template), its API token and its "
+                 "dashboard")
+    api_url = MaybeText(None, "with --setup: the API as the Zabbix server reaches it (default: --url)",
+                        metavar="URL")

@@ -7,23 +7,30 @@ argument; here it must then be a short run of ASCII digits inside a fixed range,
 the default. Nothing else is accepted: no sign, no spaces, no Unicode digits, no option-like
 text, never a path. The root side (``--params-stdin``) validates again, trusting nothing.
 
-Which parameters exist, their ranges and defaults are ``kind="param"`` entries of
-``options.OPTIONS``.
+Which parameters exist, their ranges and defaults are the ``Param`` options of a command's
+``Args`` class (``options.py``).
 """
 
 from conntrack_zbx.errors import Refused
-from conntrack_zbx.options import params_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
     from typing import Dict, Optional
 
-    from conntrack_zbx.options import Option
+    from typing import Protocol, Tuple  # novermin (type checking only: never imported at run time)
+
+    class Option(Protocol):
+        """A key parameter as ``options.Param`` declares it (this module imports no option spec)."""
+
+        name: str
+        default: int
+        lo: int
+        hi: int
 
 def check(p: "Option", raw: "Optional[str]") -> int:
     """Validate one parameter as typed ('' or None = the default)."""
     if raw is None or raw == "":
-        return p.default
+        return int(p.default)
     if not isinstance(raw, str) or not (_ascii_digits(raw) and len(raw) <= max(5, len(str(p.hi)))):
         raise Refused("parameter %s=%r is not allowed: use a whole number %d..%d (plain digits), "
                       "or leave it empty for %d" % (p.name, str(raw)[:40], p.lo, p.hi, p.default))
@@ -38,9 +45,10 @@ def _ascii_digits(text: str) -> bool:
     return bool(text) and all("0" <= c <= "9" for c in text)
 
 
-def check_all(given: "Dict[str, Optional[str]]", command: str = "talkers") -> "Dict[str, int]":
-    """Validate a mapping of parameter name -> text for ``command``; unknown names are refused."""
-    known = {p.name: p for p in params_of(command)}
+def check_all(given: "Dict[str, Optional[str]]", own: "Tuple[Option, ...]") -> "Dict[str, int]":
+    """Validate a mapping of parameter name -> text against a command's parameters ``own``;
+    unknown names are refused."""
+    known = {p.name: p for p in own}
     unknown = sorted(set(given) - set(known))
     if unknown:
         raise Refused("unknown parameter(s) %s: allowed are %s"
@@ -53,7 +61,7 @@ def to_wire(values: "Dict[str, int]") -> bytes:
     return (" ".join("%s=%d" % kv for kv in values.items()) + "\n").encode("ascii")
 
 
-def from_wire(data: bytes, command: str = "talkers") -> "Dict[str, int]":
+def from_wire(data: bytes, own: "Tuple[Option, ...]") -> "Dict[str, int]":
     """The root side of the sudo line: ``name=value`` words on one line, validated again,
     trusting nothing (size, encoding, names, duplicates, values)."""
     if len(data) > 4096:
@@ -70,4 +78,5 @@ def from_wire(data: bytes, command: str = "talkers") -> "Dict[str, int]":
         if not eq or name in given:
             raise Refused("parameters on stdin must be distinct name=value words, got %r" % word[:40])
         given[name] = value
-    return check_all(given, command)
+    return check_all(given, own)
+

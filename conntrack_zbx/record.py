@@ -5,11 +5,11 @@ checkers see ordinary annotated classes."""
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict
+    from typing import Any, Dict, Tuple
 
 
 class Record:
-    __slots__ = ()  # type: tuple
+    __slots__: "Tuple[str, ...]" = ()
 
     def __init__(self, *args: "Any", **kw: "Any") -> None:
         names = self.__slots__

@@ -10,44 +10,50 @@ from conntrack_zbx.errors import ConntrackError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, List, Optional
+    from typing import IO, List, Optional
+
+    from conntrack_zbx.count.idle import IdleRule
+    from conntrack_zbx.options import TopArgs
+    from conntrack_zbx.rank import Group
+    from conntrack_zbx.sources.proc import ProcRoot
 
 SECTION_TITLES = {"src": "sources", "dst": "destinations", "dport": "protocol/port",
                   "state": "states", "proto": "protocols"}
 
 
-def top(args: "Any") -> str:
-    from conntrack_zbx.sources.proc import ProcRoot, iter_lines, open_snapshot
-    from conntrack_zbx.talkers import address_text, network_keys, not_a_table, pct, rank, rank_talkers, tally
+def run(args: "TopArgs") -> str:
+    from conntrack_zbx import count
+    from conntrack_zbx.rank import address_text, network_keys, pct, rank, rank_talkers
+    from conntrack_zbx.sources.proc import ProcRoot, not_a_table, open_snapshot
+    from conntrack_zbx.sources.table import Where, idle_rule
 
     root = ProcRoot(args.proc_root)
+    f: "Optional[IO[bytes]]" = None
     if args.file:
         f, what = open_snapshot(args.file), args.file
     elif args.netns:  # a container's or pod's own table: opened from inside its namespace
-        from conntrack_zbx.sources.netns import entered, resolve
+        from conntrack_zbx.sources.netns import Entered, resolve
 
         found = resolve(args.netns, args.proc_root)
-        with entered(found.path):
+        with Entered(found.path):
             f = root.open_table()
         what = "network namespace %s (inode %d)" % (args.netns, found.inode)
     else:
         f, what = root.open_table(), root.path("proc/net/nf_conntrack")
+    rule: "Optional[IdleRule]" = None
+    why: "Optional[str]" = None
     if args.by in ("src", "idle"):
-        from conntrack_zbx.documents import idle_rule
-        from conntrack_zbx.sources.text import tally_sources
-
-        rule, why = idle_rule(args, args.idle_min)
-        with f:
-            t = tally_sources(f, None, rule)
-    else:
-        why = None
-        with f:
-            t = tally(iter_lines(f), args.by)
+        rule, why = idle_rule(Where(args.proc_root, "proc", args.file), args.idle_min, args.timeout_established)
+    with f:
+        t = count.tally(f, None, rule, "src" if args.by == "idle" else args.by)
     if args.file:
         not_a_table(t.entries, t.skipped, args.file)
-    maximum = args.max if args.max is not None else _max_or_none(root)
+    # A snapshot's shares are of its own host's limit: this machine's would mislead.
+    maximum = args.max if args.max is not None or args.file else _max_or_none(root)
     share = " (%s%% of nf_conntrack_max %d)" % (pct(t.entries, maximum), maximum) if maximum else ""
     out = ["%d entries%s in %s; %d lines skipped\n" % (t.entries, share, what, t.skipped)]
+    if args.file and maximum is None:
+        out.append("shares of the limit: give --max (the nf_conntrack_max of the host the snapshot came from)\n")
     sections = []
     if args.by in ("src", "idle"):
         src, net = rank_talkers(t, args.n, args.prefix4, args.prefix6, by_idle=args.by == "idle")
@@ -72,8 +78,8 @@ def top(args: "Any") -> str:
     return "".join(out)
 
 
-def _table(groups: "List[Any]", maximum: "Optional[int]", is_net: bool, rule: "Optional[Any]") -> "List[str]":
-    from conntrack_zbx.talkers import pct
+def _table(groups: "List[Group]", maximum: "Optional[int]", is_net: bool, rule: "Optional[IdleRule]") -> "List[str]":
+    from conntrack_zbx.rank import pct
 
     if not groups:
         return ["  (no entries)\n"]
@@ -106,7 +112,7 @@ def _duration(seconds: int) -> str:
     return "%dm%02ds" % (m, sec)
 
 
-def _max_or_none(root: "Any") -> "Optional[int]":
+def _max_or_none(root: "ProcRoot") -> "Optional[int]":
     try:
         return root.max()
     except ConntrackError:

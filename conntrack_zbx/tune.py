@@ -16,11 +16,14 @@ replaces, sets the runtime values and reads them back.
 
 import os
 import tempfile
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Tuple
 
 from conntrack_zbx import boot
 from conntrack_zbx.errors import NotPermitted, TuneRefused
 from conntrack_zbx.sources.proc import HASHSIZE, MAX, ProcRoot
+
+if TYPE_CHECKING:
+    from conntrack_zbx.options import TuneArgs
 
 # 99-: sorts after the usual numbered files, so ours is the value boot applies; apply verifies it.
 SYSCTL_FILE = "etc/sysctl.d/99-conntrack-zbx.conf"
@@ -284,17 +287,16 @@ def idle_advice(root: ProcRoot, proc_root: str) -> List[str]:
     """--auto: an ESTABLISHED timeout to propose when idle entries hold the table (reads the table,
     so it needs what talkers needs; says so instead of guessing)."""
     import time
-    from types import SimpleNamespace
 
-    from conntrack_zbx.documents import idle_rule, read_table
     from conntrack_zbx.errors import ConntrackError
+    from conntrack_zbx.sources.table import Where, idle_rule, read
 
-    args = SimpleNamespace(file=None, timeout_established=None, proc_root=proc_root, source="auto")
+    where = Where(proc_root, "auto", None)
     try:
-        rule, why = idle_rule(args, 3600)
+        rule, why = idle_rule(where, 3600)
         if rule is None:
             return ["idle entries: %s" % why]
-        t, _source, _note = read_table(args, time.monotonic() + 30, rule)
+        t, _source, _note = read(where, time.monotonic() + 30, rule)
     except ConntrackError as e:
         return ["idle entries not checked: %s" % e]
     idle = sum(v[0] for v in (t.idle or {}).values())
@@ -307,7 +309,7 @@ def idle_advice(root: ProcRoot, proc_root: str) -> List[str]:
     return [line + ": the ESTABLISHED timeout is not what fills the table"]
 
 
-def run(args) -> str:
+def run(args: "TuneArgs") -> str:
     root = ProcRoot(args.proc_root)
     if args.max is None and not args.auto and args.tcp_established_timeout is None:
         raise TuneRefused("tune needs --max N, --auto or --tcp-established-timeout SECONDS")
@@ -325,7 +327,7 @@ def run(args) -> str:
     return out + _run_max(args, root)
 
 
-def _run_max(args, root: ProcRoot) -> str:
+def _run_max(args: "TuneArgs", root: ProcRoot) -> str:
     p = plan(root, args.max, args.auto, args.peak)
     if args.auto:
         p.reasons.extend(idle_advice(root, args.proc_root))

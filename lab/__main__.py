@@ -13,6 +13,10 @@ elif sys.argv[1:2] == ["stack-stop"]:
     from lab.stack import stop_pids
 
     stop_pids(sys.argv[2] if len(sys.argv) > 2 else "/var/tmp/ctzbx-stack")
+elif sys.argv[1:2] == ["debroot"]:
+    from lab.debroot import DebRoot
+
+    print(DebRoot(sys.argv[2] if len(sys.argv) > 2 else "trixie").ensure().path)
 else:
     raise SystemExit("usage: python -m lab traffic < spec.json | mirrorlist HOST PORT | "
-                     "stack-stop [BASE]")
+                     "stack-stop [BASE] | debroot [SUITE]")

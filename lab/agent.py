@@ -10,6 +10,10 @@ from typing import Dict, List, NamedTuple, Optional
 from conntrack_zbx import keys
 from lab.netns import Netns, sh
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lab.debroot import DebRoot
+
 AGENTD = "/usr/sbin/zabbix_agentd"
 AGENT2 = "/usr/sbin/zabbix_agent2"
 ZABBIX_GET = "/usr/bin/zabbix_get"
@@ -39,6 +43,25 @@ def install_plugin(repo: str, wheel_python: str) -> Plugin:
     return Plugin(base, binary, conf)
 
 
+PACKAGED_CONF = {"agentd": "/etc/zabbix/zabbix_agentd.d/userparameter_conntrack.conf",
+                 "agent2": "/etc/zabbix/zabbix_agent2.d/userparameter_conntrack.conf"}
+
+
+def install_deb(repo: str, root: "DebRoot", agent: str = "agent2") -> Plugin:
+    """Install the project's .deb into a Debian root the way a Debian host does (``dpkg -i``): its
+    system python3, the shipped agent 2 conf, the grant its postinst checks and puts in place.
+    A version already there is replaced (``--purge`` first: each run installs this checkout)."""
+    from lab.debroot import SHARED
+
+    out = tempfile.mkdtemp(prefix="ctzbx-deb-", dir=SHARED)
+    built = sh(["bash", os.path.join(repo, "packaging", "build-deb.sh"), out], cwd=repo)
+    deb = built.stdout.decode().strip().splitlines()[-1]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    sh(root.cmd(["dpkg", "--purge", "conntrack-zbx"]), check=False, env=env)
+    sh(root.cmd(["dpkg", "-i", deb]), env=env)
+    return Plugin(out, "/usr/bin/conntrack-zbx", root.inside(PACKAGED_CONF[agent]))
+
+
 def grant_sudo(binary: str, path: str) -> None:
     """Install the generated sudoers drop-in for ``binary`` at ``path`` (mode 0440, visudo-checked)."""
     with open(path, "w") as f:
@@ -56,12 +79,20 @@ class Agent:
 
     def __init__(self, kind: str, port: int, userparameter_conf: str, netns: Optional[Netns] = None,
                  timeout: int = 10, listen_ip: str = "127.0.0.1", server: str = "127.0.0.1",
-                 binds: Optional[Dict[str, str]] = None, server_active: str = "", hostname: str = "") -> None:
+                 binds: Optional[Dict[str, str]] = None, server_active: str = "", hostname: str = "",
+                 root: "Optional[DebRoot]" = None) -> None:
         """``binds``: {host dir: path it replaces}, bind-mounted in the agent's own mount namespace
-        (``ip netns exec`` gives it one), e.g. a lab /etc/sysctl.d that tests may rewrite."""
+        (``ip netns exec`` gives it one), e.g. a lab /etc/sysctl.d that tests may rewrite.
+        ``root``: the agent of that Debian root (zabbix_agent2 7.0 from Debian 13), run in it."""
         self.kind, self.port, self.netns, self.ip = kind, port, netns, listen_ip
         self.binds = dict(binds or {})
-        self.dir = tempfile.mkdtemp(prefix="ctzbx-%s-" % kind, dir="/tmp")
+        self.root = root
+        if root is not None:
+            from lab.debroot import SHARED
+            workdir = SHARED
+        else:
+            workdir = "/tmp"
+        self.dir = tempfile.mkdtemp(prefix="ctzbx-%s-" % kind, dir=workdir)
         shutil.chown(self.dir, "zabbix", "zabbix")
         os.chmod(self.dir, 0o755)
         include = os.path.join(self.dir, "userparameter_conntrack.conf")
@@ -93,10 +124,13 @@ class Agent:
     def __enter__(self) -> "Agent":
         binary = AGENTD if self.kind == "agentd" else AGENT2
         argv = AS_ZABBIX + [binary, "-c", self.conf, "-f"]
+        inside = self.root.inside if self.root is not None else (lambda p: p)
+        if self.root is not None:
+            argv = self.root.cmd(argv)
         if self.binds:
             if not self.netns:
                 raise ValueError("binds need a lab namespace (its own mount namespace)")
-            mounts = " && ".join("mkdir -p %s && mount --bind %s %s" % (dst, src, dst)
+            mounts = " && ".join("mkdir -p %s && mount --bind %s %s" % (inside(dst), src, inside(dst))
                                  for src, dst in sorted(self.binds.items()))
             argv = ["sh", "-c", mounts + ' && exec "$@"', "agent"] + argv
         self.proc = subprocess.Popen(self._wrap(argv),

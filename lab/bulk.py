@@ -1,6 +1,6 @@
 """Big real tables fast: entries inserted with ctnetlink (IPCTNL_MSG_CT_NEW), in batches.
 
-For the benchmark and the large-table tests. Run it inside a throw-away namespace (``entered``):
+For the benchmark and the large-table tests. Run it inside a throw-away namespace (``Entered``):
 an insert is a kernel table operation, no packet is sent anywhere, so the IPv6 tail can use the
 documentation prefix 2001:db8::/32 while IPv4 stays in 127.0.0.0/8. The mix is the incident's
 shape with a known answer: one /24 holding most entries as ESTABLISHED TCP (the NAT that never

@@ -13,10 +13,10 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from lab import REPO
-from lab.replay import HOLD, LEAKY_NET, MON_NS, Replay
+from lab.replay import HOLD, LEAKY_NET, MON_NS, STACK_BASES, ZABBIX, Replay
 from lab.stack import stop_pids
 
 GRAPHS = {  # file: (graph, colours its lines must show: the template's graph item colours)
@@ -127,12 +127,42 @@ def start_forwarder(stack_base: str, port: int) -> int:
     return p.pid
 
 
+def report(replay: Replay, seen: Dict[str, str], pages: List[Dict[str, Any]], high: List[Dict[str, Any]],
+           pngs: List[str]) -> List[str]:
+    """What on-call would have seen; returns the paging policies that did not name the range
+    before the first drop (none, when the story holds)."""
+    from lab.replay import IDLE_MIN
+
+    print("\nWhat on-call would have seen (server clocks):\n" + replay.timeline())
+    print("\nPages sent by the action paging from Average up: %d; by the one paging from High up: %d"
+          % (len(pages), len(high)))
+    first_drop = replay.first_drop
+    late = []
+    for policy, got in (("Average", pages), ("High", high)):
+        named = [p for p in got if LEAKY_NET in p["body"].get("subject", "")]
+        early = bool(named) and named[0]["clock"] < first_drop
+        if not early:
+            late.append(policy)
+        print("  %s+: the leaky range %s named %s" % (
+            policy, LEAKY_NET, "%.1f s before the first drop" % (first_drop - named[0]["clock"])
+            if early else "NOT before the first drop"))
+    print("\n`conntrack-zbx top` on the node while the table was full:\n" + seen["top"])
+    print("\n`conntrack-zbx top --by idle --idle-min %d` before the leak's fix:\n" % IDLE_MIN + seen["idle_top"])
+    print("Graphs rendered by the Zabbix frontend:\n  " + "\n  ".join(pngs))
+    return late
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(REPO, "demo-out"), help="where the PNGs go")
     ap.add_argument("--hold", type=float, default=HOLD, help="seconds to keep the table full for the graphs")
     ap.add_argument("--stop", action="store_true", help="stop the monitoring host too at the end")
     ap.add_argument("--port", type=int, default=18080)
+    ap.add_argument("--zabbix", choices=ZABBIX, default="6.0",
+                    help="the Zabbix LTS to replay it on (7.0: from a Debian 13 root, built once)")
+    ap.add_argument("--lifeline", action="store_true",
+                    help="run it with conntrack-zbx protect applied on the node from the start: the monitoring "
+                         "keeps its values through the full table")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
@@ -140,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def say(msg: str) -> None:
         print("[demo +%5.1fs] %s" % (time.time() - t0, msg), flush=True)
 
-    replay = Replay(REPO, say=say)
+    replay = Replay(REPO, say=say, zabbix=args.zabbix, lifeline=args.lifeline)
     with replay:
         try:
             seen = replay.story(hold=args.hold)
@@ -148,26 +178,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             try:
                 replay.collect_problems()
                 replay.pages()
+                replay.pages("High")
             except Exception as again:  # the monitor itself may be what failed
                 print("(problems not collected: %s)" % again)
             print("\nmake demo FAILED: %s: %s\n\nWhat happened until then (server clocks):\n%s"
                   % (type(e).__name__, e, replay.timeline()), flush=True)
             return 1
         replay.collect_problems()
-        pages = replay.pages()
+        pages, high = replay.pages(), replay.pages("High")
         say("rendering graphs with the frontend's chart2.php")
-        from lab.replay import IDLE_MIN, INTERVAL
+        from lab.replay import INTERVAL
         pngs = save_graphs(replay, args.out, since=replay.find("nf_conntrack_max lowered")["clock"] + INTERVAL + 1)
         dashboard = replay.api.call("templatedashboard.get", output=["dashboardid", "name"])
         url = "http://127.0.0.1:%d/zabbix.php?action=host.dashboard.view&hostid=%s" % (args.port, replay.hostid)
         if dashboard:
             url += "&dashboardid=%s" % dashboard[0]["dashboardid"]
-        print("\nWhat on-call would have seen (server clocks):\n" + replay.timeline())
-        print("\nPages sent by the action (severity Average and up): %d" % len(pages))
-        print("\n`conntrack-zbx top` on the node while the table was full:\n" + seen["top"])
-        print("\n`conntrack-zbx top --by idle --idle-min %d` before the leak's fix:\n" % IDLE_MIN + seen["idle_top"])
-        print("Graphs rendered by the Zabbix frontend:\n  " + "\n  ".join(pngs))
+        late = report(replay, seen, pages, high, pngs)
         replay.keep_stack = not args.stop  # the node goes, the monitoring host stays for a look
+    if late:  # the story's point: on-call is paged with the range before the kernel drops
+        print("\nmake demo FAILED: the action paging from %s up did not name the range before the first drop"
+              % " and from ".join(late), flush=True)
+        return 1
     if args.stop:
         say("done; everything stopped, kernel settings restored")
         return 0
@@ -179,11 +210,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def stop(stack_base: str = "/var/tmp/ctzbx-stack") -> int:
+def stop() -> int:
     from lab.replay import cleanup_leftovers
 
-    stop_pids(stack_base)
-    cleanup_leftovers(stack_base)
+    for stack_base in STACK_BASES.values():
+        stop_pids(stack_base)
+        cleanup_leftovers(stack_base)
     stop_forwarders()
     from lab.netns import Netns
     Netns(MON_NS).delete()

@@ -8,7 +8,7 @@ import socket
 import sys
 import threading
 
-from lab.netns import Netns, entered
+from lab.netns import Netns, Entered
 
 
 def _pipe(a: socket.socket, b: socket.socket) -> None:
@@ -31,7 +31,7 @@ def _pipe(a: socket.socket, b: socket.socket) -> None:
 def _serve(client: socket.socket, netns: str, port: int) -> None:
     # a socket keeps the namespace it was made in: step in for the connect only (this thread)
     try:
-        with entered(Netns(netns)):
+        with Entered(Netns(netns)):
             upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
     except OSError:
         client.close()

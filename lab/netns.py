@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Dict, Iterable, List, Sequence, Tuple
 
-from conntrack_zbx.sources.netns import entered as _entered
+from conntrack_zbx.sources.netns import Entered as _Entered
 from lab import REPO
 
 SERVICE_PORT = 8080
@@ -50,8 +50,9 @@ def ruleset(leaky: Sequence[str] = (), untracked_ports: Sequence[int] = ()) -> s
         ports = ", ".join(str(p) for p in untracked_ports)
         notrack = "    tcp dport { %s } notrack\n    tcp sport { %s } notrack\n" % (ports, ports)
     leak_rules = notrack + "".join(
-        "    ip saddr %s tcp flags & (fin | rst) != 0 drop\n"
-        "    ip daddr %s tcp flags & (fin | rst) != 0 drop\n" % (net, net)
+        "    %s saddr %s tcp flags & (fin | rst) != 0 drop\n"
+        "    %s daddr %s tcp flags & (fin | rst) != 0 drop\n" % (("ip6" if ":" in net else "ip"), net,
+                                                               ("ip6" if ":" in net else "ip"), net)
         for net in leaky
     )
     return (
@@ -234,17 +235,19 @@ def _icmp_echo(typ: int, ident: int) -> bytes:
     return header[:2] + bytes([total >> 8, total & 0xFF]) + header[4:]
 
 
-def veth(a: Netns, b: Netns, addr_a: str, addr_b: str, prefix: int = 30) -> None:
+def veth(a: Netns, b: Netns, addr_a: str, addr_b: str, prefix: int = 30,
+         names: "Tuple[str, str]" = ("", "")) -> None:
     """A cable between two lab namespaces. The addresses exist only on these two ends and no
-    route leads anywhere else, so nothing can leave the machine."""
-    ifa, ifb = "v%s" % a.name[-8:], "v%s" % b.name[-8:]
+    route leads anywhere else, so nothing can leave the machine. ``names``: the two interfaces'
+    (one namespace with several cables needs them)."""
+    ifa, ifb = names[0] or "v%s" % a.name[-8:], names[1] or "v%s" % b.name[-8:]
     sh(["ip", "link", "add", ifa, "netns", a.name, "type", "veth", "peer", "name", ifb, "netns", b.name])
     for ns, ifname, addr in ((a, ifa, addr_a), (b, ifb, addr_b)):
         sh(["ip", "-n", ns.name, "addr", "add", "%s/%d" % (addr, prefix), "dev", ifname])
         sh(["ip", "-n", ns.name, "link", "set", ifname, "up"])
 
 
-class entered(_entered):
+class Entered(_Entered):
     """Move this thread (and the processes it starts) into a lab namespace, and back on exit:
     the product's own setns helper, given the namespace by its ``ip netns`` name.
 

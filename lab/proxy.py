@@ -1,8 +1,9 @@
-"""A real Zabbix 6.0 proxy (Debian's zabbix-proxy-sqlite3), active, on 127.0.0.1, for tests.
+"""A real Zabbix proxy (Debian's zabbix-proxy-sqlite3), active, on 127.0.0.1, for tests.
 
 Debian's proxy package conflicts with the server package the lab needs, so it is not installed:
-``apt-get download`` fetches it (the same 6.0.14 as the server) and ``dpkg-deb -x`` unpacks the
-binary and its schema under /var/tmp; its libraries are all on the machine already.
+for 6.0 ``apt-get download`` fetches it (the same 6.0.14 as the server) and ``dpkg-deb -x``
+unpacks the binary and its schema under /var/tmp (its libraries are all on the machine already);
+7.0's is installed in a Debian 13 root of its own (lab/debroot.py, "trixie-proxy").
 
 Large installations poll agents through proxies: the proxy runs the passive checks, receives
 the active agents' values, and forwards everything to the server. Its ``Timeout`` is the one
@@ -17,6 +18,12 @@ import subprocess
 import time
 
 from lab.stack import UNREACHABLE_DELAY, alive, as_user
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional
+
+    from lab.debroot import DebRoot
 
 UNPACKED = "/var/tmp/ctzbx-proxy-pkg"
 
@@ -47,13 +54,19 @@ def fetch(base: str = UNPACKED) -> str:
 
 class Proxy:
     def __init__(self, base: str, server_port: int, name: str = "ct-proxy", listen_port: int = 10161,
-                 timeout: int = 15) -> None:
+                 timeout: int = 15, root: "Optional[DebRoot]" = None) -> None:
+        """``root``: the proxy of that Debian root (7.0); ``base`` must then be under its shared
+        directory (lab/debroot.py)."""
         self.base, self.server_port, self.name = base, server_port, name
-        self.listen_port, self.timeout = listen_port, timeout
+        self.listen_port, self.timeout, self.root = listen_port, timeout, root
         self.proc = None  # type: Optional[subprocess.Popen]
-        root = fetch()
-        self.binary = os.path.join(root, "usr/sbin/zabbix_proxy")
-        self.schema = os.path.join(root, "usr/share/zabbix-proxy-sqlite3/schema.sql.gz")
+        if root is not None:
+            self.binary = "/usr/sbin/zabbix_proxy"
+            self.schema = root.inside("/usr/share/zabbix-proxy-sqlite3/schema.sql.gz")
+        else:
+            unpacked = fetch()
+            self.binary = os.path.join(unpacked, "usr/sbin/zabbix_proxy")
+            self.schema = os.path.join(unpacked, "usr/share/zabbix-proxy-sqlite3/schema.sql.gz")
 
     def _conf(self) -> str:
         run = os.path.join(self.base, "run")
@@ -87,7 +100,10 @@ class Proxy:
 
     def __enter__(self) -> "Proxy":
         conf = self._conf()
-        self.proc = subprocess.Popen(as_user("zabbix") + [self.binary, "-c", conf, "-f"],
+        argv: "List[str]" = as_user("zabbix") + [self.binary, "-c", conf, "-f"]
+        if self.root is not None:
+            argv = self.root.cmd(argv)
+        self.proc = subprocess.Popen(argv,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         deadline = time.monotonic() + 30

@@ -20,11 +20,26 @@ from typing import Dict, List, Optional
 
 from lab.netns import Netns, sh
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lab.debroot import DebRoot
+
 SCHEMA_DIR = "/usr/share/zabbix-server-pgsql"
 FRONTEND = "/usr/share/zabbix"
 FRONTEND_CONF = "/etc/zabbix/zabbix.conf.php"  # Debian hard-codes this path
 ZABBIX_SERVER = "/usr/sbin/zabbix_server"
+
+
+def postgres_bin(root: str = "/") -> str:
+    """The newest PostgreSQL's bin directory under ``root`` (15 on Debian 12, 17 on Debian 13)."""
+    import glob
+
+    bins = sorted(glob.glob(os.path.join(root, "usr/lib/postgresql/*/bin")),
+                  key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0)
+    if not bins:
+        raise RuntimeError("no PostgreSQL under %s (usr/lib/postgresql/*/bin): scripts/install-deps.sh "
+                           "installs it" % root)
+    return "/" + os.path.relpath(bins[-1], root)
 
 
 def as_user(user: str) -> List[str]:
@@ -52,8 +67,18 @@ class Stack:
 
     def __init__(self, base: str = "/var/tmp/ctzbx-stack", netns: Optional[Netns] = None,
                  pg_port: int = 15432, server_port: int = 10151, web_port: int = 18080,
-                 server_timeout: int = 15, extra_server_conf: str = "") -> None:
-        self.base, self.netns = base, netns
+                 server_timeout: int = 15, extra_server_conf: str = "",
+                 root: "Optional[DebRoot]" = None) -> None:
+        """``root``: run PostgreSQL, the server and the frontend from that Debian root (Zabbix
+        7.0 from Debian 13, lab/debroot.py); ``base`` must then be under its shared directory."""
+        self.base, self.netns, self.root = base, netns, root
+        if root is not None:
+            from lab.debroot import SHARED
+
+            if not base.startswith(SHARED + "/"):
+                raise ValueError("a stack in %r needs its base under %s" % (root, SHARED))
+            self.frontend_conf = root.inside(FRONTEND_CONF)
+        self.pg_bin = postgres_bin(root.path if root is not None else "/")
         self.pg_port, self.server_port, self.web_port = pg_port, server_port, web_port
         self.server_timeout = server_timeout
         self.extra_server_conf = extra_server_conf
@@ -62,6 +87,8 @@ class Stack:
 
     # -- helpers ---------------------------------------------------------------------------
     def _wrap(self, argv: List[str]) -> List[str]:
+        if self.root is not None:
+            argv = self.root.cmd(argv)
         return self.netns.cmd(argv) if self.netns else list(argv)
 
     def _run(self, argv: List[str], **kw) -> subprocess.CompletedProcess:
@@ -81,7 +108,7 @@ class Stack:
 
     def psql(self, sql: str, db: str = "postgres") -> str:
         return self._run(as_user("postgres") + [
-            PG_BIN + "/psql", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres",
+            self.pg_bin + "/psql", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres",
             "-d", db, "-v", "ON_ERROR_STOP=1", "-qAtc", sql]).stdout.decode()
 
     def _wait(self, what: str, check, timeout: float = 60) -> None:
@@ -132,16 +159,16 @@ class Stack:
             shutil.rmtree(data, ignore_errors=True)
             os.makedirs(data)
             shutil.chown(data, "postgres", "postgres")
-            sh(as_user("postgres") + [PG_BIN + "/initdb", "-D", data, "-A", "trust", "-U",
+            self._run(as_user("postgres") + [self.pg_bin + "/initdb", "-D", data, "-A", "trust", "-U",
                                        "postgres", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"])
         os.makedirs(sock, exist_ok=True)
         shutil.chown(sock, "postgres", "postgres")
         self._spawn("postgres", as_user("postgres") + [
-            PG_BIN + "/postgres", "-D", data, "-p", str(self.pg_port), "-k", sock,
+            self.pg_bin + "/postgres", "-D", data, "-p", str(self.pg_port), "-k", sock,
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off", "-c", "max_connections=100"])
         self._wait("postgres", lambda: self._run(
-            [PG_BIN + "/pg_isready", "-h", "127.0.0.1", "-p", str(self.pg_port)],
+            [self.pg_bin + "/pg_isready", "-h", "127.0.0.1", "-p", str(self.pg_port)],
             check=False).returncode == 0)
 
     def _fresh_database(self) -> None:
@@ -154,7 +181,7 @@ class Stack:
                 # pipefail: a missing or broken dump must fail the load, not feed psql nothing
                 load = ("zcat %s/%s.sql.gz | %s %s/psql -h 127.0.0.1 -p %d -U zabbix -d zabbix_loading -q "
                         "-v ON_ERROR_STOP=1 >/dev/null"
-                        % (self.schema_dir, part, " ".join(as_user("postgres")), PG_BIN, self.pg_port))
+                        % (self.schema_dir, part, " ".join(as_user("postgres")), self.pg_bin, self.pg_port))
                 self._run(["bash", "-o", "pipefail", "-c", load])
             self.psql("ANALYZE", db="zabbix_loading")
             # Only a fully loaded database gets the template name: an interrupted load is redone.

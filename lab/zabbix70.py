@@ -12,33 +12,15 @@ its own file. The API (``apiinfo.version``, ``user.login``, ``configuration.impo
 
 import glob
 import os
-import re
 import subprocess
 
+from lab.debroot import debian_uri
 from lab.netns import sh
 from lab.stack import Stack
 
 BASE = "/var/tmp/ctzbx-z70"
 SUITE = "trixie"
 PACKAGES = ("zabbix-frontend-php", "zabbix-server-pgsql")
-
-
-def debian_uri() -> str:
-    """The Debian archive this machine's apt already uses (deb822 or one-line sources)."""
-    for path in glob.glob("/etc/apt/sources.list.d/*.sources"):
-        with open(path) as f:
-            for stanza in f.read().split("\n\n"):
-                uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
-                suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
-                if uris and suites and "bookworm" in suites.group(1).split():
-                    return uris.group(1)
-    for path in ["/etc/apt/sources.list"] + glob.glob("/etc/apt/sources.list.d/*.list"):
-        if os.path.exists(path):
-            with open(path) as f:
-                m = re.search(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+bookworm\s", f.read(), re.M)
-                if m:
-                    return m.group(1)
-    raise RuntimeError("no Debian bookworm source in /etc/apt: cannot find the archive for %s" % SUITE)
 
 
 def fetch(base: str = BASE) -> str:

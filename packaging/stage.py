@@ -8,7 +8,7 @@ Both packages hold the same tree, so both are built from this one layout:
   /etc/zabbix/zabbix_agent2.d/userparameter_conntrack.conf   for zabbix_agent2  (conffile)
   /usr/share/conntrack-zbx/sudoers                the grant; the install script checks it with
                                                   visudo before it goes to /etc/sudoers.d/
-  /usr/share/conntrack-zbx/templates/             the Zabbix template (YAML, format 6.0)
+  /usr/share/conntrack-zbx/templates/             the Zabbix templates (YAML, formats 6.0 and 7.0)
   /usr/share/conntrack-zbx/maintscript.sh         install/remove steps shared by deb and rpm
   /usr/share/doc/conntrack-zbx/                   README, docs, changelog
 

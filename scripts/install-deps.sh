@@ -2,9 +2,17 @@
 # Install the Debian packages the tests and the demo need. Idempotent; quiet when all is present.
 # Services are NOT started here (no systemd on these machines): policy-rc.d stops postinst from trying.
 set -euo pipefail
+# The host's own Zabbix packages serve the LTS its release ships (Debian 12: 6.0, Debian 13: 7.0);
+# the lab runs the other one from a Debian root it builds with debootstrap (lab/debroot.py).
+. /etc/os-release
+case "${VERSION_CODENAME:-}" in
+  bookworm|trixie) ;;
+  *) echo "install-deps: Debian 12 (bookworm) or 13 (trixie) expected, this is ${PRETTY_NAME:-unknown}" >&2
+     exit 1 ;;
+esac
 pkgs=(nftables iproute2 conntrack sudo zabbix-agent zabbix-agent2 zabbix-server-pgsql
       zabbix-frontend-php postgresql php-cli php-pgsql php-gd php-bcmath php-mbstring php-xml
-      php-ldap locales python3-venv python3-pip procps time rpm)
+      php-ldap locales python3-venv python3-pip procps time rpm debootstrap iptables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

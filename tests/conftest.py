@@ -47,19 +47,19 @@ def netlink_fast(found, rule=None):
     """The fast row pattern's captures labelled: ((source, protocol, label) -> entries, idle)."""
     from collections import Counter
 
-    from conntrack_zbx.parse import netlink as nl
-    from conntrack_zbx.talkers import expand
+    from conntrack_zbx.count.kinds import Sums, expand
+    from conntrack_zbx.count.rows import label_rows
 
-    counts, kinds, idle = {}, {}, {}
-    nl.label_rows(Counter(found), counts, kinds, idle)
-    return expand(counts, kinds), idle
+    sums = Sums()
+    label_rows(Counter(found), sums, {})
+    return expand(sums.counts, sums.kinds), sums.idle
 
 
 def netlink_slow(records, rule=None):
     """The general decoder's records labelled, as ``netlink_fast``."""
-    from conntrack_zbx.parse import netlink as nl
-    from conntrack_zbx.talkers import expand
+    from conntrack_zbx.count.kinds import Sums, expand
+    from conntrack_zbx.count.rows import label_entries
 
-    counts, kinds, idle = {}, {}, {}
-    nl.label_records(records, counts, kinds, idle, rule)
-    return expand(counts, kinds), idle
+    sums = Sums()
+    label_entries(records, sums, rule)
+    return expand(sums.counts, sums.kinds), sums.idle

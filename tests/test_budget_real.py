@@ -12,7 +12,7 @@ import time
 import pytest
 
 from lab import bulk
-from lab.netns import Netns, entered
+from lab.netns import Netns, Entered
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real
@@ -26,7 +26,7 @@ def table():
     require_root()
     flows = bulk.long_tail_mix(N, DISTINCT)
     with Netns(conntrack=False) as ns:
-        with entered(ns):
+        with Entered(ns):
             report = bulk.insert(flows)
             assert not report["errors"], report
             yield ns
@@ -43,7 +43,7 @@ def timed(argv):
 @pytest.mark.parametrize("source", ["netlink", "proc"])
 @pytest.mark.parametrize("budget", [0.3, 0.6])
 def test_whole_call_ends_inside_the_budget(table, source, budget):
-    with entered(table):
+    with Entered(table):
         wall, doc = timed(["talkers", "--source=%s" % source, "--max-age=0", "--budget=%s" % budget,
                            "--cache-dir=/run/conntrack-zbx-budgettest"])
     assert wall < budget, "%s: %.3f s for a %.1f s budget" % (source, wall, budget)
@@ -55,7 +55,7 @@ def test_whole_call_ends_inside_the_budget(table, source, budget):
 
 def test_snapshot_file_ends_inside_the_budget(table, tmp_path):
     path = str(tmp_path / "conntrack.list")
-    with entered(table):
+    with Entered(table):
         with open("/proc/net/nf_conntrack", "rb") as src, open(path, "wb") as dst:
             dst.write(src.read())
     wall, doc = timed(["talkers", "--file", path, "--budget=0.3"])

@@ -153,11 +153,11 @@ def test_tune_says_it_lowers_the_limit(capsys):
 
 def test_ctrl_c_during_a_long_read(capsys, monkeypatch):
     """Ctrl-C while ``top --file`` reads: a line saying so and 130, as a shell reports SIGINT."""
-    import conntrack_zbx.sources.text as text
+    import conntrack_zbx.count.text as text
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(text, "tally_sources", interrupted)
+    monkeypatch.setattr(text, "count_text", interrupted)
     rc, out, err = run_main(["top", "--file", TABLE], capsys)
     assert rc == INTERRUPTED and err == "conntrack-zbx: interrupted\n"
 
@@ -183,7 +183,7 @@ def test_an_unexpected_bug_reaches_a_person_as_one_line(capsys, monkeypatch):
 
     def bug(args):
         return {}["missing"]
-    monkeypatch.setattr(top, "top", bug)
+    monkeypatch.setattr(top, "run", bug)
     rc, out, err = run_main(["top", "--file", TABLE], capsys)
     assert rc == 70 and err.startswith("conntrack-zbx: internal error in conntrack-zbx top: KeyError")
     assert "Traceback" not in err and "CONNTRACK_ZBX_DEBUG=1" in err
@@ -207,3 +207,42 @@ def test_a_person_without_root_is_told_to_use_sudo(argv):
 def test_runbook_url_is_one_a_browser_opens(argv, says, capsys):
     rc, out, err = run_main(["template", "import", "--url", "http://127.0.0.1:9"] + argv, capsys)
     assert rc == 3 and says in err, (rc, err)
+
+
+def test_a_snapshot_is_not_measured_against_this_hosts_limit(capsys):
+    """`top --file` shares are of the snapshot host's limit: without --max there are none, and
+    the view says which option gives them; with --max they are computed against it."""
+    rc, out, _ = run_main(["top", "--file", TABLE], capsys)
+    assert rc == 0 and "of nf_conntrack_max" not in out.splitlines()[0]
+    assert "give --max (the nf_conntrack_max of the host the snapshot came from)" in out
+    rc, out, _ = run_main(["top", "--file", TABLE, "--max", "1000"], capsys)
+    assert rc == 0 and "of nf_conntrack_max 1000)" in out.splitlines()[0] and "give --max" not in out
+
+
+def test_stats_and_namespaces_have_a_view_for_people(capsys):
+    """The runbook's first step is `conntrack-zbx stats`: with --human it reads as lines, the
+    numbers the JSON holds, and a failure is a person's one line on stderr, not agent JSON."""
+    from tests.conftest import MIXED
+
+    rc, out, _ = run_main(["stats", "--proc-root", MIXED], capsys)
+    doc = json.loads(out)
+    rc, text, err = run_main(["stats", "--human", "--proc-root", MIXED], capsys)
+    assert rc == 0 and not err and not text.startswith("{")
+    assert text.startswith("table: %d of %d entries" % (doc["count"], doc["max"]))
+    assert "drop %d" % doc["stat"]["drop"] in text and "ESTABLISHED timeout" in text
+    rc, out, err = run_main(["stats", "--human", "--proc-root", "/nonexistent"], capsys)
+    assert rc == 2 and out == "" and err.startswith("conntrack-zbx: ") and "modprobe nf_conntrack" in err
+
+
+def test_namespaces_view_for_people_lists_what_the_json_holds(capsys):
+    """On the live host (root): every listed namespace's row, the one global limit and the step
+    that names who fills one."""
+    require_root()
+    rc, out, _ = run_main(["namespaces"], capsys)
+    doc = json.loads(out)
+    rc, text, err = run_main(["namespaces", "--human"], capsys)
+    assert rc == 0 and not err
+    assert "of the one nf_conntrack_max %d" % doc["max"] in text.splitlines()[0]
+    for row in doc["namespaces"]:
+        assert str(row["inode"]) in text and row["name"] in text
+    assert "conntrack-zbx top --netns INODE" in text

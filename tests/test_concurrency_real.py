@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lab import bulk
-from lab.netns import Netns, entered
+from lab.netns import Netns, Entered
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real
@@ -22,7 +22,7 @@ def test_fifty_concurrent_calls_one_table_read(tmp_path):
     cache = str(tmp_path / "cache")
     with Netns(conntrack=False) as ns:
         flows = bulk.realistic_mix(20000)
-        with entered(ns):
+        with Entered(ns):
             assert bulk.insert(flows)["errors"] == 0
             argv = [sys.executable, "-m", "conntrack_zbx", "talkers", "--max-age=60", "--cache-dir", cache]
             procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -10,9 +10,10 @@ import pytest
 
 from conntrack_zbx.cli import main
 from conntrack_zbx.errors import Malformed
+from conntrack_zbx.count import rows
 from conntrack_zbx.parse import netlink as nl
 from conntrack_zbx.parse.stat import parse_stat
-from conntrack_zbx.talkers import tally
+from conntrack_zbx.count.views import tally_lines
 from tests.conftest import netlink_fast, netlink_slow
 from tests.conftest import MIXED
 
@@ -43,7 +44,7 @@ def test_table_corpus_through_talkers_and_discovery(capsys, name):
     assert rc == 0 and isinstance(rows, list)
     assert all(set(r) == {"{#CT.KIND}", "{#CT.TALKER}", "{#CT.FAMILY}", "{#CT.PATH}"} for r in rows)
     with open(path(name), "rb") as f:  # the line parser (used by `top`) agrees
-        t = tally(f, "src")
+        t = tally_lines(f, "src")
     assert (t.entries, t.skipped) == (want["entries"], want["skipped"])
 
 
@@ -78,7 +79,7 @@ def test_netlink_corpus(name):
                 good[nl.decode_entry(buf, off, length)] += 1
             except nl.BadMessage:
                 bad += 1
-    found = nl.count_rows(buf, w.rows)
+    found = rows.count_rows(buf, w.rows)
     if want == "skipped":
         assert bad >= 1 and found is None  # the damaged row goes to the general decoder, and is skipped
     else:

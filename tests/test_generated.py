@@ -98,3 +98,24 @@ def test_agent_code_is_python36_compatible():
     p = subprocess.run([vermin, "--no-tips", "--violations",
                         "--eval-annotations", "-t=3.6-"] + agent_side, capture_output=True)
     assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+
+
+def test_hand_written_docs_name_every_key_parameter():
+    """The pages that spell out a key's parameters by hand (README, permissions, keys.py's
+    docstring) list exactly the parameters the registry gives, in order: a parameter added to
+    options.py fails here until the docs say it."""
+    from conntrack_zbx import keys as keymod
+
+    talkers = next(k for k in keymod.KEYS if k.key == "conntrack.talkers")
+    names = [p.name for p in talkers.params]
+    for rel, spelled in (("README.md", "conntrack.talkers[%s]" % ",".join(names)),
+                         ("docs/permissions.md", "conntrack.talkers[%s]" % ",".join("<%s>" % n for n in names)),
+                         ("conntrack_zbx/keys.py", "conntrack.talkers[%s]" % ",".join("<%s>" % n for n in names))):
+        with open(os.path.join(REPO, rel)) as f:
+            assert spelled in f.read(), (rel, spelled)
+    with open(os.path.join(REPO, "docs/permissions.md")) as f:
+        text = f.read()
+    conf_line = keymod.command_line(talkers)
+    assert conf_line.split(" ", 1)[1] in text, "permissions.md's conf line is not the generated one"
+    for p in talkers.params:
+        assert "| %s" % p.name in text and "%d..%d" % (p.lo, p.hi) in text, p.name

@@ -14,11 +14,13 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conntrack_zbx.count import rows
+from conntrack_zbx.count.kinds import Sums
 from conntrack_zbx.parse import netlink as nl
-from conntrack_zbx.parse.idle import IdleRule
-from conntrack_zbx.parse.table import parse_line
-from conntrack_zbx.sources.text import tally_sources
-from conntrack_zbx.talkers import tally
+from conntrack_zbx.count.idle import IdleRule
+from conntrack_zbx.count.lines import parse_line
+from conntrack_zbx.count.text import count_text
+from conntrack_zbx.count.views import tally_lines
 from tests.conftest import MIXED, fixture_tree
 from tests.test_properties import NETLINK_DUMPS, SETTINGS
 
@@ -58,10 +60,10 @@ def expected(lines, rule):
 def test_idle_only_for_established_tcp_where_the_timeout_tells(parts, rule):
     lines = [reshape(ln, rem, state) for ln, rem, state in parts]
     data = b"".join(lines)
-    fast = tally_sources(io.BytesIO(data), rule=rule)
-    slow = tally(io.BytesIO(data), "src", rule=rule)
+    fast = count_text(io.BytesIO(data), rule=rule)
+    slow = tally_lines(io.BytesIO(data), "src", rule=rule)
     assert fast.idle == slow.idle
-    from conntrack_zbx.talkers import address_text
+    from conntrack_zbx.rank import address_text
 
     got = Counter({address_text(src): v[0] for src, v in fast.idle.items()})
     assert got == expected(lines, rule)
@@ -98,24 +100,24 @@ def test_netlink_rows_idle_equals_the_general_decoder(dump, values, rule, bits):
         struct.pack_into("!I", buf, voff, struct.unpack_from("!I", buf, voff)[0] | bits[i % len(bits)])
     buf = bytes(buf)
     w = nl.walk(buf)
-    found = nl.count_rows(buf, w.rows, nl.row_pattern(rule))
+    found = rows.count_rows(buf, w.rows, rows.row_pattern(rule))
     assert found is not None
-    fast_counts, fast_kinds, fast_idle = {}, {}, {}
-    nl.label_rows(Counter(found), fast_counts, fast_kinds, fast_idle)
+    fast = Sums()
+    rows.label_rows(Counter(found), fast, {})
     records = Counter()
     for mtype, _f, off, length in nl.messages(buf):
         if mtype == nl.CT_NEW:
             records[nl.decode_entry(buf, off, length)] += 1
-    slow_counts, slow_kinds, slow_idle = {}, {}, {}
-    nl.label_records(records, slow_counts, slow_kinds, slow_idle, rule)
-    assert (fast_counts, fast_kinds, fast_idle) == (slow_counts, slow_kinds, slow_idle)
+    slow = Sums()
+    rows.label_entries(records, slow, rule)
+    assert (fast.counts, fast.kinds, fast.idle) == (slow.counts, slow.kinds, slow.idle)
     truth = Counter()
     for r, n in records.items():
         no_idle = nl.IPS_OFFLOAD | nl.IPS_HW_OFFLOAD | nl.IPS_FIXED_TIMEOUT
         if r.proto == 6 and r.state == 3 and not r.status & no_idle \
                 and rule.cap < r.timeout <= rule.established and rule.established - r.timeout > rule.idle_min:
             truth[r.src] += n
-    assert Counter({src: v[0] for src, v in fast_idle.items()}) == truth
+    assert Counter({src: v[0] for src, v in fast.idle.items()}) == truth
 
 
 def test_offloaded_and_capped_entries_are_never_idle():
@@ -125,5 +127,5 @@ def test_offloaded_and_capped_entries_are_never_idle():
     capped = reshape(LINES[0], 300, b"ESTABLISHED")  # a retransmitting connection: unknown
     above = reshape(LINES[0], 432001, b"ESTABLISHED")  # more left than the sysctl gives: unknown
     idle = reshape(LINES[0], 301, b"ESTABLISHED")
-    t = tally_sources(io.BytesIO(b"".join(offloaded + [capped, above, idle])), rule=rule)
+    t = count_text(io.BytesIO(b"".join(offloaded + [capped, above, idle])), rule=rule)
     assert [v for v in t.idle.values()] == [[1, 301]]

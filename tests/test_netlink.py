@@ -10,10 +10,11 @@ from collections import Counter
 
 import pytest
 
+from conntrack_zbx.count import rows
 from conntrack_zbx.parse import netlink as nl
 from conntrack_zbx.parse.stat import parse_stat
-from conntrack_zbx.sources.text import tally_sources
-from conntrack_zbx.talkers import expand
+from conntrack_zbx.count.text import count_text
+from conntrack_zbx.count.kinds import expand
 from tests.conftest import fixture_tree, netlink_fast, netlink_slow
 
 TREES = ["netlink-6.18.44-mixed", "netlink-6.18.44-acct-timestamp"]
@@ -39,7 +40,7 @@ def test_fast_pattern_accounts_for_every_real_row(tree):
     w = nl.walk(dump)
     lines = read(tree, "proc/net/nf_conntrack").count(b"\n")
     assert w.done and w.error == 0 and w.other == 0 and w.rows == lines > 0
-    found = nl.count_rows(dump, w.rows)
+    found = rows.count_rows(dump, w.rows)
     assert found is not None, "a real row shape the pattern does not know"
     assert netlink_fast(found)[0] == slow_counts(dump)[0]
 
@@ -48,7 +49,7 @@ def test_fast_pattern_accounts_for_every_real_row(tree):
 def test_netlink_and_proc_give_the_same_talkers(tree):
     dump = read(tree, "ctnetlink-dump.bin")
     with open(os.path.join(fixture_tree(tree), "proc/net/nf_conntrack"), "rb") as f:
-        t = tally_sources(f)
+        t = count_text(f)
     assert t.skipped == 0
     assert slow_counts(dump)[0] == expand(t.counts, t.kinds)
 
@@ -89,7 +90,7 @@ def test_a_row_the_pattern_does_not_know_sends_the_buffer_to_the_general_decoder
     at = bytes(dump).index(b"\x08\x00\x03\x00", first + 20)
     dump[at + 2] = 30
     w = nl.walk(bytes(dump))
-    assert nl.count_rows(bytes(dump), w.rows) is None
+    assert rows.count_rows(bytes(dump), w.rows) is None
     with pytest.raises(nl.BadMessage):
         nl.decode_entry(bytes(dump), first, nl._HDR.unpack_from(dump, first)[0])
 
@@ -107,24 +108,24 @@ def test_labelling_in_the_readers_shadow_gives_what_labelling_once_gives(tree, m
     """The ctnetlink counter labels raw keys a few at a time while the reader is in recv(), and
     all at once past RAW_MAX: keys taken out early and seen again later are labelled again.
     However the two interleave, the sources, kinds and idle entries are those of one labelling."""
-    from conntrack_zbx.parse.idle import IdleRule
-    from conntrack_zbx.sources import netlink as source
+    from conntrack_zbx.count.idle import IdleRule
+    from conntrack_zbx.count import rows as source
 
     dump = read(tree, "ctnetlink-dump.bin")
     rule = IdleRule(432000, 300, 3600)
-    once = source._Counting(rule)
+    once = source.RowCounter(rule)
     for buf in _buffers(dump, 10 ** 6):
         once.add(memoryview(buf))
-    expected = once.result()
+    expected = once.tally()
     monkeypatch.setattr(source, "RAW_MAX", raw_max)
     monkeypatch.setattr(source, "LABEL_STEP", step)
-    tally = source._Counting(rule)
+    tally = source.RowCounter(rule)
     for i, buf in enumerate(_buffers(dump, 3)):
         tally.add(memoryview(buf))
         assert len(tally.raw) <= raw_max
         if every and i % every == 0 and tally.pending:
-            tally.label_one()
-    got = tally.result()
+            tally.label_some()
+    got = tally.tally()
     assert (got.entries, got.skipped, got.truncated) == (expected.entries, expected.skipped, False)
     assert expand(got.counts, got.kinds) == expand(expected.counts, expected.kinds)
     assert got.idle == expected.idle

@@ -12,7 +12,7 @@ import pytest
 
 from conntrack_zbx.cli import main
 from lab import bulk
-from lab.netns import Netns, entered
+from lab.netns import Netns, Entered
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real
@@ -44,7 +44,8 @@ def talkers(ns, *opts, user=None):
 def same_answer(a, b):
     """Same table, same answer; idle_max moves with the clock between two reads, so it is
     compared to within a few seconds, apart."""
-    strip = ("source", "age", "cached", "source_note")
+    # and "lifeline": the host's firewall, which a live read reports and a --file snapshot cannot
+    strip = ("source", "age", "cached", "source_note", "lifeline")
 
     def plain(doc):
         out = {k: v for k, v in doc.items() if k not in strip}
@@ -72,7 +73,7 @@ def big():
     require_root()
     with Netns(conntrack=False) as ns:
         flows = bulk.realistic_mix(BIG)
-        with entered(ns):
+        with Entered(ns):
             report = bulk.insert(flows)
         assert report["errors"] == 0 and ns.count() == BIG
         yield ns, flows
@@ -108,7 +109,7 @@ def test_auto_falls_back_to_proc_and_says_why(mixed, tmp_path, monkeypatch):
         raise NotPermitted("synthetic: ctnetlink refused")
     monkeypatch.setattr(netlink, "open_socket", refused)
     out = tmp_path / "out.json"
-    with entered(mixed):
+    with Entered(mixed):
         with open(str(out), "w") as f:
             saved = sys.stdout
             sys.stdout = f
@@ -138,6 +139,8 @@ def test_big_table_known_answer_from_every_source(big, tmp_path):
         assert doc["distinct_sources"] == len(known)
         assert doc["networks"][0]["network"] == "127.66.6.0/24"
     assert same_answer(docs[0], docs[1]) and same_answer(docs[0], docs[2])
+    # a live read says whether this host has the lifeline (the lab namespace has none); a file cannot
+    assert docs[0]["lifeline"] == docs[1]["lifeline"] == {"protected": 0, "ports": ""} and "lifeline" not in docs[2]
 
 
 def test_budget_truncates_the_netlink_read_honestly(big, tmp_path):
@@ -155,7 +158,7 @@ def test_a_table_changing_while_it_is_read(tmp_path):
 
         def churn():
             k = 0
-            with entered(ns):
+            with Entered(ns):
                 while not stop.is_set():  # 500 entries per batch, each gone after a second
                     flows = [bulk.Flow("127.9.%d.%d" % (k // 256 % 256, k % 256), "tcp", "ESTABLISHED", 500)]
                     inserted[0] += bulk.insert(flows, timeout=1)["sent"]

@@ -3,8 +3,8 @@ from collections import Counter
 
 import pytest
 
-from conntrack_zbx.parse.table import BadLine, parse_line
-from conntrack_zbx.talkers import entry_label, tally
+from conntrack_zbx.count.lines import BadLine, parse_line
+from conntrack_zbx.count.views import entry_label, tally_lines
 from tests.conftest import fixture_tree
 
 
@@ -63,7 +63,7 @@ def test_accounting_and_timestamp_fields_do_not_shift_anything():
 
 
 def test_truncated_table_skips_and_counts_bad_lines():
-    t = tally(lines("table-truncated"))
+    t = tally_lines(lines("table-truncated"))
     assert t.entries == 17
     assert t.skipped == 2
 
@@ -98,7 +98,7 @@ PRINTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "
 def test_every_shape_the_kernel_prints_is_an_entry():
     """Offloaded flows (no timeout field), GRE's fields before the tuple, SCTP/DCCP states, an
     unknown protocol, directional zones, accounting, secctx, delta-time: counted, none skipped."""
-    from conntrack_zbx.sources.text import tally_sources
+    from conntrack_zbx.count.text import count_text
 
     with open(PRINTED, "rb") as f:
         raw = f.read()
@@ -115,7 +115,7 @@ def test_every_shape_the_kernel_prints_is_an_entry():
     assert (zoned.zone, zoned.mark, zoned.sport, zoned.dport) == (5, 7, 40003, 443)
     import io
 
-    t = tally_sources(io.BytesIO(raw))
+    t = count_text(io.BytesIO(raw))
     assert (t.entries, t.skipped) == (11, 0)
     assert sum(t.counts.values()) == 11
     assert entry_label(by_src["192.0.2.16"]) == "ASSURED" and entry_label(by_src["192.0.2.17"]) == "UNREPLIED"
@@ -135,7 +135,7 @@ def test_every_line_of_a_block_has_one_raw_key():
     """The block counter's contract with its callers: one key per line, a refused line gives
     OTHER_LINE and an empty one EMPTY_LINE (how lines are counted and skipped without a second
     pass), an entry a key of the grammar's captures."""
-    from conntrack_zbx.parse.table import EMPTY_LINE, OTHER_LINE, count_block, line_pattern
+    from conntrack_zbx.count.lines import EMPTY_LINE, OTHER_LINE, count_block, line_pattern
 
     entry = (b"ipv4     2 udp      17 29 src=127.0.0.30 dst=127.0.0.1 sport=4 dport=53 [UNREPLIED] "
              b"src=127.0.0.1 dst=127.0.0.30 sport=53 dport=4 mark=0 zone=0 use=2\n")

@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 
 from conntrack_zbx.errors import Malformed
 from conntrack_zbx.parse.stat import parse_stat
-from conntrack_zbx.parse.table import AddressCache, BadLine, parse_line
+from conntrack_zbx.count.lines import AddressCache, BadLine, parse_line
+from conntrack_zbx.count import rows
 from conntrack_zbx.parse import netlink as nl
-from conntrack_zbx.sources.text import tally_sources
-from conntrack_zbx.parse.idle import IdleRule
-from conntrack_zbx.talkers import expand, tally
+from conntrack_zbx.count.text import count_text
+from conntrack_zbx.count.idle import IdleRule
+from conntrack_zbx.count.kinds import expand
+from conntrack_zbx.count.views import tally_lines
 from tests.conftest import MIXED, fixture_tree, netlink_fast, netlink_slow
 
 with open(os.path.join(MIXED, "proc/net/nf_conntrack"), "rb") as f:
@@ -65,7 +67,7 @@ def test_real_lines_mutated_or_truncated(line, cuts, cut_at):
 @SETTINGS
 @given(st.lists(st.one_of(st.sampled_from(REAL_LINES), st.binary(max_size=200)), max_size=40))
 def test_tally_counts_every_line_once(lines):
-    t = tally(lines)
+    t = tally_lines(lines)
     nonblank = sum(1 for ln in lines if ln.rstrip(b"\n"))
     assert t.entries + t.skipped == nonblank
     assert sum(t.counts.values()) == t.entries
@@ -108,8 +110,8 @@ def test_block_counter_equals_line_parser(parts):
     """Any byte stream (real lines mutated, cut, mixed with garbage): same entries, same skipped."""
     data = b"".join(mutate(p, cuts)[:cut] for p, cuts, cut in parts)
     rule = IdleRule(432000, 300, 3600)
-    fast = tally_sources(io.BytesIO(data), rule=rule)
-    slow = tally(io.BytesIO(data), "src", rule=rule)
+    fast = count_text(io.BytesIO(data), rule=rule)
+    slow = tally_lines(io.BytesIO(data), "src", rule=rule)
     assert (fast.entries, fast.skipped) == (slow.entries, slow.skipped)
     assert expand(fast.counts, fast.kinds) == expand(slow.counts, slow.kinds)
     assert fast.idle == slow.idle
@@ -122,7 +124,7 @@ def _decode_all(buf):
         w = nl.walk(buf)
     except nl.BadMessage:
         return None
-    found = nl.count_rows(buf, w.rows)
+    found = rows.count_rows(buf, w.rows)
     slow = Counter()
     for mtype, _f, off, length in nl.messages(buf):
         if mtype == nl.CT_NEW:
@@ -173,7 +175,7 @@ def test_real_dumps_mutated(dump, cuts):
 def test_network_roll_up_equals_ipaddress(packed, prefix4, prefix6):
     import ipaddress
 
-    from conntrack_zbx.talkers import network_keys
+    from conntrack_zbx.rank import network_keys
 
     ip = ipaddress.ip_address(packed)
     prefix = prefix4 if ip.version == 4 else prefix6
@@ -220,8 +222,9 @@ def test_talkers_ranking_equals_the_general_ranking(counts, top, prefix4, prefix
     plain (source, protocol, label) keys, for sources and for networks."""
     from collections import Counter
 
-    from conntrack_zbx.parse.labels import KINDS, count_kind
-    from conntrack_zbx.talkers import (Tally, address_text, network_namer, network_of, rank,
+    from conntrack_zbx.count.kinds import KINDS, count_kind
+    from conntrack_zbx.count import Tally
+    from conntrack_zbx.rank import (address_text, network_namer, network_of, rank,
                                        rank_talkers)
 
     by_src, kinds = {}, {}
@@ -242,14 +245,16 @@ def test_fast_address_packing_accepts_what_ipaddress_accepts(text, family):
     the same."""
     import ipaddress
 
-    from conntrack_zbx.parse.table import label_lines
+    from conntrack_zbx.count.lines import label_lines
 
     try:
         ip = ipaddress.ip_address(text)
         expected = ip.packed if ip.version == int(family[-1]) else None
     except ValueError:
         expected = None
-    counts, kinds, idle = {}, {}, {}
+    from conntrack_zbx.count.kinds import Sums
+
+    sums = Sums()
     key = b"/".join([family.encode() + b" 2 udp", b"", b"", b"", text.encode(), b"", b""])
-    label_lines({key: 1}, counts, kinds, idle)
-    assert list(counts) == ([expected] if expected else [])
+    label_lines({key: 1}, sums)
+    assert list(sums.counts) == ([expected] if expected else [])

@@ -1,6 +1,8 @@
-"""Monitoring through a real Zabbix proxy (zabbix-proxy-sqlite3 6.0, active proxy): one node's
-agent is watched directly by the server and through the proxy, passively and actively, and both
-paths show the same values, the same discovered talkers and the same problems."""
+"""Monitoring through a real Zabbix proxy (zabbix-proxy-sqlite3, active proxy), on each LTS: one
+node's agent is watched directly by the server and through the proxy, passively and actively, and
+both paths show the same values, the same discovered talkers and the same problems. 6.0: this
+machine's server, zabbix_agentd, agent 2 and the unpacked 6.0 proxy; 7.0: server and agent 2 from a
+Debian 13 root (the agent side from the project's .deb), the proxy from a second one."""
 
 import json
 import os
@@ -10,9 +12,10 @@ import sys
 import pytest
 
 from conntrack_zbx.cli import main
-from lab.agent import Agent, grant_sudo, install_plugin
+from lab.agent import Agent, grant_sudo, install_deb, install_plugin
+from lab.debroot import SHARED, zabbix_root
 from lab.monitor import Monitor, wait_for
-from lab.netns import Netns, entered
+from lab.netns import Netns, Entered
 from lab.proxy import Proxy
 from lab.proxy import fetch as fetch_proxy
 from lab.stack import Stack
@@ -25,27 +28,41 @@ SUDOERS = "/etc/sudoers.d/conntrack-zbx-proxytest"
 AGENT_PORT, PROXY_PORT = 10062, 10161
 DIRECT, PROXIED, ACTIVE = "node-direct", "node-via-proxy", "node-active-via-proxy"
 FAST = {"{$CONNTRACK.INTERVAL}": "2s", "{$CONNTRACK.TALKERS.INTERVAL}": "4s", "{$CONNTRACK.TALKERS.MAX_AGE}": "0",
-        "{$CONNTRACK.RECOVERY.WINDOW}": "10s"}
+        "{$CONNTRACK.RECOVERY.WINDOW}": "10s", "{$CONNTRACK.USAGE.WINDOW}": "6s",
+        "{$CONNTRACK.TALKER.SHARE.WINDOW}": "8s", "{$CONNTRACK.NAMESPACES.INTERVAL}": "3s"}
 LEAKY = "127.0.11.0/24"
 
 
-@pytest.fixture(scope="module")
-def lab():
+@pytest.fixture(scope="module", params=["6.0", "7.0"])
+def lab(request):
     require_root()
-    plugin = install_plugin(REPO, sys.executable)
-    grant_sudo(plugin.binary, SUDOERS)
-    fetch_proxy()  # from the host's namespace: the lab namespace has no route out
-    base = "/var/tmp/ctzbx-stack-proxy"
+    zabbix = request.param
+    kind = "agent2" if zabbix == "7.0" else "agentd"
+    root, proxy_root = zabbix_root(zabbix), zabbix_root(zabbix, proxy=True)
+    if root is not None:
+        # from the host's namespace (the lab namespace has no route out): both roots, built once
+        root.ensure()
+        proxy_root.ensure()
+        plugin = install_deb(REPO, root, agent=kind)
+        base = SHARED + "/stack%s-proxy" % zabbix.replace(".", "")
+    else:
+        plugin = install_plugin(REPO, sys.executable)
+        grant_sudo(plugin.binary, SUDOERS)
+        fetch_proxy()
+        base = "/var/tmp/ctzbx-stack-proxy"
     try:
         with Netns(leaky=[LEAKY]) as ns:
             ns.traffic([{"kind": "tcp_open", "src": "127.0.11.%d" % i, "count": 5} for i in range(1, 5)])
-            with Stack(base=base, netns=ns) as stack, entered(ns), \
-                    Proxy(os.path.join(base, "proxy"), stack.server_port, listen_port=PROXY_PORT) as proxy, \
-                    Agent("agentd", AGENT_PORT, plugin.conf, netns=ns) as agent:
+            with Stack(base=base, netns=ns, root=root) as stack, Entered(ns), \
+                    Proxy(os.path.join(base, "proxy"), stack.server_port, listen_port=PROXY_PORT,
+                          root=proxy_root) as proxy, \
+                    Agent(kind, AGENT_PORT, plugin.conf, netns=ns, root=root) as agent:
                 os.environ.update(ZABBIX_URL=stack.url, ZABBIX_USER="Admin", ZABBIX_PASSWORD="zabbix")
                 mon = Monitor(stack.url)
                 mon.disable_host("Zabbix server")
-                yield {"stack": stack, "proxy": proxy, "agent": agent, "mon": mon, "ns": ns, "conf": plugin.conf}
+                assert stack.api_version().startswith(zabbix + ".")
+                yield {"stack": stack, "proxy": proxy, "agent": agent, "mon": mon, "ns": ns, "conf": plugin.conf,
+                       "root": root, "zabbix": zabbix}
     finally:
         for k in ("ZABBIX_URL", "ZABBIX_USER", "ZABBIX_PASSWORD"):
             os.environ.pop(k, None)
@@ -57,12 +74,17 @@ def lab():
 @pytest.fixture(scope="module")
 def hosts(lab):
     mon = lab["mon"]
-    proxyid = mon.call("proxy.create", host="ct-proxy", status=5)["proxyids"][0]  # 5: active proxy
+    if lab["zabbix"] == "7.0":  # 7.0's proxy API: a name and an operating mode (0: active)
+        proxyid = mon.call("proxy.create", name="ct-proxy", operating_mode=0)["proxyids"][0]
+    else:
+        proxyid = mon.call("proxy.create", host="ct-proxy", status=5)["proxyids"][0]  # 5: active proxy
     assert main(["template", "import"]) == 0
     ids = {}
     for name, via in ((DIRECT, None), (PROXIED, proxyid), (ACTIVE, proxyid)):
         ids[name] = mon.create_host(name, "127.0.0.1", AGENT_PORT, macros=FAST)
-        if via:
+        if via and lab["zabbix"] == "7.0":
+            mon.call("host.update", hostid=ids[name], monitored_by=1, proxyid=via)
+        elif via:
             mon.call("host.update", hostid=ids[name], proxy_hostid=via)
     for name in (DIRECT, PROXIED):
         assert main(["template", "import", "--host", name]) == 0
@@ -87,15 +109,19 @@ def test_passive_checks_through_the_proxy_match_direct(lab, hosts):
     for k in ("conntrack.max", "conntrack.buckets", "conntrack.talkers.sources"):
         wait_for("%s equal both ways" % k, lambda k=k: value(mon, hosts[DIRECT], k) is not None
                  and value(mon, hosts[DIRECT], k) == value(mon, hosts[PROXIED], k), timeout=60)
-    broken = [(i["key_"], i["error"]) for i in mon.items(hosts[PROXIED]) if i["state"] == "1"]
-    assert broken == []
+    # a 7.0 proxy that gets the host's items before the template's macros (one config sync apart)
+    # can mark an item not supported ("Invalid update interval {$...}") until the next sync and
+    # value: wait for every item to be supported, and say which were not
+    def broken():
+        return [(i["key_"], i["error"]) for i in mon.items(hosts[PROXIED]) if i["state"] == "1"]
+    wait_for("every item of %s supported" % PROXIED, lambda: not broken(), timeout=120, seen=broken)
 
 
 def test_active_checks_through_the_proxy(lab, hosts):
     """zabbix_agent2 in active mode, started once the proxy knows its host: it asks the proxy for
     its items at start (then every RefreshActiveChecks, at least 60 s) and pushes the values."""
     mon = lab["mon"]
-    with Agent("agent2", AGENT_PORT + 2, lab["conf"], netns=lab["ns"],
+    with Agent("agent2", AGENT_PORT + 2, lab["conf"], netns=lab["ns"], root=lab["root"],
                server_active="127.0.0.1:%d" % PROXY_PORT, hostname=ACTIVE):
         stats = wait_for("the active conntrack.stats value", lambda: value(mon, hosts[ACTIVE], "conntrack.stats"),
                          timeout=90)

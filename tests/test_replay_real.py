@@ -13,8 +13,8 @@ import pytest
 from lab.demo import save_graphs
 from lab.monitor import wait_for
 from lab.stack import UNREACHABLE_DELAY
-from lab.replay import (BUSY, BUSY_NET, BUSY_PER_SOURCE, DRIFT, HASHSIZE_PATH, HOLD, IDLE_MIN, INTERVAL, LEAK,
-                        LEAKY_NET, MAX_PATH, RESTORE_FILE, Replay)
+from lab.replay import (ZABBIX, BUSY, BUSY_NET, BUSY_PER_SOURCE, DRIFT, HASHSIZE_PATH, HOLD, IDLE_MIN, INTERVAL, LEAK,
+                        LEAKY_NET, MAX_PATH, NO_LIFELINE, RESTORE_FILE, Replay)
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real
@@ -33,10 +33,15 @@ def leftovers():
     return [ln for ln in ns.splitlines() if "ctzbx-node" in ln] + procs.splitlines()
 
 
-def test_incident_replay(capsys, tmp_path):
+@pytest.mark.parametrize("zabbix, lifeline", [(z, False) for z in ZABBIX] + [("6.0", True)],
+                         ids=["%s" % z for z in ZABBIX] + ["6.0-with-lifeline"])
+def test_incident_replay(capsys, tmp_path, zabbix, lifeline):
+    """The incident on each Zabbix LTS: 6.0 from this machine's packages, 7.0 (server, frontend,
+    agent 2, the product's .deb) from a Debian 13 root; and once more with the lifeline applied
+    before it starts, when the monitoring must keep its values through the full table."""
     require_root()
     before = (read(MAX_PATH), read(HASHSIZE_PATH))
-    r = Replay(REPO, say=print)
+    r = Replay(REPO, say=print, zabbix=zabbix, lifeline=lifeline)
     with r:
         try:
             # the same steps as make demo, the hold that keeps the table full for the graphs included
@@ -44,7 +49,9 @@ def test_incident_replay(capsys, tmp_path):
             idle_top = seen["idle_top"]
         finally:
             r.collect_problems()
-            pages = r.pages()
+            pages, high_pages = r.pages(), r.pages("High")
+            # into the captured output (a failure's report shows it) and onto the terminal
+            print("\nincident replay timeline:\n" + r.timeline())
             with capsys.disabled():
                 print("\nincident replay timeline:\n" + r.timeline())
         first_drop = r.first_drop
@@ -89,10 +96,37 @@ def test_incident_replay(capsys, tmp_path):
     # the culprit's problem stayed until the leak was cleaned up
     assert float(problems[talker["name"]]["r_clock"]) >= cleaned["clock"] - 1
     check_pages(pages, cleaned["clock"])
+    if lifeline:
+        check_lifeline_kept_monitoring(r, problems, pages, drop, first_drop)
+    else:
+        check_advisory_until_protect(r, problems, first_drop)
+    check_high_pages(high_pages, pages, first_drop)
     # and the machine is as it was
     assert (read(MAX_PATH), read(HASHSIZE_PATH)) == before
     assert not os.path.exists(RESTORE_FILE)
     assert leftovers() == []
+
+
+def check_advisory_until_protect(r, problems, first_drop):
+    """The node had no lifeline all along (INFO, never paged); the product's protect resolved it."""
+    advisory = problems[NO_LIFELINE]
+    assert float(advisory["clock"]) < first_drop and advisory["severity"] == "1"
+    assert float(advisory["r_clock"]) >= r.find("lifeline: conntrack-zbx protect --apply")["clock"] - 1
+    assert r.find("lifeline: conntrack-zbx protect --apply")["rules"] >= 2
+
+
+def check_lifeline_kept_monitoring(r, problems, pages, drop, first_drop):
+    """With the lifeline the kernel drops everybody's new connections but Zabbix's: every passive
+    poll of the full window answered (at least 95 %), no "no data", the drop problem within one
+    poll of the first drop (plus a second: server clocks are whole seconds), no advisory."""
+    applied = r.find("lifeline applied before the incident: conntrack-zbx protect --apply")
+    assert applied["rules"] >= 2
+    stored, expected = r.stored["stored"], r.stored["expected"]
+    assert expected >= 5 and stored >= int(0.95 * expected), (stored, expected)
+    assert not [n for n in problems if "no data" in n], list(problems)
+    assert not [p for p in pages if "no data" in p["body"]["subject"]]
+    assert drop - first_drop <= INTERVAL + 1, drop - first_drop
+    assert NO_LIFELINE not in problems
 
 
 def check_leak(r, problems, listed, idle_top):
@@ -124,22 +158,44 @@ def check_leak(r, problems, listed, idle_top):
 
 
 def check_pages(pages, culprit):
-    """On-call was paged four times at most: the range, the range as a leak (idle connections),
-    the drops, the service; everything else was dependent or below the paging severity. Each page
-    says what, how bad now, and where to look."""
+    """The action paging from Average up paged five times at most: the range, the range as a leak
+    (idle connections), the table very high (naming the range again), the drops, the service;
+    everything else was dependent or below the paging severity. Each page says what, how bad now,
+    and where to look."""
     subjects = [p["body"]["subject"] for p in pages]
     # and, when the full table also starves the polls for the nodata window, the page that the
     # monitoring went blind (the lab's window is 30 s): true, and the harm a lifeline for the agent's
     # own traffic (kept out of conntrack) would end
     cause = [s for s in subjects if not s.endswith("Conntrack: no data for 30s")]
-    assert 1 <= len(cause) <= 4 and len(subjects) - len(cause) <= 1, subjects
+    assert len(subjects) - len(cause) <= 1, subjects
+    # each page is one of the incident's causes, each at most once: the range, the range past the
+    # warning level, the range as a leak, the table very high (when a poll sees it before the drops),
+    # the drops, the service
+    kinds = ("Conntrack: network %s holds more than 20%%" % LEAKY_NET, "table over 80% and network", LEAK,
+             "table usage above 95%", "dropping packets", "Mirrorlist: check failed")
+    which = [[k for k in kinds if k in s] for s in cause]
+    assert all(len(w) == 1 for w in which) and len({w[0] for w in which}) == len(which), subjects
     assert any(LEAKY_NET in s for s in subjects) and any("dropping packets" in s for s in subjects), subjects
     culprit_page = next(p["body"]["message"] for p in pages
-                        if LEAKY_NET in p["body"]["subject"] and "holds more than" in p["body"]["subject"])
+                        if LEAKY_NET in p["body"]["subject"] and "holds more than 20%" in p["body"]["subject"]
+                        and "table over" not in p["body"]["subject"])
     assert "Now: Share: " in culprit_page and "network %s" % LEAKY_NET in culprit_page  # operational data
-    assert "First step: `conntrack-zbx top` on the host" in culprit_page  # what to do, in the page itself
+    assert "First step: `sudo conntrack-zbx top` on the host" in culprit_page  # what to do, in the page itself
     assert "file://" not in culprit_page  # no link on-call cannot open
     assert all(p["clock"] < culprit for p in pages)  # all of them during the incident
+
+
+def check_high_pages(high, pages, first_drop):
+    """The action paging from High up: its first page, before the first dropped packet, is the
+    range past the warning level, named (the severity rule: HIGH never waits on the AVERAGE
+    culprit); then the drops. What it sent, the Average one sent too."""
+    subjects = [p["body"]["subject"] for p in high]
+    assert 2 <= len(subjects) <= 3, subjects
+    first = high[0]
+    assert first["clock"] < first_drop, (subjects, first["clock"], first_drop)
+    assert "table over 80%% and network %s holds more than" % LEAKY_NET in subjects[0], subjects
+    assert any("dropping packets" in s for s in subjects), subjects
+    assert set(subjects) <= {p["body"]["subject"] for p in pages}, subjects
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])

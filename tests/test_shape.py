@@ -13,9 +13,9 @@ import zipfile
 
 import pytest
 
-from conntrack_zbx import options
+from conntrack_zbx import commands, options
 from conntrack_zbx.cli import fast_args
-from conntrack_zbx.parser import build_parser
+from conntrack_zbx.parser import build_parser, parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,9 +49,11 @@ def test_wheel_ships_the_agent_and_admin_commands_and_no_lab(wheel):
     scripts = [n for n in names if "/scripts/" in n]
     assert [os.path.basename(n) for n in scripts] == ["conntrack-zbx"]
     shipped = {n[len("conntrack_zbx/"):] for n in code}
-    for needed in ("cli.py", "documents.py", "options.py", "params.py", "keys.py", "talkers.py", "top.py",
-                   "tune.py", "boot.py", "cache.py", "privilege.py", "parse/table.py", "parse/netlink.py",
-                   "sources/proc.py", "sources/netlink.py", "sources/text.py", "sources/netns.py",
+    for needed in ("cli.py", "commands.py", "options.py", "params.py", "keys.py", "rank.py", "top.py",
+                   "tune.py", "boot.py", "cache.py", "budget.py", "privilege.py", "answers/stats.py",
+                   "answers/talkers.py", "answers/namespaces.py", "count/__init__.py", "count/lines.py",
+                   "count/rows.py", "count/text.py", "count/kinds.py", "count/idle.py", "count/views.py",
+                   "parse/netlink.py", "sources/proc.py", "sources/netlink.py", "sources/table.py", "sources/netns.py",
                    "deploy.py", "template/model.py", "template/render.py", "generate.py"):
         assert needed in shipped, needed
     assert not any(n.startswith(("lab/", "tests/", "bench/")) or "/lab/" in n for n in names), names
@@ -64,34 +66,38 @@ def test_wheel_ships_the_agent_and_admin_commands_and_no_lab(wheel):
 
 
 def test_adding_an_option_is_one_edit(monkeypatch, capsys):
-    """A new option, declared once, reaches the fast path, argparse, the sudo refusal and (for a
-    key parameter) the allow-list, the agent conf and the wire format."""
+    """A new option, declared once in its command's Args class, reaches the fast path, argparse,
+    the sudo refusal and (for a key parameter) the allow-list, the agent conf and the wire format."""
     from conntrack_zbx import keys, params
 
-    extra = (options.Option("limit_rows", options.TABLE_COMMANDS, options.TEXT, None, "test option", metavar="X"),
-             options.Option("depth", options.TABLE_COMMANDS, options.PARAM, 3, "test parameter", lo=1, hi=9))
-    monkeypatch.setattr(options, "OPTIONS", options.OPTIONS + extra)
+    class Extended(options.TalkersArgs):
+        limit_rows = options.MaybeText(None, "test option", metavar="X")
+        depth = options.Param(3, "test parameter", span=(1, 9))
+
+    monkeypatch.setattr(commands.get("talkers"), "args", Extended)
     argv = ["talkers", "--limit-rows=5", "--depth", "4"]
     fast = fast_args(argv)
-    assert fast is not None and fast.limit_rows == "5" and fast.depth == "4"
+    assert isinstance(fast, Extended) and fast.limit_rows == "5" and fast.depth == "4"
     assert vars(fast) == vars(build_parser("talkers").parse_args(argv))
+    assert fast == parse(argv)
     # --sudo refuses the new plain option by name, and accepts the new parameter
-    assert [o.flag for o in options.not_on_fixed_line(fast_args(["talkers", "--sudo", "--limit-rows=1"]),
-                                                      ("sudo",))] == ["--limit-rows"]
-    assert options.not_on_fixed_line(fast_args(["talkers", "--sudo", "--depth=2"]), ("sudo",)) == []
+    assert [o.flag for o in fast_args(["talkers", "--sudo", "--limit-rows=1"]).not_on_fixed_line(("sudo",))] \
+        == ["--limit-rows"]
+    assert fast_args(["talkers", "--sudo", "--depth=2"]).not_on_fixed_line(("sudo",)) == []
     # the parameter is allow-listed, travels on the wire, and gets its $N in a key's command line
-    assert params.check_all({"depth": "4"})["depth"] == 4
-    assert params.from_wire(params.to_wire(params.check_all({"depth": "9"})))["depth"] == 9
+    own = Extended.params()
+    assert fast.key_parameters()["depth"] == 4
+    assert params.from_wire(params.to_wire(params.check_all({"depth": "9"}, own)), own)["depth"] == 9
     with pytest.raises(params.Refused):
-        params.check_all({"depth": "10"})
-    key = keys.AgentKey("conntrack.test", ("talkers",), True, "test", options.params_of("talkers"))
-    assert "--depth='$%d'" % len(options.params_of("talkers")) in keys.command_line(key)
+        fast_args(["talkers", "--depth=10"]).key_parameters()
+    key = keys.AgentKey("conntrack.test", ("talkers",), True, "test", Extended.params())
+    assert "--depth='$%d'" % len(Extended.params()) in keys.command_line(key)
 
 
 def test_fast_path_and_argparse_agree_on_every_option():
     """Each option of each agent command, given a value of its kind, means the same to both."""
-    for command in options.AGENT_COMMANDS:
-        for o in options.for_command(command):
+    for command in commands.AGENT_COMMANDS:
+        for o in commands.args_of(command).options():
             if o.kind == options.FLAG:
                 argv = [command, o.flag]
             elif o.kind == options.CHOICE:
@@ -102,7 +108,65 @@ def test_fast_path_and_argparse_agree_on_every_option():
                 argv = [command, "%s=7" % o.flag]
             fast = fast_args(argv)
             assert fast is not None, argv
-            assert vars(fast) == vars(build_parser(command).parse_args(argv)), argv
+            assert fast == parse(argv), argv
+
+
+def test_every_command_parses_into_its_typed_arguments():
+    """What argparse gives each command is an instance of its declared Args class with exactly
+    the declared options: a command cannot read an option the spec does not have."""
+    for c in commands.COMMANDS:
+        argv = [c.name] + (["import"] if c.name == "template" else []) + \
+            (["--network", "10.0.0.0/8"] if c.name == "clean" else []) + \
+            (["--group", "Mirrorlist"] if c.name == "fleet" else [])
+        args = parse(argv)
+        assert type(args) is c.args, c.name
+        declared = {o.name for o in c.args.options()}
+        assert set(vars(args)) - {"command", "action"} == declared, c.name
+
+
+def test_adding_an_agent_command_touches_three_hand_edited_files(tmp_path):
+    """A new agent command in a copy of the package: its Args class (options.py), its declaration
+    (commands.py) and its answer module are all that is written by hand; the fast path, argparse
+    and its --help, dispatch, the failure contract, the agent conf and the sudoers line follow,
+    and the generated files are regenerated, not edited."""
+    import shutil
+
+    pkg = tmp_path / "conntrack_zbx"
+    shutil.copytree(os.path.join(REPO, "conntrack_zbx"), str(pkg), ignore=shutil.ignore_patterns("__pycache__"))
+    edits = {
+        "options.py": "\n\nclass HelloArgs(AgentArgs):\n"
+                      "    greeting = Param(1, 'how many greetings', span=(1, 3))\n",
+        "commands.py": "    Command('hello', options.HelloArgs, 'conntrack_zbx.answers.hello', 'json',\n"
+                       "            'say hello (JSON)', ('conntrack-zbx hello',),Key('conntrack.hello', False, '')),\n",
+        "answers/hello.py": "def run(args):\n"
+                            "    return {'hello': args.key_parameters()['greeting']}\n",
+    }
+    for rel, text in edits.items():
+        path = str(pkg / rel)
+        old = open(path).read() if os.path.exists(path) else ""
+        if rel == "commands.py":  # one more entry at the end of the COMMANDS tuple
+            end = old.index("\n)\n", old.index("COMMANDS = ("))
+            new = old[:end + 1] + text + old[end + 1:]
+        else:
+            new = old + text
+        with open(path, "w") as f:
+            f.write(new)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "conntrack_zbx"] + list(argv), cwd=str(tmp_path), env=env,
+                              capture_output=True, text=True)
+
+    assert run("hello").stdout == '{"hello":1}\n'
+    assert run("hello", "--greeting=3").stdout == '{"hello":3}\n'
+    bad = run("hello", "--greeting=9")
+    assert bad.returncode == 3 and '"error":"parameter greeting=9 is outside 1..3' in bad.stdout
+    assert "conntrack-zbx hello" in run("hello", "--help").stdout
+    assert "hello" in run("--help").stdout
+    conf = subprocess.run([sys.executable, "-c", "from conntrack_zbx import keys; print(keys.agent_conf())"],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True).stdout
+    assert "UserParameter=conntrack.hello[*],/usr/local/bin/conntrack-zbx hello --greeting='$1'" in conf
+    assert len(edits) <= 4
 
 
 MAX_FUNCTION_LINES = 80
@@ -166,3 +230,58 @@ def test_version_license_and_changelog_agree():
         assert f.readline().strip() == "MIT License"
     with open(os.path.join(REPO, "setup.cfg")) as f:
         assert "\nlicense = MIT\n" in f.read()
+
+
+def test_no_command_argument_is_untyped():
+    """The most-travelled value, a command's parsed arguments, is typed wherever it goes: no
+    function of the package takes ``args`` (or the table's ``where``) as ``Any`` or unannotated."""
+    found = []
+    for dirpath, _dirs, files in os.walk(os.path.join(REPO, "conntrack_zbx")):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                with open(path) as fh:
+                    tree = ast.parse(fh.read())
+                for node in ast.walk(tree):
+                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        for a in node.args.args:
+                            if a.arg in ("args", "where"):
+                                note = ast.unparse(a.annotation) if a.annotation is not None else None
+                                if note is None or "Any" in note:
+                                    found.append("%s:%d %s(%s: %s)" % (os.path.relpath(path, REPO), node.lineno,
+                                                                       node.name, a.arg, note))
+    assert found == [], found
+
+
+def test_no_import_cycle_in_the_package():
+    """Every import of the package, lazy ones inside functions included, runs one way: a module
+    never imports (directly or through others) one that imports it back."""
+    pkg = os.path.join(REPO, "conntrack_zbx")
+    graph = {}
+    for dirpath, _dirs, files in os.walk(pkg):
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, f)
+            rel = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+            name = rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
+            with open(path) as fh:
+                tree = ast.parse(fh.read())
+            edges = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("conntrack_zbx"):
+                    edges.add(node.module)
+                    edges.update("%s.%s" % (node.module, a.name) for a in node.names)
+                elif isinstance(node, ast.Import):
+                    edges.update(a.name for a in node.names if a.name.startswith("conntrack_zbx"))
+            graph[name] = edges
+    graph = {m: {e for e in edges if e in graph and e != m} for m, edges in graph.items()}
+
+    def reaches(start, goal, seen):
+        for nxt in graph[start]:
+            if nxt == goal or (nxt not in seen and not seen.add(nxt) and reaches(nxt, goal, seen)):
+                return True
+        return False
+
+    cycles = sorted(m for m in graph if reaches(m, m, set()))
+    assert cycles == [], cycles

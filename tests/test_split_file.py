@@ -8,10 +8,11 @@ import os
 import pytest
 
 from conntrack_zbx.errors import Malformed
-from conntrack_zbx.parse.idle import IdleRule
-from conntrack_zbx.parse.labels import KINDS
-from conntrack_zbx.sources import text
-from conntrack_zbx.talkers import expand, tally
+from conntrack_zbx.count.idle import IdleRule
+from conntrack_zbx.count.kinds import KINDS
+from conntrack_zbx.count import text
+from conntrack_zbx.count.kinds import expand
+from conntrack_zbx.count.views import tally_lines
 from tests.conftest import MIXED
 
 RULE = IdleRule(432000, 300, 3600)
@@ -39,10 +40,10 @@ def _both(path):
     """(the split read, its rows) and the one-pass read; the rows are expanded before the
     one-pass read numbers any state word in this process."""
     with open(path, "rb") as f:
-        fast = text.tally_sources(f, rule=RULE)
+        fast = text.count_text(f, rule=RULE)
     rows = expand(fast.counts, fast.kinds)
     with open(path, "rb") as f:
-        slow = tally(f, "src", rule=RULE)
+        slow = tally_lines(f, "src", rule=RULE)
     return fast, rows, slow
 
 
@@ -81,4 +82,4 @@ def test_a_failing_forked_half_fails_the_read(tmp_path, monkeypatch):
 
     monkeypatch.setattr(text, "_scan", second_half_breaks)
     with open(_file(tmp_path), "rb") as f, pytest.raises(Malformed, match="second half.*Input/output error"):
-        text.tally_sources(f, rule=RULE)
+        text.count_text(f, rule=RULE)

@@ -19,9 +19,9 @@ from conntrack_zbx.cli import main
 from lab.agent import Agent, grant_sudo, install_plugin
 from lab.holder import Held
 from lab.monitor import Monitor, wait_for
-from lab.netns import Netns, entered, sh
+from lab.netns import Netns, Entered, sh
 from lab.stack import Stack
-from conntrack_zbx.template import model
+from conntrack_zbx.template import model, service
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real
@@ -35,6 +35,8 @@ FAST = {
     "{$CONNTRACK.TALKERS.INTERVAL}": "4s",
     "{$CONNTRACK.TALKERS.MAX_AGE}": "0",
     "{$CONNTRACK.RECOVERY.WINDOW}": "10s",
+    "{$CONNTRACK.USAGE.WINDOW}": "6s",  # three polls
+    "{$CONNTRACK.TALKER.SHARE.WINDOW}": "8s",  # two talkers polls
     "{$MIRRORLIST.INTERVAL}": "3s",
     "{$CONNTRACK.NAMESPACES.INTERVAL}": "3s",
 }
@@ -56,7 +58,7 @@ def lab():
         # on port 80 of the host's address: the mirrorlist template's defaults, unchanged
         mirror = subprocess.Popen(ns.cmd([sys.executable, "-m", "lab", "mirrorlist",
                                           "127.0.0.1", "80"]), cwd=REPO)
-        with Agent("agentd", AGENT_PORT, conf, netns=ns) as agent, entered(ns) as inside:
+        with Agent("agentd", AGENT_PORT, conf, netns=ns) as agent, Entered(ns) as inside:
             os.environ.update(ZABBIX_URL=stack.url, ZABBIX_USER="Admin", ZABBIX_PASSWORD="zabbix")
             mon = Monitor(stack.url)
             mon.disable_host("Zabbix server")
@@ -78,10 +80,11 @@ def lab():
 @pytest.fixture(scope="module")
 def host(lab):
     mon = lab["mon"]
-    assert main(["template", "import"]) == 0
-    assert main(["template", "import"]) == 0  # idempotent: re-import changes nothing, no error
+    assert main(["template", "import"]) == 0  # the product's templates only
+    assert main(["template", "import", "--services"]) == 0  # then the service ones beside them
+    assert main(["template", "import", "--services"]) == 0  # idempotent: re-import changes nothing, no error
     hostid = mon.create_host(HOST, "127.0.0.1", AGENT_PORT, macros=FAST)
-    assert main(["template", "import", "--host", HOST, "--template", model.NODE]) == 0
+    assert main(["template", "import", "--services", "--host", HOST, "--template", service.NODE]) == 0
     lab["stack"].reload_config_cache()
     return hostid
 
@@ -91,11 +94,11 @@ def test_import_is_idempotent_and_complete(lab, host):
     names = [t["host"] for t in mon.call("template.get", output=["host"], search={"host": "conntrack"})]
     assert model.CONNTRACK in names
     dash = mon.call("templatedashboard.get", output="extend", selectPages="extend",
-                    templateids=[mon.call("template.get", filter={"host": [model.NODE]},
+                    templateids=[mon.call("template.get", filter={"host": [service.NODE]},
                                           output=["templateid"])[0]["templateid"]])
     assert dash and len(dash[0]["pages"][0]["widgets"]) == 4
     # a third import with --delete-missing is clean too (nothing stale)
-    assert main(["template", "import", "--delete-missing"]) == 0
+    assert main(["template", "import", "--services", "--delete-missing"]) == 0
 
 
 def test_every_item_gets_a_value(lab, host):
@@ -107,7 +110,7 @@ def test_every_item_gets_a_value(lab, host):
         items = mon.items(host)
         # web.test.error is written by Zabbix only when a step fails: no value is its healthy state
         pending[:] = [i["key_"] for i in items if i["state"] == "0" and i["lastclock"] == "0"
-                      and i["key_"] != model.WEB_ERROR]
+                      and i["key_"] != service.WEB_ERROR]
         broken = [(i["key_"], i["error"]) for i in items if i["state"] == "1"]
         assert not broken, "not supported items: %r" % broken
         return items if items and not pending else None
@@ -119,7 +122,7 @@ def test_every_item_gets_a_value(lab, host):
     assert count >= 40  # the 40 leaky connections at least
     assert int(by_key["conntrack.max"]["lastvalue"]) == int(open("/proc/sys/net/netfilter/nf_conntrack_max").read())
     assert float(by_key["conntrack.rate[drop]"]["lastvalue"]) == 0
-    assert float(by_key[model.WEB_TIME]["lastvalue"]) > 0
+    assert float(by_key[service.WEB_TIME]["lastvalue"]) > 0
     stats = json.loads(by_key["conntrack.stats"]["lastvalue"])
     assert stats["hashsize"] is None  # read as the zabbix user: null, not 0
 

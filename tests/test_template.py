@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from conntrack_zbx import keys
-from conntrack_zbx.template import model
+from conntrack_zbx.template import model, service
 from conntrack_zbx.template.render import template_yaml
 
-EXPORT = yaml.safe_load(template_yaml())["zabbix_export"]
+EXPORT = yaml.safe_load(template_yaml(services=True))["zabbix_export"]  # the product and the service side
 TEMPLATES = {t["template"]: t for t in EXPORT["templates"]}
 MACRO_RE = re.compile(r"\{\$([A-Z0-9_.]+)(?::[^}]*)?\}")
 REF_RE = re.compile(r"/([^/]+)/([a-z0-9_.]+(?:\[[^\]]*\])?)")
@@ -58,6 +58,24 @@ def test_no_yaml_anchors_or_aliases():
         assert not re.search(r"(^|\s)[&*]id\d+", f.read())
 
 
+def test_the_service_templates_are_an_opt_in():
+    """The default export (templates/conntrack_zbx.yaml, `template import`) is the product's three
+    templates (the node's, passive and active, and the fleet's);
+    `--services` adds the incident's mirrorlist side, whose file imports on its own
+    (the node links the conntrack template, so that file carries it too)."""
+    from conntrack_zbx.template import fleet, service
+
+    product = yaml.safe_load(template_yaml())["zabbix_export"]
+    assert [t["template"] for t in product["templates"]] == [model.CONNTRACK, model.CONNTRACK_ACTIVE, fleet.FLEET]
+    assert [g["name"] for g in product["groups"]] == ["Templates/Operating systems"]
+    assert [t["template"] for t in EXPORT["templates"]] == [model.CONNTRACK, model.CONNTRACK_ACTIVE, fleet.FLEET,
+                                                           service.MIRRORLIST, service.NODE, service.NODE_ACTIVE]
+    assert EXPORT["templates"][:3] == product["templates"]
+    for rel, export in (("conntrack_zbx.yaml", product), ("mirrorlist_service.yaml", EXPORT)):
+        with open(model.__file__.replace("conntrack_zbx/template/model.py", "templates/" + rel)) as f:
+            assert yaml.safe_load(f)["zabbix_export"] == export, rel
+
+
 def test_format_version_and_groups():
     assert EXPORT["version"] == "6.0"
     assert "template_groups" not in EXPORT  # 6.2+ only; 6.0 rejects it
@@ -75,7 +93,7 @@ def test_uuids_valid_unique_and_stable():
     assert len(uuids) == len(set(uuids))
     for u in uuids:
         assert re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", u), u
-    again = yaml.safe_load(template_yaml())["zabbix_export"]
+    again = yaml.safe_load(template_yaml(services=True))["zabbix_export"]
     assert [v for d in _dicts(again) for k, v in d.items() if k == "uuid"] == uuids
     assert model.uid(model.CONNTRACK) == "ff155ce95f0c4774bd053fb97ffc483f"  # pinned: never changes
 
@@ -124,7 +142,8 @@ def test_every_dependent_has_its_master():
         deps = [i for i in t.get("items", []) if i.get("type") == "DEPENDENT"]
         for rule in t.get("discovery_rules", []):
             deps.append(rule)
-            deps += rule["item_prototypes"]
+            deps += [p for p in rule["item_prototypes"] if p.get("type") == "DEPENDENT"]
+            own |= {p["key"] for p in rule["item_prototypes"]}  # a prototype may be another's master
         for d in deps:
             assert d["master_item"]["key"] in own, d["key"]
 
@@ -159,8 +178,8 @@ def test_graph_items_and_dashboard_widgets_exist():
         for gi in g["graph_items"]:
             assert gi["item"]["key"] in items_of(gi["item"]["host"]), gi
         graphs.setdefault(g["graph_items"][0]["item"]["host"], set()).add(g["name"])
-    node = TEMPLATES[model.NODE]
-    reachable = set().union(*(graphs.get(t, set()) for t in linked(model.NODE)))
+    node = TEMPLATES[service.NODE]
+    reachable = set().union(*(graphs.get(t, set()) for t in linked(service.NODE)))
     widgets = node["dashboards"][0]["pages"][0]["widgets"]
     names = [w["fields"][1]["value"]["name"] for w in widgets]
     assert names and set(names) <= reachable
@@ -171,9 +190,10 @@ def test_triggers_follow_the_official_style():
     all_triggers = [tr for t in TEMPLATES.values() for i in t.get("items", []) for tr in i.get("triggers", [])]
     all_triggers += EXPORT["triggers"]
     for tr in all_triggers:
-        assert tr["name"].startswith(("Conntrack: ", "Mirrorlist: ")), tr["name"]
+        assert tr["name"].startswith(("Conntrack: ", "Conntrack fleet: ", "Mirrorlist: ")), tr["name"]
         assert tr.get("event_name") and tr.get("description")
-        assert [x["tag"] for x in tr["tags"]] == ["scope"]
+        # scope, and the "who" triggers also say so (a fleet's paging leaves them to the fleet)
+        assert [x["tag"] for x in tr["tags"]] in (["scope"], ["scope", "cause"]), tr["name"]
     names = {tr["name"]: tr for tr in all_triggers}
     warn = names["Conntrack: Table usage is high"]
     assert warn["dependencies"][0]["name"] == "Conntrack: Table usage is very high"

@@ -1,6 +1,6 @@
 """The templates on a real Zabbix 7.0 LTS frontend and API (lab/zabbix70.py): imported with an
-API token, re-imported unchanged, linked to a host and to a host group. The export stays format
-6.0; 7.0 converts it on import."""
+API token, re-imported unchanged, linked to a host and to a host group; the native 7.0 file
+(``template import`` sends it to a 7.0 server) against what 7.0 makes of the 6.0 one."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conntrack_zbx.template import model
+from conntrack_zbx.template import model, service
 from lab.monitor import Monitor
 from lab.zabbix70 import Frontend70
 from tests.conftest import require_root
@@ -49,8 +49,8 @@ def cli(z70, *argv, **env):
 
 
 def exported(admin):
-    ids = [t["templateid"] for t in admin.call("template.get", filter={"host": [model.CONNTRACK, model.MIRRORLIST,
-                                                                                 model.NODE]},
+    ids = [t["templateid"] for t in admin.call("template.get", filter={"host": [model.CONNTRACK, service.MIRRORLIST,
+                                                                                 service.NODE]},
                                               output=["templateid"])]
     assert len(ids) == 3
     return admin.call("configuration.export", format="yaml", options={"templates": ids})
@@ -61,11 +61,11 @@ def test_it_is_a_70_server(z70):
 
 
 def test_import_with_a_token_then_reimport_changes_nothing(z70, admin, token):
-    rc, out, err = cli(z70, ZABBIX_TOKEN=token)
+    rc, out, err = cli(z70, "--services", ZABBIX_TOKEN=token)
     assert rc == 0, err
     assert json.loads(out)["server"] == "7.0" and token not in out + err
     first = exported(admin)
-    rc, out, err = cli(z70, ZABBIX_TOKEN=token)
+    rc, out, err = cli(z70, "--services", ZABBIX_TOKEN=token)
     assert rc == 0, err
     assert exported(admin) == first
     triggers = admin.call("trigger.get", templateids=[t["templateid"] for t in admin.call(
@@ -85,7 +85,7 @@ def test_link_to_a_host_and_to_a_group(z70, admin, token):
     for name in ("ct70-a", "ct70-b"):
         admin.call("host.create", host=name, groups=[{"groupid": gid}],
                    interfaces=[{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "", "port": "10050"}])
-    rc, out, err = cli(z70, "--host", "ct70-a", "--template", model.NODE, ZABBIX_TOKEN=token)
+    rc, out, err = cli(z70, "--services", "--host", "ct70-a", "--template", service.NODE, ZABBIX_TOKEN=token)
     assert rc == 0, err
     assert json.loads(out)["linked"]["hosts"] == ["ct70-a"]
     # the group: ct70-a already has the conntrack template through the node template
@@ -95,6 +95,51 @@ def test_link_to_a_host_and_to_a_group(z70, admin, token):
     assert json.loads(out)["linked"]["already"] == ["ct70-a"]
     linked = admin.call("host.get", groupids=[gid], selectParentTemplates=["host"], output=["host"])
     names = {h["host"]: sorted(t["host"] for t in h["parentTemplates"]) for h in linked}
-    assert names == {"ct70-a": [model.NODE], "ct70-b": [model.CONNTRACK]}
+    assert names == {"ct70-a": [service.NODE], "ct70-b": [model.CONNTRACK]}
     rc, out, err = cli(z70, "--group", GROUP, ZABBIX_TOKEN=token)  # again: nothing to do, no error
     assert rc == 0 and json.loads(out)["linked"]["hosts"] == [], err
+
+
+def _normalized(text):
+    """An export as a 7.0 server writes it, without what the native file adds on purpose (the
+    vendor, the talkers item's timeout and its macro's 7.0 value) and with item-history columns
+    as a set (their numbering is free)."""
+    import yaml
+
+    doc = yaml.safe_load(text)["zabbix_export"]
+    for t in doc["templates"]:
+        t.pop("vendor", None)
+        for item in t.get("items", []):
+            item.pop("timeout", None)
+        t["macros"] = [m for m in t.get("macros", []) if m["macro"] != "{$CONNTRACK.TALKERS.TIMEOUT}"]
+        for rule in t.get("discovery_rules", []):
+            rule.pop("enabled_lifetime_type", None)  # the native file says DISABLE_NEVER, as 6.0 did
+        for d in t.get("dashboards", []):
+            for page in d["pages"]:
+                for w in page["widgets"]:
+                    if w["type"] == "itemhistory":
+                        cols = {}
+                        for f in w["fields"]:
+                            if f["name"].startswith("columns."):
+                                _, n, what = f["name"].split(".", 2)
+                                cols.setdefault(n, {})[what] = json.dumps(f["value"], sort_keys=True)
+                        w["fields"] = sorted(json.dumps(c, sort_keys=True) for c in cols.values())
+    return doc
+
+
+def test_the_native_70_file_is_what_70_makes_of_the_60_one(z70, admin):
+    """Imported into the same 7.0 server, the 6.0 file (converted by the server) and the native
+    7.0 file export the same templates, apart from what only 7.0 has: the talkers item's own
+    timeout (and vendor). The native file is what a 7.0 server gets from ``template import``."""
+    from conntrack_zbx import deploy
+    from conntrack_zbx.template.render import template_yaml
+
+    rules = deploy.import_rules((7, 0), delete_missing=True)
+    admin.call("configuration.import", format="yaml", source=template_yaml(None, True, "6.0"), rules=rules)
+    converted = exported(admin)
+    admin.call("configuration.import", format="yaml", source=template_yaml(None, True, "7.0"), rules=rules)
+    native = exported(admin)
+    assert native != converted  # the timeout and the vendor are really there
+    assert "timeout: '{$CONNTRACK.TALKERS.TIMEOUT}'" in native and "vendor:" in native
+    assert _normalized(native) == _normalized(converted)
+    assert deploy.export_format((7, 0)) == "7.0" and deploy.export_format((6, 4)) == "6.0"

@@ -13,14 +13,11 @@ looks inside only the original tuple and the protocol info. Anything that does n
 layout raises ``BadMessage``; callers skip and count it, exactly like a bad /proc line.
 """
 
-import re
 import struct
-from typing import Dict, Iterator, List, NamedTuple, Optional, Pattern, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 
-from conntrack_zbx.errors import BadMessage
-from conntrack_zbx.parse import labels
-from conntrack_zbx.parse.idle import IdleRule, add_idle, be32_range
-from conntrack_zbx.parse.labels import KINDS, KNOWN, count_kind
+from conntrack_zbx.errors import BadMessage as BadMessage  # re-exported: the decoders raise it
+import conntrack_zbx.count.kinds as labels
 
 # netlink
 NLMSG_ERROR = 2
@@ -69,6 +66,7 @@ IPS_CONFIRMED = 1 << 3
 IPS_FIXED_TIMEOUT = 1 << 10
 IPS_OFFLOAD = 1 << 14
 IPS_HW_OFFLOAD = 1 << 15
+STATUS_BITS = IPS_SEEN_REPLY | IPS_ASSURED | IPS_OFFLOAD | IPS_HW_OFFLOAD | IPS_FIXED_TIMEOUT  # what is kept
 
 # The names /proc/net/nf_conntrack prints, so both sources give the same labels.
 PROTO_NAMES = {6: "tcp", 17: "udp", 136: "udplite", 1: "icmp", 58: "icmpv6", 132: "sctp",
@@ -81,6 +79,7 @@ STATS_CPU_NAMES = {2: "found", 4: "invalid", 8: "insert", 9: "insert_failed", 10
                    11: "early_drop", 12: "error", 13: "search_restart", 14: "clash_resolve",
                    15: "chaintoolong"}
 
+DONE_TAIL = struct.pack("=IH", 20, NLMSG_DONE)  # length and type of the last message of a dump's last buffer
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _NLA = struct.Struct("=HH")
 _U32 = struct.Struct("!I")
@@ -88,7 +87,7 @@ _MSGHDR_LEN = 16
 _PAYLOAD = 20  # nlmsghdr + nfgenmsg
 
 
-class Record(NamedTuple):
+class DumpEntry(NamedTuple):
     """What talkers needs from one entry, raw: addresses stay bytes until ranked, because a
     table holds far fewer distinct sources than entries."""
 
@@ -124,7 +123,7 @@ def error_code(buf: bytes, off: int) -> int:
     if off + _MSGHDR_LEN + 4 > len(buf):
         raise BadMessage("truncated NLMSG_ERROR")
     (code,) = struct.unpack_from("=i", buf, off + _MSGHDR_LEN)
-    return -code
+    return -int(code)
 
 
 def attrs(buf: bytes, start: int, end: int) -> Iterator[Tuple[int, int, int]]:
@@ -139,17 +138,17 @@ def attrs(buf: bytes, start: int, end: int) -> Iterator[Tuple[int, int, int]]:
         off += (length + 3) & ~3
 
 
-def decode_entry(buf: bytes, off: int, length: int) -> Record:
-    """One IPCTNL_MSG_CT_NEW message (a dump row) -> Record. Raises BadMessage."""
+def decode_entry(buf: bytes, off: int, length: int) -> DumpEntry:
+    """One IPCTNL_MSG_CT_NEW message (a dump row) -> DumpEntry. Raises BadMessage."""
     end = off + length
     if length < _PAYLOAD + 4:
         raise BadMessage("conntrack message too short (%d bytes)" % length)
     family = buf[off + _MSGHDR_LEN]
-    src = None  # type: Optional[bytes]
+    src: "Optional[bytes]" = None
     proto = -1
     state = -1
-    status = None  # type: Optional[int]
-    info = None  # type: Optional[Tuple[int, int]]
+    status: "Optional[int]" = None
+    info: "Optional[Tuple[int, int]]" = None
     timeout = -1
     nla = _NLA.unpack_from
     pos = off + _PAYLOAD
@@ -181,11 +180,11 @@ def decode_entry(buf: bytes, off: int, length: int) -> Record:
         raise BadMessage("address of %d bytes in family %d" % (len(src), family))
     if info is not None and proto in STATE_TABLES:
         state = _proto_state(buf, info[0], info[1])
-    return Record(family, src, proto, state, status & _STATUS_BITS, timeout)
+    return DumpEntry(family, src, proto, state, status & STATUS_BITS, timeout)
 
 
 def _orig_tuple(buf: bytes, start: int, end: int) -> Tuple[bytes, int]:
-    src = None  # type: Optional[bytes]
+    src: "Optional[bytes]" = None
     proto = -1
     for atype, voff, vlen in attrs(buf, start, end):
         if atype == CTA_TUPLE_IP:
@@ -214,8 +213,8 @@ def _proto_state(buf: bytes, start: int, end: int) -> int:
     return -1
 
 
-def record_label(r: Record) -> str:
-    """The label /proc's line gives (``parse.labels``): the state number named as /proc names it,
+def record_label(r: DumpEntry) -> str:
+    """The label /proc's line gives (``count.kinds``): the state number named as /proc names it,
     or the status bits behind [UNREPLIED] / [ASSURED]."""
     word = None
     names = STATE_TABLES.get(r.proto)
@@ -231,7 +230,7 @@ def proto_name(proto: int) -> str:
 
 def decode_stats_cpu(buf: bytes, off: int, length: int) -> Dict[str, int]:
     """One IPCTNL_MSG_CT_GET_STATS_CPU answer (one CPU) -> {stable counter name: value}."""
-    out = {}  # type: Dict[str, int]
+    out: "Dict[str, int]" = {}
     for atype, voff, vlen in attrs(buf, off + _PAYLOAD, off + length):
         name = STATS_CPU_NAMES.get(atype)
         if name is not None:
@@ -242,49 +241,6 @@ def decode_stats_cpu(buf: bytes, off: int, length: int) -> Dict[str, int]:
 
 
 # -- the fast path: a whole recv() buffer counted in C ---------------------------------------
-# The kernel writes every dump row in the same order (ctnetlink_fill_info): original tuple,
-# reply tuple, [zone], status, a run of u32 attributes (mark, id, use, timeout...), then the
-# protocol info for TCP/SCTP/DCCP. One compiled pattern per row captures the family, the
-# original source, the protocol, the status and the state, and ``Counter(findall)`` counts rows
-# without a Python-level step per entry (decode_entry costs ~5 us per row; this, ~1 us per 1.3).
-# Rows of any other shape (a master tuple, an offloaded TCP entry without protoinfo...) make
-# the per-buffer match count differ from the row count, and that buffer is decoded the slow,
-# general way. The pattern starts at the message type (a literal, so the C search skips ahead).
-_ORIG_ADDR = (rb"\x14\x00\x01\x80(\x08\x00\x01\x00.{4})\x08\x00\x02\x00.{4}"  # IPv4 src (with its header)
-              rb"|\x2c\x00\x01\x80(\x14\x00\x03\x00.{16})\x14\x00\x04\x00.{16}")  # IPv6 src
-_PNUM = rb"\x05\x00\x01\x00"
-_ORIG_PROTO = (
-    rb"(?:\x1c\x00\x02\x80" + _PNUM + rb"(?P<sp>[\x06\x21\x84])"  # tcp, dccp, sctp: have a state
-    rb"|(\x1c\x00\x02\x80" + _PNUM + rb"[^\x06\x21\x84]"  # udp, udplite, gre: ports
-    rb"|\x24\x00\x02\x80" + _PNUM + rb"."  # icmp, icmpv6: id, type, code
-    rb"|\x0c\x00\x02\x80" + _PNUM + rb"."  # any other protocol: the number only
-    rb"))\x00\x00\x00(?:.{16}|.{24}|)"
-)
-_TUPLE_ZONE = rb"(?:\x06\x00\x03\x00..\x00\x00)?"
-_REPLY = (rb".\x00\x02\x80(?:\x14\x00\x01\x80.{16}|\x2c\x00\x01\x80.{40})"
-          rb"(?:\x1c\x00\x02\x80.{24}|\x24\x00\x02\x80.{32}|\x0c\x00\x02\x80.{8})" + _TUPLE_ZONE)
-_ROW = (
-    rb"\x00\x01\x02\x00.{8}[\x02\x0a]\x00.."  # type CT_NEW, flags NLM_F_MULTI; nfgenmsg
-    rb".\x00\x01\x80(?:" + _ORIG_ADDR + rb")" + _ORIG_PROTO + _TUPLE_ZONE + _REPLY +
-    rb"(?:\x06\x00\x12\x00..\x00\x00)?"  # CTA_ZONE
-    rb"\x08\x00\x03\x00(.{4})"  # CTA_STATUS
-    # timeout (captured when it says idle, its first byte as a marker when it says busy: see
-    # parse.idle), mark, use, id, secmark
-    rb"(?:\x08\x00\x07\x00(%s)|\x08\x00\x07\x00(?=%s)(.).{3}|\x08\x00[\x07\x08\x0b\x0c\x11]\x00.{4})*"
-    rb"(?(sp).\x00\x04\x80.\x00[\x01-\x03]\x80\x05\x00\x01\x00(.)|)"  # protoinfo state: required
-)
-DUMP_ROW = re.compile(_ROW % (rb"(?!)", rb"(?!)"), re.S)
-_STATUS_BITS = IPS_SEEN_REPLY | IPS_ASSURED | IPS_OFFLOAD | IPS_HW_OFFLOAD | IPS_FIXED_TIMEOUT
-_NO_IDLE = IPS_OFFLOAD | IPS_HW_OFFLOAD | IPS_FIXED_TIMEOUT  # the timeout says nothing of idle time
-
-
-def row_pattern(rule: "Optional[IdleRule]") -> "Pattern[bytes]":
-    """The row pattern capturing CTA_TIMEOUT where it says the entry is idle under ``rule``."""
-    if rule is None:
-        return DUMP_ROW
-    return re.compile(_ROW % (be32_range(rule.low, rule.high), be32_range(rule.busy_low, rule.established)), re.S)
-
-
 class Walk(NamedTuple):
     rows: int  # CT_NEW messages in the buffer
     other: int  # messages of another type (not DONE/ERROR)
@@ -313,91 +269,3 @@ def walk(buf: bytes) -> Walk:
             other += 1
         off += (length + 3) & ~3
     return Walk(rows, other, False, 0)
-
-
-def count_rows(buf: bytes, rows: int, pattern: "Pattern[bytes]" = DUMP_ROW) -> Optional[List[bytes]]:
-    """The raw row keys of a buffer holding ``rows`` CT_NEW messages (the captures joined: one
-    bytes object hashes faster and weighs a third of a tuple), for ``Counter.update`` (which
-    counts a list in C), or None when the pattern did not account for every row (decode that
-    buffer with ``decode_entry``)."""
-    found = pattern.findall(buf)
-    return list(map(b"".join, found)) if len(found) == rows else None
-
-
-_HAS_STATE = (6, 0x21, 0x84)
-
-
-def label_rows(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
-               idle: Dict[bytes, List[int]], limit: int = -1) -> None:
-    """Raw row keys (emptied) -> what ``parse.table.label_lines`` gives for text: entries per packed
-    source, their (protocol, label) numbers, and (count, smallest remaining) of idle
-    ESTABLISHED TCP entries; one step per distinct raw key.
-
-    A raw key is the row's captures joined: the source with its attribute header (8 bytes for
-    IPv4, 20 for IPv6), then the protocol (one byte for TCP/DCCP/SCTP, else the 9-byte protocol
-    attribute head ending in its number), the 4 status bytes, the 4 timeout bytes when they say
-    idle or one marker byte when they say busy, and for TCP/DCCP/SCTP the state byte last.
-    Everything after the source is looked up whole in ``_TAILS`` (a handful of distinct tails
-    in a table, plus one per idle remaining time), so a key costs two slices and three dict steps.
-    With a ``limit``, at most that many keys are taken (the rest stay in ``raw``)."""
-    tails = _TAILS
-    if len(tails) > _TAILS_MAX:
-        tails.clear()
-    get = counts.get
-    pop = raw.popitem
-    while raw and limit:  # consumed as labelled: each raw key's memory is free for the compact one
-        limit -= 1
-        key, n = pop()
-        if key[0] == 8:
-            src, tail = key[4:8], key[8:]
-        else:
-            src, tail = key[4:20], key[20:]
-        told = tails.get(tail)
-        if told is None:
-            told = tails[tail] = _tail_kind(tail)
-        kind, remaining = told
-        c = get(src)
-        if c is None:
-            counts[src] = n
-            kinds[src] = kind
-        else:
-            count_kind(counts, kinds, src, kind, n)
-        if remaining is not None:
-            add_idle(idle, src, n, remaining)
-
-
-_TAILS = {}  # type: Dict[bytes, Tuple[int, Optional[int]]]  # raw key after the source -> (kind, idle remaining)
-_TAILS_MAX = 1 << 16
-
-
-def _tail_kind(tail: bytes) -> Tuple[int, Optional[int]]:
-    """A raw key's part after the source -> (its kind number, the remaining timeout of an idle
-    ESTABLISHED entry whose idle time tells, else None)."""
-    proto = tail[0]
-    if proto in _HAS_STATE:  # status, [idle timeout | busy marker], state
-        status, state, rest = tail[1:5], tail[-1], tail[5:-1]
-    else:  # status, [idle timeout | busy marker]
-        proto = tail[8]
-        status, state, rest = tail[9:13], -1, tail[13:]
-    r = Record(AF_INET, b"", proto, state, _U32.unpack(status)[0] & _STATUS_BITS)
-    if rest and idle_tells(r):
-        return KNOWN, _U32.unpack(rest)[0] if len(rest) == 4 else None
-    return KINDS.index(proto_name(proto), record_label(r)), None
-
-
-def idle_tells(r: Record) -> bool:
-    """Whether an entry's remaining timeout can say how long it has been silent: ESTABLISHED TCP,
-    not offloaded, no fixed timeout (``parse.idle``)."""
-    return r.proto == 6 and r.state == 3 and not r.status & _NO_IDLE
-
-
-def label_records(records: Dict[Record, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
-                  idle: Dict[bytes, List[int]], rule: "Optional[IdleRule]") -> None:
-    """Records (the general decoder's output) -> the same as ``label_rows``."""
-    for r, n in records.items():
-        label = record_label(r)
-        told = rule is not None and idle_tells(r)
-        known = told and rule.is_known(r.timeout)  # type: ignore[union-attr]  # told: rule is set
-        count_kind(counts, kinds, r.src, KNOWN if known else KINDS.index(proto_name(r.proto), label), n)
-        if told and rule.is_idle(r.timeout):  # type: ignore[union-attr]
-            add_idle(idle, r.src, n, r.timeout)

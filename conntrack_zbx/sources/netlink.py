@@ -6,21 +6,36 @@ share of the work runs in a reader process in parallel with the counting. It is 
 way to the entries on kernels built without ``CONFIG_NF_CONNTRACK_PROCFS``. It needs CAP_NET_ADMIN,
 as ``conntrack -L`` does, so the agent reaches it through the same fixed sudo line as /proc.
 
-This is the thin I/O layer: sockets and errors here, decoding in ``conntrack_zbx.parse.netlink``.
+This is the thin I/O layer: sockets, the reader process and errors here; message layouts in
+``parse/netlink.py``, counting in ``count/rows.py``.
 """
 
 import errno
+import mmap
 import os
 import socket
 import struct
 import time
-from collections import Counter
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Optional
 
 from conntrack_zbx.errors import Malformed, NotAvailable, NotPermitted
 from conntrack_zbx.parse import netlink as nl
-from conntrack_zbx.parse.idle import IdleRule
-from conntrack_zbx.talkers import read_deadline
+from conntrack_zbx.parse.netlink import DONE_TAIL
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol  # novermin (type checking only: never imported at run time)
+
+    class Counting(Protocol):
+        """What counts a dump's buffers (``count.rows.RowCounter``): this layer only reads them."""
+
+        done: bool
+
+        @property
+        def pending(self) -> bool: ...
+        def add(self, buf: memoryview) -> None: ...
+        def label_some(self) -> None: ...
+        def must_stop(self, now: float, step: float, deadline: float) -> bool: ...
 
 NETLINK_NETFILTER = 12
 RCVBUF = 1 << 21
@@ -43,17 +58,6 @@ def request(mtype: int, flags: int, seq: int, family: int = 0, payload: bytes = 
 def dump_request(seq: int, family: int = 0) -> bytes:
     """A CT_GET dump of every entry of the socket's network namespace (family 0: IPv4 and IPv6)."""
     return request(nl.CT_GET, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, family)
-
-
-class Dump(NamedTuple):
-    """Counts of one dump by compact key (packed source + kind byte), as talkers ranks."""
-
-    counts: Dict[bytes, int]  # packed source -> entries
-    entries: int
-    skipped: int
-    truncated: bool
-    kinds: Dict[bytes, object]  # packed source -> its (protocol, label) numbers (labels.count_kind)
-    idle: Dict[bytes, List[int]]  # packed source -> [idle ESTABLISHED entries, least remaining]
 
 
 def open_socket() -> socket.socket:
@@ -82,7 +86,7 @@ def _translate(e: OSError) -> Exception:
     return NotAvailable("ctnetlink failed: %s" % (e.strerror or e))
 
 
-def _walk(buf) -> nl.Walk:
+def _walk(buf: bytes) -> nl.Walk:
     """A received buffer's message counts; the kernel's error or a broken datagram raised as ours."""
     try:
         w = nl.walk(buf)
@@ -93,8 +97,8 @@ def _walk(buf) -> nl.Walk:
     return w
 
 
-def dump(deadline: Optional[float] = None, rule: "Optional[IdleRule]" = None) -> Dump:
-    """One CT_GET dump, counted; nothing holds the table.
+def dump(counter: "Counting", deadline: Optional[float] = None) -> None:
+    """One CT_GET dump, every buffer handed to ``counter`` (``count.rows``); nothing holds the table.
 
     The kernel does its part of a dump (walking the table, filling the next buffer) inside
     recv(). A forked reader process does only the recv() calls, straight into a ring of shared
@@ -104,8 +108,6 @@ def dump(deadline: Optional[float] = None, rule: "Optional[IdleRule]" = None) ->
     Each buffer is counted by the compiled row pattern and checked against its message count;
     a buffer the pattern does not fully account for is decoded message by message instead.
     """
-    import mmap
-
     s = open_socket()
     s.send(dump_request(1, 0))
     ring = mmap.mmap(-1, SLOTS * RECV_SIZE)  # anonymous and shared with the forked reader
@@ -120,31 +122,30 @@ def dump(deadline: Optional[float] = None, rule: "Optional[IdleRule]" = None) ->
     os.close(free_r)
     s.close()
     view = memoryview(ring)
-    tally = _Counting(rule)
     try:
-        _count_frames(filled_r, free_w, view, tally, deadline)
+        _count_frames(filled_r, free_w, view, counter, deadline)
     finally:
         os.close(filled_r)
         os.close(free_w)
-        _end_reader(pid, tally.done)
+        _end_reader(pid, counter.done)
         view.release()
         ring.close()
-    return tally.result()
 
 
-def _count_frames(filled_r: int, free_w: int, view: memoryview, tally: "_Counting", deadline: Optional[float]) -> None:
+def _count_frames(filled_r: int, free_w: int, view: memoryview, tally: "Counting",
+                  deadline: Optional[float]) -> None:
     """Take each filled slot the reader names, count it, hand it back; label in between."""
     import select
 
     last = time.monotonic()
     while not tally.done:
         if tally.pending and not select.select([filled_r], [], [], 0)[0]:
-            tally.label_one()  # the reader is still inside recv(): label what was counted
+            tally.label_some()  # the reader is still inside recv(): label what was counted
             continue
         if deadline is not None:
             now = time.monotonic()
             step, last = now - last, now
-            if now + step > read_deadline(deadline, tally.keys(), per_key=COST_PER_KEY):
+            if tally.must_stop(now, step, deadline):
                 return  # report what was counted, truncated, leaving time to rank it
         head = _read(filled_r, _FRAME.size)
         if len(head) != _FRAME.size:
@@ -155,6 +156,8 @@ def _count_frames(filled_r: int, free_w: int, view: memoryview, tally: "_Countin
         buf = view[slot * RECV_SIZE:slot * RECV_SIZE + size]
         try:  # the slice must be released before the ring can be closed, whatever happens
             tally.add(buf)
+        except OSError as e:  # the kernel's error inside the dump
+            raise _translate(e) from None
         finally:
             buf.release()
         if not tally.done:
@@ -183,99 +186,14 @@ def _end_reader(pid: int, finished: bool) -> None:
     os.waitpid(pid, 0)
 
 
-class _Counting:
-    """The counts of one dump so far. Rows the compiled pattern matched are counted by their raw
-    key in ``raw`` (``Counter.update``, in C); whenever the reader is still inside recv() a few
-    raw keys are taken out and labelled into per-source counts (``parse.netlink.label_rows``,
-    additive: a key seen again later is simply labelled again), so little is left to label when
-    the dump ends. Labelling per buffer instead labels a long tail's every row once (most rows of
-    a buffer are a key of their own), four times the work of labelling each distinct key once,
-    and on that shape the counting process, not the kernel, is the slower side.
-    Rows decoded one by one go to ``slow``; entries, skipped messages, and whether NLMSG_DONE
-    was seen."""
-
-    def __init__(self, rule: "Optional[IdleRule]") -> None:
-        self.rule = rule
-        self.pattern = nl.row_pattern(rule)
-        self.raw = Counter()  # type: Counter
-        self.counts = {}  # type: Dict[bytes, int]
-        self.kinds = {}  # type: Dict[bytes, object]
-        self.idle = {}  # type: Dict[bytes, List[int]]
-        self.slow = Counter()  # type: Counter
-        self.entries = self.skipped = 0
-        self.done = False
-
-    @property
-    def pending(self) -> bool:
-        """Whether raw keys wait to be labelled."""
-        return bool(self.raw)
-
-    def keys(self) -> int:
-        """Distinct keys held or about to be (what is left to label and rank)."""
-        return len(self.counts) + len(self.raw) + len(self.slow)
-
-    def add(self, buf) -> None:
-        # A dump's buffers hold CT_NEW rows only, and the last one ends with NLMSG_DONE. When the
-        # row pattern matched as many rows as the buffer holds CT_NEW headers (each row has one;
-        # the same bytes inside a payload only raise the header count), every row was counted,
-        # and no message needs walking in Python. Anything else is walked, message by message.
-        if buf[-20:-14] != _DONE_TAIL and buf[4:6] != b"\x02\x00":
-            found = self.pattern.findall(buf)
-            if found and len(found) == bytes(buf).count(_ROW_HEAD):
-                self._count(map(b"".join, found))
-                self.entries += len(found)
-                return
-        wk = _walk(buf)
-        self.skipped += wk.other
-        if wk.rows:
-            c = nl.count_rows(buf, wk.rows, self.pattern)
-            if c is not None:
-                self._count(c)
-                self.entries += wk.rows
-            else:
-                e, k = _decode_slowly(bytes(buf), self.slow)
-                self.entries += e
-                self.skipped += k
-        self.done = wk.done
-
-    def _count(self, rows: "Iterable[bytes]") -> None:
-        self.raw.update(rows)
-        if len(self.raw) > RAW_MAX:  # labelling fell behind: catch up, down to half
-            nl.label_rows(self.raw, self.counts, self.kinds, self.idle, len(self.raw) - RAW_MAX // 2)
-
-    def label_one(self) -> None:
-        """Label a few raw keys (about a millisecond's work: the reader is polled in between)."""
-        nl.label_rows(self.raw, self.counts, self.kinds, self.idle, LABEL_STEP)
-
-    def result(self) -> Dump:
-        nl.label_rows(self.raw, self.counts, self.kinds, self.idle)
-        self.raw.clear()  # popitem leaves the emptied table allocated: 10 MiB at 250,000 keys
-        if self.slow:
-            nl.label_records(self.slow, self.counts, self.kinds, self.idle, self.rule)
-        return Dump(self.counts, self.entries, self.skipped, not self.done, self.kinds, self.idle)
-
-
-# Raw keys waiting to be labelled, at most. A raw key weighs about twice its labelled form, and
-# a long tail's keys hardly repeat, so a bigger backlog buys nothing: on 1,048,576 entries from
-# 250,000 sources this bound took peak RSS from 74 to 57 MiB and the whole call from 2.75 s to
-# 2.6 s (smaller tables stay in cache), where 16,384 began to cost time (bench/run.py).
-RAW_MAX = 1 << 15
-# What a key held when the dump stops costs until the answer is written: most are labelled
-# already (at most RAW_MAX wait, ~1 us each), ranking takes ~0.5 us per source (measured 0.12 s
-# for 250,000 on a 2-CPU VM); twice that for a busy host.
-COST_PER_KEY = 1.5e-6
-LABEL_STEP = 512  # raw keys labelled between two looks at the reader
-
 # Reader -> counter frames: slot, bytes in it, and whether the reader carries on or failed (then
 # the error text of that many bytes follows the frame).
 _FRAME = struct.Struct("=III")
 _MORE, _FAILED = 0, 2
 SLOTS = 32
-_DONE_TAIL = struct.pack("=IH", 20, nl.NLMSG_DONE)
-_ROW_HEAD = struct.pack("=HH", nl.CT_NEW, nl.NLM_F_MULTI)  # type and flags of every dump row
 
 
-def _reader(s: socket.socket, ring, filled: int, free: int) -> None:
+def _reader(s: socket.socket, ring: "mmap.mmap", filled: int, free: int) -> None:
     """The forked reader: recv() into the ring's slots, in order, until the dump ends, and
     say which slot holds how much. It does nothing else: the kernel's share (inside recv) is
     the larger half of the work."""
@@ -297,7 +215,8 @@ def _reader(s: socket.socket, ring, filled: int, free: int) -> None:
             # The dump ends with NLMSG_DONE, last in its buffer, or with an NLMSG_ERROR (the
             # counting side reads either and stops).
             start = slot * RECV_SIZE
-            if view[start + n - 20:start + n - 14] == _DONE_TAIL or view[start + 4:start + 6] == b"\x02\x00":
+            last, first = bytes(view[start + n - 20:start + n - 14]), bytes(view[start + 4:start + 6])
+            if last == DONE_TAIL or first == b"\x02\x00":
                 break
             slot = (slot + 1) % SLOTS
     except BaseException as e:  # reported through the pipe, never raised into the caller's stack
@@ -316,19 +235,6 @@ def _failure(payload: bytes) -> Exception:
     if code.isdigit() and int(code):
         return _translate(OSError(int(code), text))
     return Malformed("the ctnetlink reader process failed: %s" % text)
-
-
-def _decode_slowly(buf: bytes, into: Counter) -> Tuple[int, int]:
-    entries = skipped = 0
-    for mtype, _f, off, length in nl.messages(buf):
-        if mtype != nl.CT_NEW:
-            continue
-        try:
-            into[nl.decode_entry(buf, off, length)] += 1
-            entries += 1
-        except nl.BadMessage:
-            skipped += 1
-    return entries, skipped
 
 
 def raw_answers(mtype: int) -> bytes:

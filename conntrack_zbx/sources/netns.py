@@ -120,8 +120,8 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-class entered:
-    """``with entered(path): ...`` runs the block in the network namespace ``path`` opens
+class Entered:
+    """``with Entered(path): ...`` runs the block in the network namespace ``path`` opens
     (``/proc/PID/ns/net``, ``/run/netns/NAME``) and returns to ours afterwards. Sockets opened
     and /proc/net or /proc/sys/net files read inside belong to that namespace; the mount
     namespace does not change. Needs CAP_SYS_ADMIN (root)."""
@@ -130,7 +130,7 @@ class entered:
         self.path = path
         self.home = -1
 
-    def __enter__(self) -> "entered":
+    def __enter__(self) -> "Entered":
         from conntrack_zbx.errors import NotAvailable, NotPermitted
 
         self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -155,12 +155,70 @@ class entered:
             os.close(self.home)
 
 
-def owner_of(pid: int, root: str = "/") -> "Dict[str, Optional[str]]":
-    """Who is inside: the process's command, and a container id and pod uid from its cgroup."""
+class Runtimes:
+    """Names the node's container runtimes gave, read once per call: an id or a uid alone is not
+    something on-call can act on (``kubectl`` takes a namespace and a pod name).
+
+    Pods: kubelet gives every pod, whatever the runtime (containerd, CRI-O, cri-dockerd), a log
+    directory ``/var/log/pods/<namespace>_<pod>_<uid>``; neither a namespace nor a pod name may
+    hold a ``_``, so the name splits cleanly. Containers outside Kubernetes: Docker keeps the name
+    in ``/var/lib/docker/containers/<id>/config.v2.json``, Podman (containers/storage) in
+    ``/var/lib/containers/storage/overlay-containers/containers.json``. A runtime that is absent or
+    unreadable leaves the id as the name."""
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = root
+        self._pods = None  # type: Optional[Dict[str, str]]
+        self._storage = None  # type: Optional[Dict[str, str]]
+
+    def pod(self, uid: str) -> "Optional[str]":
+        """"namespace/name" of the pod with this uid."""
+        if self._pods is None:
+            self._pods = {}
+            try:
+                entries = os.listdir(os.path.join(self.root, "var", "log", "pods"))
+            except OSError:
+                entries = []
+            for e in entries:
+                parts = e.split("_")
+                if len(parts) == 3:
+                    self._pods[parts[2]] = "%s/%s" % (parts[0], parts[1])
+        return self._pods.get(uid)
+
+    def container(self, cid: str) -> "Optional[str]":
+        """The name Docker or Podman gave the container with this (full) id."""
+        import json
+
+        try:
+            with open(os.path.join(self.root, "var", "lib", "docker", "containers", cid, "config.v2.json")) as f:
+                name = json.load(f).get("Name")
+            if isinstance(name, str) and name.strip("/"):
+                return name.strip("/")
+        except (OSError, ValueError, AttributeError):
+            pass
+        if self._storage is None:
+            self._storage = {}
+            try:
+                with open(os.path.join(self.root, "var", "lib", "containers", "storage", "overlay-containers",
+                                       "containers.json")) as f:
+                    listed = json.load(f)
+                for c in listed if isinstance(listed, list) else ():
+                    names = c.get("names") if isinstance(c, dict) else None
+                    if names and isinstance(c.get("id"), str):
+                        self._storage[c["id"]] = str(names[0])
+            except (OSError, ValueError, AttributeError):
+                pass
+        return self._storage.get(cid)
+
+
+def owner_of(pid: int, root: str = "/", runtimes: "Optional[Runtimes]" = None) -> "Dict[str, Optional[str]]":
+    """Who is inside: the process's command, a container id and a pod uid from its cgroup, and
+    the names the runtimes gave them (``Runtimes``)."""
     import re
 
     proc = os.path.join(root, "proc", str(pid))
-    out = {"comm": None, "container": None, "pod": None}  # type: Dict[str, Optional[str]]
+    out = {"comm": None, "container": None, "container_name": None, "pod": None,
+           "pod_name": None}  # type: Dict[str, Optional[str]]
     try:
         with open(os.path.join(proc, "comm")) as f:
             out["comm"] = f.read().strip()
@@ -168,12 +226,15 @@ def owner_of(pid: int, root: str = "/") -> "Dict[str, Optional[str]]":
             cgroup = f.read()
     except OSError:
         return out
+    runtimes = runtimes or Runtimes(root)
     m = re.search(r"([0-9a-f]{64})", cgroup)
     if m:
         out["container"] = m.group(1)[:12]
+        out["container_name"] = runtimes.container(m.group(1))
     m = re.search(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})", cgroup)
     if m:
-        out["pod"] = m.group(1).replace("_", "-")
+        uid = m.group(1).replace("_", "-")
+        out["pod"], out["pod_name"] = uid, runtimes.pod(uid)
     return out
 
 
@@ -183,6 +244,6 @@ def stat_text(f: Found, root: str = "/") -> str:
     if f.pid is not None:
         with open(os.path.join(root, "proc", str(f.pid), "net", "stat", "nf_conntrack")) as fh:
             return fh.read()
-    with entered(f.path):
+    with Entered(f.path):
         with open("/proc/thread-self/net/stat/nf_conntrack") as fh:
             return fh.read()

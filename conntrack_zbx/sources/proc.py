@@ -169,3 +169,22 @@ def _translate(e: "OSError", path: str, missing_hint: "Optional[str]" = None,
             return NotPermitted(permission_hint % (path, os.geteuid()))
         return NotPermitted("permission denied reading %s as uid %d" % (path, os.geteuid()))
     return NotAvailable("cannot read %s: %s" % (path, e.strerror or e))
+
+
+def not_a_table(entries: int, skipped: int, path: str) -> None:
+    """A saved table with lines and not one entry, none of them even starting as an entry does
+    ("ipv4"/"ipv6"): the wrong file (a README, a log), raised as Malformed rather than answered as
+    0 entries. A mangled copy of a real table (truncated lines, CRLF ends) is still answered, its
+    lines counted as skipped."""
+    if entries or not skipped:
+        return
+    try:
+        with open(path, "rb") as f:
+            head = [f.readline() for _ in range(64)]
+    except OSError:
+        return  # it was read a moment ago; the answer with its skipped count stands
+    if any(line.lstrip()[:4] in (b"ipv4", b"ipv6") for line in head):
+        return
+    raise Malformed("%s is not a conntrack table: %d lines, none like an entry of /proc/net/nf_conntrack "
+                    "('ipv4 2 tcp 6 431999 ESTABLISHED src=...'); save one with "
+                    "'cat /proc/net/nf_conntrack > FILE'" % (path, skipped))

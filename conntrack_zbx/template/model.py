@@ -15,30 +15,35 @@ from conntrack_zbx.parse.stat import COUNTER_HELP
 # The official templates' groups, with the UUIDs a Zabbix server's own data carries for them: a
 # Linux subsystem goes with the operating systems, a service with the applications.
 GROUP, GROUP_UUID = "Templates/Operating systems", "846977d1dfed4968bc5f8bdb363285bc"
-SERVICE_GROUP, SERVICE_GROUP_UUID = "Templates/Applications", "a571c0d144b14fd4a87a9d9b2aa9fcd6"
 CONNTRACK = "Linux conntrack by Zabbix agent"
-MIRRORLIST = "Mirrorlist by HTTP"
-NODE = "Mirrorlist node by Zabbix agent and HTTP"
 SHORT = "Conntrack"
 
 STATS_KEY = next(k.key for k in KEYS if k.args == ("stats",))
 _TALKERS = next(k for k in KEYS if k.args == ("talkers",))
 # The master item passes every key parameter as a macro, so an admin tunes them per host.
-TALKERS_KEY = "%s[%s]" % (_TALKERS.key, ",".join("{$CONNTRACK.TALKERS.%s}" % p.name.upper()
-                                                  for p in _TALKERS.params))
 _NAMESPACES = next(k for k in KEYS if k.args == ("namespaces",))
-NAMESPACES_KEY = "%s[%s]" % (_NAMESPACES.key, ",".join("{$CONNTRACK.NAMESPACES.%s}" % p.name.upper()
+
+
+def _macro_name(prefix: str, p: Any) -> str:
+    """The macro that carries one key parameter: {$CONNTRACK.TALKERS.PREFIX4} ..."""
+    return "CONNTRACK.%s.%s" % (prefix, p.name.upper())
+
+
+TALKERS_KEY = "%s[%s]" % (_TALKERS.key, ",".join("{$%s}" % _macro_name("TALKERS", p) for p in _TALKERS.params))
+NAMESPACES_KEY = "%s[%s]" % (_NAMESPACES.key, ",".join("{$%s}" % _macro_name("NAMESPACES", p)
                                                         for p in _NAMESPACES.params))
 
 CONNTRACK_ACTIVE = "Linux conntrack by Zabbix agent active"
-NODE_ACTIVE = "Mirrorlist node by Zabbix agent active and HTTP"
 CULPRIT = "%s: One network holds a large share of the table" % SHORT
+CULPRIT_FILLING = "%s: The table is filling and one network holds a large share of it" % SHORT
 DROPS = "%s: Packets dropped, table full" % SHORT
 STATS_NODATA = "%s: No data from conntrack.stats" % SHORT
 FEW_BUCKETS = "%s: Too few hash buckets for the limit" % SHORT
-CHECK_FAILED = "Mirrorlist: Check failed"
 TOP_NETWORK_KEY = "conntrack.talkers.top.network"
 TOP_SHARE_KEY = "conntrack.talkers.top.share"
+# Per discovered network: its share of the table, and whether that is over the culprit threshold
+# (the fleet template's calculated items aggregate these over a host group)
+TALKER_SHARE_KEY, TALKER_OVER_KEY = "conntrack.talker.share", "conntrack.talker.over"
 # The networks the culprit trigger looks at: all but {$CONNTRACK.TALKER.NOT_MATCHES} (known NAT
 # gateways), first = the one holding most (the document lists them by entries, descending).
 _NOT_EXCLUDED = "@.network =~ \"^(?!(?:{$CONNTRACK.TALKER.NOT_MATCHES})$)\""
@@ -63,6 +68,14 @@ def macro(name: str, value: str, description: str) -> Dict[str, str]:
     return {"macro": "{$%s}" % name, "value": value, "description": description}
 
 
+def key_parameter_macros(prefix: str, key: Any) -> List[Dict[str, str]]:
+    """One macro per parameter of an agent key, {$CONNTRACK.<PREFIX>.<NAME>}, at the key's default:
+    the item key passes them in order (``TALKERS_KEY``, ``NAMESPACES_KEY``)."""
+    return [macro(_macro_name(prefix, p), str(p.default),
+                  "%s parameter %d: %s (%d..%d; anything else makes the item not supported)."
+                  % (key.key, i, p.help, p.lo, p.hi)) for i, p in enumerate(key.params, 1)]
+
+
 # --- Linux conntrack by Zabbix agent ---------------------------------------------------------
 
 CONNTRACK_MACROS = [
@@ -76,14 +89,16 @@ CONNTRACK_MACROS = [
     macro("CONNTRACK.TALKERS.INTERVAL", "5m",
           "How often the entry table is read for top talkers (conntrack.talkers); it walks the whole "
           "table, so it is polled less often than the counters."),
-    *[macro("CONNTRACK.TALKERS.%s" % p.name.upper(), str(p.default),
-            "conntrack.talkers parameter %d: %s (%d..%d; anything else makes the item not supported)."
-            % (i, p.help, p.lo, p.hi)) for i, p in enumerate(_TALKERS.params, 1)],
+    *key_parameter_macros("TALKERS", _TALKERS),
     macro("CONNTRACK.HISTORY", "7d", "History storage period of numeric conntrack items."),
     macro("CONNTRACK.TRENDS", "365d", "Trend storage period of numeric conntrack items."),
     macro("CONNTRACK.RAW.HISTORY", "1d", "History of the raw JSON master items (what on-call reads back)."),
     macro("CONNTRACK.USAGE.WARN", "80", "Warning threshold of table usage, in % of nf_conntrack_max."),
     macro("CONNTRACK.USAGE.HIGH", "95", "High threshold of table usage, in % of nf_conntrack_max."),
+    macro("CONNTRACK.USAGE.WINDOW", "3m",
+          "Usage must stay above the warning level for this long (min() over the window) before it "
+          "warns: a burst that clears inside it does not. The High-level triggers and the drops look at "
+          "the last value: past the high level the next poll can be a full table."),
     macro("CONNTRACK.USAGE.HYSTERESIS", "5",
           "Usage must fall this many points below a threshold before its problem resolves."),
     macro("CONNTRACK.RECOVERY.WINDOW", "5m",
@@ -106,6 +121,10 @@ CONNTRACK_MACROS = [
           "Share of nf_conntrack_max the network holding most of the table may hold before it is named "
           "in a problem (the incident's culprit). It resolves below this minus "
           "{$CONNTRACK.USAGE.HYSTERESIS}."),
+    macro("CONNTRACK.TALKER.SHARE.WINDOW", "10m",
+          "A network must hold more than {$CONNTRACK.TALKER.SHARE.WARN}% for this long (min() over the "
+          "window: two talkers polls at the default interval) before it is named: a crawler's burst that "
+          "leaves again is not a culprit; a leak stays."),
     macro("CONNTRACK.TALKER.IDLE.WARN", "5",
           "Share of nf_conntrack_max a network's idle ESTABLISHED entries (silent for over "
           "{$CONNTRACK.TALKERS.IDLE_MIN} s) may hold before it is named as a leak: connections nobody "
@@ -120,9 +139,7 @@ CONNTRACK_MACROS = [
           "Keep a talker's items this long after it left the top list (talkers churn)."),
     macro("CONNTRACK.NAMESPACES.INTERVAL", "1m",
           "How often every network namespace's own table is checked (conntrack.namespaces)."),
-    *[macro("CONNTRACK.NAMESPACES.%s" % p.name.upper(), str(p.default),
-            "conntrack.namespaces parameter %d: %s (%d..%d)." % (i, p.help, p.lo, p.hi))
-      for i, p in enumerate(_NAMESPACES.params, 1)],
+    *key_parameter_macros("NAMESPACES", _NAMESPACES),
     macro("CONNTRACK.NS.USAGE.WARN", "80",
           "Warning threshold of one namespace's own entries, in % of the global nf_conntrack_max; "
           "context macro by namespace name: {$CONNTRACK.NS.USAGE.WARN:\"pod ...\"}."),
@@ -205,7 +222,8 @@ def _trigger(template: str, name: str, expression: str, priority: str, descripti
 
 
 def runbook_url(template: str, anchor: str) -> str:
-    return "{$%s.RUNBOOK.URL}#%s" % ("MIRRORLIST" if template == MIRRORLIST else "CONNTRACK", anchor)
+    return "{$%s.RUNBOOK.URL}#%s" % ("CONNTRACK" if template.startswith("Linux conntrack") else "MIRRORLIST",
+                                     anchor)
 
 
 def _master(key: str, name: str, delay: str, description: str, trigger: Dict[str, Any]) -> Dict[str, Any]:
@@ -230,6 +248,7 @@ def _master(key: str, name: str, delay: str, description: str, trigger: Dict[str
 def conntrack_template() -> Dict[str, Any]:
     items = (_stats_items() + [_usage_item()] + _rate_items() + _boot_items() + _timeout_items()
              + _talkers_items() + _namespaces_items())
+    over_several = _lift_multi_item_triggers(items)
     return {
         "uuid": uid(CONNTRACK),
         "template": CONNTRACK,
@@ -245,12 +264,27 @@ def conntrack_template() -> Dict[str, Any]:
         "discovery_rules": [talkers_discovery("network"), talkers_discovery("source"), namespaces_discovery()],
         "tags": tags(**{"class": "os", "target": "linux"}),
         "macros": CONNTRACK_MACROS,
-        "triggers": _bucket_triggers() + [_default_timeout_trigger()],
+        "triggers": _bucket_triggers() + [_default_timeout_trigger()] + over_several,
         "graphs": conntrack_graphs(),
         "dashboards": [conntrack_dashboard()],
     }
 
 
+
+
+def _lift_multi_item_triggers(items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """A trigger written beside its item that also reads another item goes to the template's
+    top level (where ``export`` puts triggers over several items, as Zabbix's own exports do)."""
+    lifted: List[Dict[str, Any]] = []
+    for item in items:
+        own = "/%s/%s)" % (CONNTRACK, item["key"])
+        keep: List[Dict[str, Any]] = []
+        for t in item.get("triggers", []):
+            refs = t["expression"].count("/%s/" % CONNTRACK)
+            (keep if t["expression"].count(own) == refs else lifted).append(t)
+        if "triggers" in item:
+            item["triggers"] = keep
+    return lifted
 
 
 def _stats_items() -> List[Dict[str, Any]]:
@@ -285,44 +319,52 @@ def _stats_items() -> List[Dict[str, Any]]:
 
 
 def _usage_item() -> Dict[str, Any]:
-    """Usage in %, with the warning, very high and forecast triggers. All three depend on the
-    culprit trigger (when one network is already named, the usage problems add nothing to page
-    about) and on the one above them; very high depends on the drops."""
+    """Usage in %, with the warning, very high and forecast triggers.
+
+    Severities and dependencies follow the official templates' rule: a lower severity may depend
+    on a higher one or on its cause, never a higher on a lower. The warning and the forecast
+    (WARNING) depend on very high, on the culprit (AVERAGE) and on the filling culprit (HIGH):
+    while one is open they add nothing to page about. Very high (HIGH) depends only on the drops
+    (HIGH, what it warns of). A leak can take a table from the warning level to full between two
+    polls, so very high may never be seen before the drops: what pages an action from High up
+    before the first drop is the filling culprit (``_culprit_triggers``)."""
     usage = item_ref(CONNTRACK, "conntrack.usage")
     usage_item = _dep(CONNTRACK, "%s: Usage, in %%" % SHORT, "conntrack.usage", "$.usage_pct",
                       "Entries as a share of nf_conntrack_max.", value_type="FLOAT", units="%",
                       on_fail_discard=True)
     high = _trigger(
         CONNTRACK, "%s: Table usage is very high" % SHORT,
+        # the last value, not a window: past the high level the next poll can be a full table
         "last(%s)>{$CONNTRACK.USAGE.HIGH}" % usage, "HIGH",
         "The table is nearly full: at 100% the kernel logs 'nf_conntrack: table full, dropping packet' "
         "and new connections (and monitoring polls) fail. First step: raise the limit now "
-        "(`conntrack-zbx tune --auto --apply`), then name who fills it (`conntrack-zbx top`).",
+        "(`sudo conntrack-zbx tune --auto --apply`), then name who fills it (`sudo conntrack-zbx top`).",
         event_name="%s: table usage above {$CONNTRACK.USAGE.HIGH}%% of nf_conntrack_max" % SHORT,
         opdata="Used: {ITEM.LASTVALUE1}",
         recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.HIGH}-{$CONNTRACK.USAGE.HYSTERESIS}"
-        % usage, anchor="usage-high", depends=(DROPS, CULPRIT))
+        % usage, anchor="usage-high", depends=(DROPS,))
     warn = _trigger(
         CONNTRACK, "%s: Table usage is high" % SHORT,
-        "last(%s)>{$CONNTRACK.USAGE.WARN}" % usage, "WARNING",
+        "min(%s,{$CONNTRACK.USAGE.WINDOW})>{$CONNTRACK.USAGE.WARN}" % usage, "WARNING",
         "The table is filling up: the early warning the incident lacked. First step: `conntrack-zbx "
         "top` on the host: one range holding most entries, mostly ESTABLISHED, is a leak to fix at its "
         "source; many ordinary sources are load: raise the limit (`conntrack-zbx tune --auto`).",
         event_name="%s: table usage above {$CONNTRACK.USAGE.WARN}%% of nf_conntrack_max" % SHORT,
         opdata="Used: {ITEM.LASTVALUE1}",
         recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS}"
-        % usage, anchor="usage-high", depends=(high["name"], CULPRIT))
+        % usage, anchor="usage-high", depends=(high["name"], CULPRIT, CULPRIT_FILLING))
     full = _trigger(
         CONNTRACK, "%s: Table will be full soon" % SHORT,
-        "last(%s)>{$CONNTRACK.USAGE.WARN} and timeleft(%s,{$CONNTRACK.FULL.WINDOW},100)<{$CONNTRACK.FULL.TIMELEFT}"
+        "min(%s,{$CONNTRACK.USAGE.WINDOW})>{$CONNTRACK.USAGE.WARN} and "
+        "timeleft(%s,{$CONNTRACK.FULL.WINDOW},100)<{$CONNTRACK.FULL.TIMELEFT}"
         % (usage, usage), "WARNING",
         "Above {$CONNTRACK.USAGE.WARN}% and, at the growth rate of the last {$CONNTRACK.FULL.WINDOW}, full "
         "within {$CONNTRACK.FULL.TIMELEFT} (only above the warning level: a forecast from a low table "
-        "flaps). First step: as for high usage, `conntrack-zbx top`, then raise the limit.",
+        "flaps). First step: as for high usage, `sudo conntrack-zbx top`, then raise the limit.",
         event_name="%s: table will be full within {$CONNTRACK.FULL.TIMELEFT}" % SHORT,
         opdata="Used: {ITEM.LASTVALUE1}",
         recovery="last(%s)<{$CONNTRACK.USAGE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS}" % usage,
-        anchor="usage-high", depends=(high["name"], CULPRIT))
+        anchor="usage-high", depends=(high["name"], CULPRIT, CULPRIT_FILLING))
     usage_item["triggers"] = [high, warn, full]
     return usage_item
 
@@ -346,11 +388,12 @@ def _rate_items() -> List[Dict[str, Any]]:
 def _rate_trigger(name: str, rate: str) -> Optional[Dict[str, Any]]:
     if name == "drop":
         return _trigger(
+            # the last value is already a rate over one poll interval, and any drop is the outage
             CONNTRACK, DROPS, "last(%s)>0" % rate, "HIGH",
             "The kernel is dropping packets because it could not add an entry ('nf_conntrack: table "
             "full, dropping packet'): clients see timeouts, monitoring data from this host may go "
-            "missing. First step: raise the limit now (`conntrack-zbx tune --max N --apply "
-            "--runtime-only`), then name who fills it (`conntrack-zbx top`) before flushing anything.",
+            "missing. First step: raise the limit now (`sudo conntrack-zbx tune --max N --apply "
+            "--runtime-only`), then name who fills it (`sudo conntrack-zbx top`) before flushing anything.",
             event_name="%s: kernel is dropping packets, table full" % SHORT,
             opdata="Drops: {ITEM.LASTVALUE1}", recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % rate,
             anchor="drops")
@@ -367,6 +410,7 @@ def _rate_trigger(name: str, rate: str) -> Optional[Dict[str, Any]]:
             anchor="inserts-failing", depends=(DROPS,))
     if name == "chaintoolong":
         return _trigger(
+            # as the drops: each refused insert is a dropped packet, there is no harmless level
             CONNTRACK, "%s: Hash chains too long" % SHORT, "last(%s)>0" % rate, "WARNING",
             "The kernel refused inserts because a hash chain grew too long: too few buckets for the load. "
             "First step: raise the hash size with the limit (`conntrack-zbx tune --auto` shows both).",
@@ -391,7 +435,7 @@ def _boot_items() -> List[Dict[str, Any]]:
         "The running conntrack limits are not what the next boot sets: the fix was applied at runtime "
         "only, or persisted in a way boot skips (a sysctl.d line while nf_conntrack loads after "
         "systemd-sysctl). After a reboot the table is as small as before the fix. First step: persist "
-        "it with `conntrack-zbx tune --max N --apply` (it writes sysctl.d, modprobe.d and modules-load.d).",
+        "it with `sudo conntrack-zbx tune --max N --apply` (it writes sysctl.d, modprobe.d and modules-load.d).",
         event_name="%s: running settings differ from what boot sets" % SHORT,
         opdata="{ITEM.LASTVALUE1}", scope="notice", anchor="reboot", manual_close=True)]
     recommended = _dep(CONNTRACK, "%s: Recommended hash buckets" % SHORT, "conntrack.buckets.recommended",
@@ -424,14 +468,14 @@ def _timeout_items() -> List[Dict[str, Any]]:
 def _default_timeout_trigger() -> Dict[str, Any]:
     return _trigger(
         CONNTRACK, "%s: Table filling with the 5-day ESTABLISHED timeout" % SHORT,
-        "last(%s)>{$CONNTRACK.USAGE.WARN} and last(%s)=%d" % (
+        "min(%s,{$CONNTRACK.USAGE.WINDOW})>{$CONNTRACK.USAGE.WARN} and last(%s)=%d" % (
             item_ref(CONNTRACK, "conntrack.usage"), item_ref(CONNTRACK, "conntrack.timeout[tcp_established]"),
             DEFAULT_ESTABLISHED), "INFO",
         "The table is over the warning level and an ESTABLISHED TCP entry still lives 5 days without a "
         "packet (the kernel default). Connections a NAT or a crashed client never closed hold their "
-        "slots that long, and early drop never evicts them. First step: `conntrack-zbx top --by idle`; "
+        "slots that long, and early drop never evicts them. First step: `sudo conntrack-zbx top --by idle`; "
         "if idle entries hold the table, `conntrack-zbx tune --tcp-established-timeout` (see the "
-        "runbook for the trade-off) and `conntrack-zbx clean` for what already leaked.",
+        "runbook for the trade-off) and `sudo conntrack-zbx clean` for what already leaked.",
         event_name="%s: table over {$CONNTRACK.USAGE.WARN}%% with the 5-day ESTABLISHED timeout" % SHORT,
         opdata="Used: {ITEM.LASTVALUE1}, timeout: {ITEM.LASTVALUE2}",
         recovery="last(%s)<{$CONNTRACK.USAGE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS} or last(%s)<>%d" % (
@@ -468,19 +512,48 @@ def _bucket_triggers() -> List[Dict[str, Any]]:
     share, network = item_ref(CONNTRACK, TOP_SHARE_KEY), item_ref(CONNTRACK, TOP_NETWORK_KEY)
     culprit = _trigger(
         CONNTRACK, CULPRIT,
-        "last(%s)>{$CONNTRACK.TALKER.SHARE.WARN} and last(%s)<>\"none\"" % (share, network), "AVERAGE",
+        "min(%s,{$CONNTRACK.TALKER.SHARE.WINDOW})>{$CONNTRACK.TALKER.SHARE.WARN} and last(%s)<>\"none\""
+        % (share, network), "AVERAGE",
         "One network holds a large part of the table. In the incident it was a NAT firewall's range "
         "that never closed its TCP connections: thousands of ESTABLISHED entries from one /24. First "
-        "step: `conntrack-zbx top` on the host shows its state mix (mostly ESTABLISHED: connections not "
+        "step: `sudo conntrack-zbx top` on the host shows its state mix (mostly ESTABLISHED: connections not "
         "closed, a leak; many states: load) and its sources; contact the range's owners. A known "
         "gateway is left out by setting the macro CONNTRACK.TALKER.NOT_MATCHES (a regex). The usage "
-        "triggers depend on this one: while the culprit is named, they do not page again.",
+        "warnings depend on this one: while the culprit is named, they do not page again.",
         event_name="%s: network {ITEM.LASTVALUE2} holds more than {$CONNTRACK.TALKER.SHARE.WARN}%% of "
                    "nf_conntrack_max" % SHORT,
         opdata="Share: {ITEM.LASTVALUE1}, network {ITEM.LASTVALUE2}",
         recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.TALKER.SHARE.WARN}-"
-                 "{$CONNTRACK.USAGE.HYSTERESIS}" % share, anchor="culprit")
-    return [few, ratio, culprit]
+                 "{$CONNTRACK.USAGE.HYSTERESIS}" % share, anchor="culprit", depends=(CULPRIT_FILLING,))
+    culprit["tags"] += tags(cause="talker")  # who, not harm: a fleet's paging leaves it to the fleet
+    return [few, ratio, culprit, _culprit_filling(share, network)]
+
+
+def _culprit_filling(share: str, network: str) -> Dict[str, Any]:
+    """The culprit at HIGH once the table is past the warning level: the page an action paging
+    from High up gets before the first drop, naming the network (a leak can take the table from
+    the warning level to full between two polls, so "very high" may come only with the drops).
+    The AVERAGE culprit depends on it: an action from Average up has had the culprit already."""
+    usage = item_ref(CONNTRACK, "conntrack.usage")
+    return _trigger(
+        CONNTRACK, CULPRIT_FILLING,
+        # usage by its last value (a leak can take the table from the warning level to full between
+        # two polls), the share over its window as in the AVERAGE culprit
+        "last(%s)>{$CONNTRACK.USAGE.WARN} and min(%s,{$CONNTRACK.TALKER.SHARE.WINDOW})>"
+        "{$CONNTRACK.TALKER.SHARE.WARN} and last(%s)<>\"none\""
+        % (usage, share, network), "HIGH",
+        "The table is past the warning level and one network holds a large part of it: the incident's "
+        "shape, a range (a NAT firewall that never closed its TCP connections) taking the table towards "
+        "full, when the kernel drops everyone's new connections. First step: `sudo conntrack-zbx top "
+        "--by idle` on the host (idle ESTABLISHED entries: a leak; contact the range's owners, "
+        "`sudo conntrack-zbx clean` removes what it left), and raise the limit for the time it takes "
+        "(`sudo conntrack-zbx tune --auto --apply`).",
+        event_name="%s: table over {$CONNTRACK.USAGE.WARN}%% and network {ITEM.LASTVALUE3} holds more than "
+                   "{$CONNTRACK.TALKER.SHARE.WARN}%% of nf_conntrack_max" % SHORT,
+        opdata="Used: {ITEM.LASTVALUE1}, network {ITEM.LASTVALUE3}: {ITEM.LASTVALUE2}",
+        recovery="max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.USAGE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS} or "
+                 "max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.TALKER.SHARE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS}"
+                 % (usage, share), anchor="culprit", depends=(DROPS,))
 
 
 def _not_collected(key: str, what: str, consequence: str) -> Dict[str, Any]:
@@ -528,7 +601,33 @@ def _talkers_items() -> List[Dict[str, Any]]:
                       TOP_FILTER + ".pct_of_max.first()",
                       "Its entries as a share of nf_conntrack_max: the culprit trigger watches this.",
                       value_type="FLOAT", units="%", master=TALKERS_KEY, on_fail_discard=True))
-    return items
+    return items + _lifeline_items()
+
+
+def _lifeline_items() -> List[Dict[str, Any]]:
+    """Whether monitoring survives a full table here (``conntrack-zbx protect``), from the talkers
+    answer (root through the sudo line reads the firewall); an INFO problem where it would not."""
+    heartbeat = [{"type": "DISCARD_UNCHANGED_HEARTBEAT", "parameters": ["{$CONNTRACK.HEARTBEAT}"]}]
+    state = _dep(CONNTRACK, "%s: Lifeline in place" % SHORT, "conntrack.lifeline", "$.lifeline.protected",
+                 "1 when this host's monitoring traffic is kept out of conntrack (`conntrack-zbx protect`), so a "
+                 "full table cannot drop the polls; 0 when it is not. Discarded from agents older than the "
+                 "lifeline.", master=TALKERS_KEY, on_fail_discard=True, extra_pre=heartbeat)
+    ports = _dep(CONNTRACK, "%s: Lifeline ports" % SHORT, "conntrack.lifeline.ports", "$.lifeline.ports",
+                 "The TCP ports the lifeline keeps out of conntrack: local services (in) and the server's (out).",
+                 value_type="CHAR", master=TALKERS_KEY, on_fail_discard=True, extra_pre=heartbeat)
+    ports["trends"] = "0"
+    state["triggers"] = [_trigger(
+        CONNTRACK, "%s: No lifeline: a full table will blind monitoring on this host" % SHORT,
+        "last(%s)=0" % item_ref(CONNTRACK, "conntrack.lifeline"), "INFO",
+        "When this host's table is full the kernel drops every new connection, Zabbix's polls and "
+        "active checks included: values go missing and the drop problem waits for a poll that wins a "
+        "slot (the incident's vanished monitoring data). Nothing is wrong now. First step, at a quiet "
+        "moment: `sudo conntrack-zbx protect` shows the rules that keep the agent's traffic out of "
+        "conntrack and why; `sudo conntrack-zbx protect --apply` applies them and makes them survive a "
+        "reboot (it refuses, naming the rule to add, where the host's firewall would drop them).",
+        event_name="%s: no lifeline: a full table will blind monitoring on this host" % SHORT,
+        scope="availability", anchor="lifeline")]
+    return [state, ports]
 
 
 def _namespaces_items() -> List[Dict[str, Any]]:
@@ -551,7 +650,7 @@ def _namespaces_items() -> List[Dict[str, Any]]:
         "min(%s,#2)>{$CONNTRACK.HASH.LOAD.MAX}" % item_ref(CONNTRACK, "conntrack.namespaces.hash_load"), "WARNING",
         "All namespaces share one hash table: together they hold more than {$CONNTRACK.HASH.LOAD.MAX} "
         "entries per bucket, so every lookup walks long chains even where each table looks small. "
-        "First step: `conntrack-zbx namespaces` shows which namespaces hold most; raise the hash size "
+        "First step: `sudo conntrack-zbx namespaces --human` shows which namespaces hold most; raise the hash size "
         "with `conntrack-zbx tune`.",
         event_name="%s: all namespaces hold more than {$CONNTRACK.HASH.LOAD.MAX} entries per hash bucket" % SHORT,
         opdata="Load: {ITEM.LASTVALUE1}", scope="performance", anchor="namespaces")]
@@ -586,7 +685,7 @@ def namespaces_discovery() -> Dict[str, Any]:
         "last(%s)>0" % drop_ref, "max(%s,{$CONNTRACK.RECOVERY.WINDOW})=0" % drop_ref, "HIGH",
         "The kernel refuses new connections in {#CT.NS.NAME}: its own table reached nf_conntrack_max "
         "('nf_conntrack: table full in netns ..., dropping packet'), while the host's table may look "
-        "calm. First step: name who fills it with `conntrack-zbx top --netns {#CT.NS.INODE}` on the "
+        "calm. First step: name who fills it with `sudo conntrack-zbx top --netns {#CT.NS.INODE}` on the "
         "host. See docs/namespaces.md.",
         "Drops: {ITEM.LASTVALUE1}")
     high = _ns_trigger(
@@ -595,14 +694,14 @@ def namespaces_discovery() -> Dict[str, Any]:
         "max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.NS.USAGE.HIGH:\"{#CT.NS.NAME}\"}-"
         "{$CONNTRACK.USAGE.HYSTERESIS}" % usage_ref, "HIGH",
         "{#CT.NS.NAME} has nearly filled its own table: at 100% of the global nf_conntrack_max the "
-        "kernel drops its new connections. First step: `conntrack-zbx top --netns {#CT.NS.INODE}` "
+        "kernel drops its new connections. First step: `sudo conntrack-zbx top --netns {#CT.NS.INODE}` "
         "names who holds it. See docs/namespaces.md.", "Used: {ITEM.LASTVALUE1}", depends=drops)
     warn = _ns_trigger(
         "warn", "at more than {$CONNTRACK.NS.USAGE.WARN:\"{#CT.NS.NAME}\"}% of nf_conntrack_max",
-        "last(%s)>{$CONNTRACK.NS.USAGE.WARN:\"{#CT.NS.NAME}\"}" % usage_ref,
+        "min(%s,{$CONNTRACK.USAGE.WINDOW})>{$CONNTRACK.NS.USAGE.WARN:\"{#CT.NS.NAME}\"}" % usage_ref,
         "max(%s,{$CONNTRACK.RECOVERY.WINDOW})<{$CONNTRACK.NS.USAGE.WARN:\"{#CT.NS.NAME}\"}-"
         "{$CONNTRACK.USAGE.HYSTERESIS}" % usage_ref, "WARNING",
-        "{#CT.NS.NAME} is filling its own table. First step: `conntrack-zbx top --netns {#CT.NS.INODE}` "
+        "{#CT.NS.NAME} is filling its own table. First step: `sudo conntrack-zbx top --netns {#CT.NS.INODE}` "
         "on the host. See docs/namespaces.md.", "Used: {ITEM.LASTVALUE1}",
         depends=high)
     usage["trigger_prototypes"] = [high, warn]
@@ -675,7 +774,7 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
     est = proto("%s: %s {#CT.TALKER}: Established" % (SHORT, kind), "conntrack.talker.established",
                 "established", "TCP entries in ESTABLISHED state from this %s: connections a NAT that never "
                 "closes them leaves behind." % kind)
-    share = proto("%s: %s {#CT.TALKER}: Share of max" % (SHORT, kind), "conntrack.talker.share",
+    share = proto("%s: %s {#CT.TALKER}: Share of max" % (SHORT, kind), TALKER_SHARE_KEY,
                   "pct_of_max", "Entries held as a share of nf_conntrack_max.", units="%", value_type="FLOAT")
     idle = proto("%s: %s {#CT.TALKER}: Idle entries" % (SHORT, kind), "conntrack.talker.idle", "idle",
                  "ESTABLISHED TCP entries from this %s silent for over {$CONNTRACK.TALKERS.IDLE_MIN} s, from the "
@@ -686,6 +785,13 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
                   "ESTABLISHED TCP entries from this %s whose idle time can be told (their remaining "
                   "timeout is above the retransmission caps and within the established timeout): what "
                   "the idle entries are a share of." % kind)
+    # 1 while this network is over the culprit's threshold here, else 0: what the fleet template
+    # sums over a host group (6.0's aggregate count() takes no comparison)
+    over = proto("%s: %s {#CT.TALKER}: Over the share threshold" % (SHORT, kind), TALKER_OVER_KEY, "pct_of_max",
+                 "1 while this %s holds more than {$CONNTRACK.TALKER.SHARE.WARN}%% of nf_conntrack_max, else 0: "
+                 "the fleet template counts the nodes of a group where it is." % kind)
+    over["preprocessing"].append({"type": "JAVASCRIPT",
+                                  "parameters": ["return Number(value) > {$CONNTRACK.TALKER.SHARE.WARN} ? 1 : 0;"]})
     for it in (idle, known):
         it["preprocessing"].append({"type": "REGEX", "parameters": ["^([0-9]+)$", "\\1"],
                                     "error_handler": "CUSTOM_ERROR",
@@ -708,7 +814,7 @@ def talkers_discovery(kind: str) -> Dict[str, Any]:
         "lifetime": "{$CONNTRACK.TALKER.LOST}",
         "description": "The top {$CONNTRACK.TALKERS.TOP} %s by entries held, from conntrack.talkers%s." % (
             plural, " (/{$CONNTRACK.TALKERS.PREFIX4}, /{$CONNTRACK.TALKERS.PREFIX6})" if kind == "network" else ""),
-        "item_prototypes": [count, est, share, idle, known],
+        "item_prototypes": [count, est, share, idle, known] + ([over] if kind == "network" else []),
         "trigger_prototypes": _leak_or_load(known, share, idle) if kind == "network" else [],
         "graph_prototypes": [{
             "uuid": uid(CONNTRACK, "graph_prototype", "talker" if kind == "network" else plural),
@@ -747,7 +853,7 @@ def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, 
         "This network's ESTABLISHED entries have been silent for over {$CONNTRACK.TALKERS.IDLE_MIN} s: "
         "connections nobody closed (the incident's NAT firewall that never sent FIN/RST). They keep their "
         "slot for the whole ESTABLISHED timeout and early drop never evicts them, so raising the limit only "
-        "postpones the outage. First step: tell the network's owners; `conntrack-zbx clean --network "
+        "postpones the outage. First step: tell the network's owners; `sudo conntrack-zbx clean --network "
         "{#CT.TALKER}` removes the idle entries (dry run first), then `conntrack-zbx tune "
         "--tcp-established-timeout` shortens how long the next leak lasts. While the source still leaks, "
         "its newest connections are not idle yet when you clean: they turn idle within "
@@ -779,6 +885,8 @@ def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, 
         recovery="last(%s)<{$CONNTRACK.TALKER.SHARE.WARN}-{$CONNTRACK.USAGE.HYSTERESIS} or last(%s)*5>last(%s,%s)"
                  % (ref(share), ref(idle), ref(known), ago),
         anchor="load")
+    for t in (leak, load):  # who: a fleet's paging can leave these to the fleet's own problems
+        t["tags"] += tags(cause="talker", talker="{#CT.TALKER}")
     return [leak, load]
 
 
@@ -806,88 +914,7 @@ def conntrack_graphs() -> List[Dict[str, Any]]:
     ]
 
 
-# --- Mirrorlist by HTTP -------------------------------------------------------------------------
-
-SCENARIO = "Mirrorlist"
-STEP = "mirrorlist"
-WEB_TIME = "web.test.time[%s,%s,resp]" % (SCENARIO, STEP)
-WEB_FAIL = "web.test.fail[%s]" % SCENARIO
-WEB_ERROR = "web.test.error[%s]" % SCENARIO
-
-MIRRORLIST_MACROS = [
-    # The check's URL is built from the host's own address ({HOST.CONN}, expanded in the step URL)
-    # and these parts: a {HOST.CONN} inside a user macro's value is not expanded (6.0), so the
-    # defaults must not hide it there.
-    macro("MIRRORLIST.SCHEME", "http", "Scheme of the mirrorlist URL (http or https)."),
-    macro("MIRRORLIST.PORT", "80", "Port of the mirrorlist service on the host's address ({HOST.CONN})."),
-    macro("MIRRORLIST.PATH", "/?release=9&arch=x86_64&repo=updates",
-          "Path and query of the mirrorlist URL, as yum would ask it."),
-    macro("MIRRORLIST.INTERVAL", "1m", "How often the web scenario runs."),
-    macro("MIRRORLIST.TIMEOUT", "15s", "Timeout of one request."),
-    macro("MIRRORLIST.RESPONSE.WARN", "1", "Average response time, in seconds, above which a problem is raised."),
-    macro("MIRRORLIST.RESPONSE.WINDOW", "5m", "Window the response time is averaged over."),
-    macro("MIRRORLIST.NODATA.TIMEOUT", "5m", "No response time for this long raises a problem."),
-    macro("MIRRORLIST.RUNBOOK.URL", "",
-          "Where the runbook is published (`template import --runbook-url`); every trigger links to its section."),
-]
-STEP_URL = "{$MIRRORLIST.SCHEME}://{HOST.CONN}:{$MIRRORLIST.PORT}{$MIRRORLIST.PATH}"
-
-
-def mirrorlist_template() -> Dict[str, Any]:
-    fail, error, rtime = (item_ref(MIRRORLIST, k) for k in (WEB_FAIL, WEB_ERROR, WEB_TIME))
-    return {
-        "uuid": uid(MIRRORLIST),
-        "template": MIRRORLIST,
-        "name": MIRRORLIST,
-        "description": ("Response time and failures of a mirrorlist service, measured by the Zabbix "
-                        "server with a web scenario, as in the incident's response-time panel.\n\n"
-                        "Generated by conntrack_zbx; do not edit by hand."),
-        "groups": [{"name": SERVICE_GROUP}],
-        "tags": tags(**{"class": "application", "target": "mirrorlist"}),
-        "macros": MIRRORLIST_MACROS,
-        "httptests": [{
-            "uuid": uid(MIRRORLIST, "httptest", SCENARIO),
-            "name": SCENARIO,
-            "delay": "{$MIRRORLIST.INTERVAL}",
-            "steps": [{"name": STEP, "url": STEP_URL, "timeout": "{$MIRRORLIST.TIMEOUT}",
-                       "status_codes": "200"}],
-            "tags": tags(component="http"),
-        }],
-        "triggers": [
-            _trigger(MIRRORLIST, CHECK_FAILED,
-                     # three failed runs in a row, as the official HTTP service template
-                     "min(%s,#3)>0 and length(last(%s))>0" % (fail, error), "AVERAGE",
-                     "The web scenario failed three times in a row (timeout, refused connection, wrong "
-                     "status). First step: is the host's conntrack table full? Its 'Conntrack' problems "
-                     "(drops) say so; a full table drops new connections, clients' and this check's alike.",
-                     event_name="Mirrorlist: check failed", opdata="{ITEM.LASTVALUE2}", scope="availability",
-                     anchor="mirrorlist"),
-            _trigger(MIRRORLIST, "Mirrorlist: Response time is high",
-                     "avg(%s,{$MIRRORLIST.RESPONSE.WINDOW})>{$MIRRORLIST.RESPONSE.WARN}" % rtime, "WARNING",
-                     "Requests to the mirrorlist are slow. In the incident this came first, while the "
-                     "conntrack table was full and SYNs were retransmitted. First step: the host's "
-                     "'Conntrack' problems.",
-                     event_name="Mirrorlist: average response time above {$MIRRORLIST.RESPONSE.WARN}s "
-                                "over {$MIRRORLIST.RESPONSE.WINDOW}",
-                     opdata="Response time: {ITEM.LASTVALUE1}", scope="performance", anchor="mirrorlist",
-                     depends=(CHECK_FAILED,)),
-            _trigger(MIRRORLIST, "Mirrorlist: No response time data",
-                     "nodata(%s,{$MIRRORLIST.NODATA.TIMEOUT})=1" % rtime, "AVERAGE",
-                     "No successful response for {$MIRRORLIST.NODATA.TIMEOUT}: the graph has a gap, as in "
-                     "the incident's panel. First step: the check's error (Latest data, web.test.error).",
-                     event_name="Mirrorlist: no response time for {$MIRRORLIST.NODATA.TIMEOUT}",
-                     scope="availability", anchor="mirrorlist", depends=(CHECK_FAILED,), manual_close=True),
-        ],
-        "graphs": [{
-            "uuid": uid(MIRRORLIST, "graph", "response"),
-            "name": "Mirrorlist: Response time",
-            "graph_items": [{"color": "2774A4", "drawtype": "GRADIENT_LINE",
-                             "item": {"host": MIRRORLIST, "key": WEB_TIME}}],
-        }],
-    }
-
-
-# --- the mirrorlist node: both, with the incident's dashboard --------------------------------
+# --- the template's own dashboard -----------------------------------------------------------
 
 def graph_widget(host: str, graph: str, x: int, y: int, width: int = 12) -> Dict[str, Any]:
     w = {"type": "GRAPH_CLASSIC", "width": str(width), "height": "5",
@@ -919,30 +946,6 @@ def conntrack_dashboard() -> Dict[str, Any]:
     }
 
 
-def node_template() -> Dict[str, Any]:
-    return {
-        "uuid": uid(NODE),
-        "template": NODE,
-        "name": NODE,
-        "description": ("A mirrorlist node as in the incident: the conntrack template and the mirrorlist "
-                        "checks together, with a dashboard that puts the table and the response time "
-                        "side by side.\n\nGenerated by conntrack_zbx; do not edit by hand."),
-        "templates": [{"name": CONNTRACK}, {"name": MIRRORLIST}],
-        "groups": [{"name": SERVICE_GROUP}],
-        "tags": tags(**{"class": "application", "target": "mirrorlist"}),
-        "dashboards": [{
-            "uuid": uid(NODE, "dashboard", "incident"),
-            "name": "Conntrack and mirrorlist",
-            "pages": [{"widgets": [
-                graph_widget(NODE, "%s: Entries vs max" % SHORT, 0, 0),
-                graph_widget(NODE, "Mirrorlist: Response time", 12, 0),
-                graph_widget(NODE, "%s: Drops and failures" % SHORT, 0, 5),
-                graph_widget(NODE, "%s: Usage, in %%" % SHORT, 12, 5),
-            ]}],
-        }],
-    }
-
-
 def active_variant(t: Dict[str, Any], name: str) -> Dict[str, Any]:
     """The same template for agents in active mode: every agent item becomes "Zabbix agent
     (active)" (the agent pushes its values, and buffers them while the server cannot be reached:
@@ -961,12 +964,12 @@ def active_variant(t: Dict[str, Any], name: str) -> Dict[str, Any]:
             return o.replace("/%s/" % old, "/%s/" % name)
         return o
 
-    new = walk(t)
+    new = dict(walk(t))
     new["template"] = new["name"] = name
     for item in new.get("items", []):
         if "type" not in item:  # an agent item (dependent ones say so)
             item["type"] = "ZABBIX_ACTIVE"
-    links = {CONNTRACK: CONNTRACK_ACTIVE}
+    links = {CONNTRACK: CONNTRACK_ACTIVE}  # a node linking the passive template links the active one
     new["templates"] = [{"name": links.get(x["name"], x["name"])} for x in new.get("templates", [])] or None
     if new["templates"] is None:
         del new["templates"]
@@ -999,54 +1002,3 @@ def resolve_dependencies(t: Dict[str, Any]) -> None:
             dep["expression"] = target["expression"]
             if "recovery_expression" in target:
                 dep["recovery_expression"] = target["recovery_expression"]
-
-
-def export(runbook: Optional[str] = None) -> Dict[str, Any]:
-    """The whole 6.0 export. Triggers over several items (and web scenario items, which are not
-    template items in the file) and graphs go at the top level, as Zabbix's own exports do.
-
-    ``runbook``: where the admin publishes docs/runbook.md (``template import --runbook-url``).
-    With it, every trigger links its section ("{$CONNTRACK.RUNBOOK.URL}#leak", the macro defaulting
-    to that URL, overridable per host); without it no trigger has a link at all, since a default
-    would be a dead one (a path on the agent host is nothing the frontend's browser can open). The
-    steps on-call needs are in the descriptions either way."""
-    conntrack, node = conntrack_template(), node_template()
-    templates = [conntrack, active_variant(conntrack, CONNTRACK_ACTIVE), mirrorlist_template(), node,
-                 active_variant(node, NODE_ACTIVE)]
-    triggers, graphs = [], []
-    for t in templates:
-        resolve_dependencies(t)
-        triggers += t.pop("triggers", [])
-        graphs += t.pop("graphs", [])
-    _runbook(templates + triggers, runbook)
-    return {"zabbix_export": {
-        "version": "6.0",
-        "groups": [{"uuid": GROUP_UUID, "name": GROUP}, {"uuid": SERVICE_GROUP_UUID, "name": SERVICE_GROUP}],
-        "templates": templates,
-        "triggers": triggers,
-        "graphs": graphs,
-    }}
-
-
-def _runbook(nodes: List[Any], url: Optional[str]) -> None:
-    """Point the runbook macros at ``url``, or drop them and every trigger's link (see export)."""
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for x in node:
-                walk(x)
-        elif isinstance(node, dict):
-            if "expression" in node and "url" in node and url is None:  # a trigger, not a web step
-                del node["url"]
-            macros = node.get("macros")
-            if isinstance(macros, list):
-                keep = []
-                for m in macros:
-                    if m["macro"].endswith(".RUNBOOK.URL}"):
-                        if url is None:
-                            continue
-                        m = dict(m, value=url)
-                    keep.append(m)
-                node["macros"] = keep
-            for v in node.values():
-                walk(v)
-    walk(nodes)

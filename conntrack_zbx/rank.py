@@ -1,112 +1,17 @@
-"""Streaming aggregation of table entries: who holds the table.
+"""Ranking what the counting engine counted: who holds the table.
 
-Entries are never kept: each line updates one counter keyed by (group key, protocol, state
-label), so memory grows with the number of distinct keys, not with the table. Sources are rolled
-up into networks (/24 and /64 by default) after the pass, because in the incident it was "the same
-range of IPs" that had to be named, not any single address.
+Sources are rolled up into networks (/24 and /64 by default) after the pass, because in the
+incident it was "the same range of IPs" that had to be named, not any single address. Only the
+top rows get their protocol and state breakdown, so a long tail ranks in milliseconds.
 """
 
 import heapq
 import ipaddress
 from collections import Counter
-from typing import Any, Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, List, NamedTuple, Optional, Tuple
 
-from conntrack_zbx.parse import labels
-from conntrack_zbx.errors import BadLine
-from conntrack_zbx.parse.idle import IdleRule, add_idle
-from conntrack_zbx.parse.labels import KINDS, KNOWN, KNOWN_LABEL, count_kind, kind_counts
-from conntrack_zbx.parse.table import AddressCache, Entry, parse_line
-
-GROUP_BY = ("src", "dst", "dport", "state", "proto")
-
-
-def entry_label(e: Entry) -> str:
-    """A state for every protocol: the TCP/SCTP/DCCP word, else UNREPLIED/ASSURED/REPLIED."""
-    return labels.state_label(e.state, e.unreplied, e.assured)
-
-
-_KEYS: Dict[str, Callable[[Entry], Any]] = {
-    "src": lambda e: e.src,  # compact keys in tally() (see rank_talkers)
-    "dst": lambda e: e.dst,
-    "dport": lambda e: "%s/%s" % (e.proto, "-" if e.dport is None else e.dport),
-    "state": entry_label,
-    "proto": lambda e: "%s/%s" % (e.family, e.proto),
-}
-
-
-class Tally(NamedTuple):
-    """Result of one pass over the table."""
-
-    entries: int  # lines read that were entries
-    skipped: int  # lines that were not (malformed, truncated): counted, never silently lost
-    # by source: packed source -> entries; other views: (key, proto, state label) -> entries
-    counts: Dict
-    truncated: bool = False  # the time budget ran out: counts cover the first entries+skipped lines
-    kinds: Optional[Dict[bytes, Any]] = None  # by source: its (protocol, label) numbers (labels.count_kind)
-    idle: Optional[Dict[bytes, List[int]]] = None  # by source: [idle entries, least remaining]
-    rule: Optional[IdleRule] = None  # how idle was judged; None: the timeout was not known
-
-
-CHECK_EVERY = 8192  # lines between looks at the clock
-# What one distinct key costs after the read (labelling, ranking, rendering): measured ~1.5 µs on
-# a 2-CPU VM with a quarter of a million distinct sources, twice that when the VM is busy. Readers
-# stop early enough to leave this much time per key they hold, so the whole call ends inside
-# its budget.
-RANK_COST_PER_KEY = 3e-6
-
-
-def read_deadline(deadline: float, keys: int, parts: int = 1, per_key: float = RANK_COST_PER_KEY) -> float:
-    """When a reader holding ``keys`` distinct keys (of ``parts`` readers alike) must stop, if
-    each costs ``per_key`` seconds after the read."""
-    return deadline - per_key * keys * parts
-
-
-def tally(lines: Iterable[bytes], by: str = "src", deadline: Optional[float] = None,
-          rule: Optional[IdleRule] = None) -> Tally:
-    """One streaming pass, line by line: count entries per (key, proto, state). With a
-    ``deadline`` (time.monotonic()), stop there and say so: a partial answer inside the agent's
-    timeout beats being killed with nothing, exactly when the table is at its largest.
-
-    By source it gives what the fast readers give (compact keys, idle entries under ``rule``);
-    the tests hold them equal."""
-    import time
-
-    keyfunc = _KEYS[by]
-    addresses = AddressCache()
-    counts = {}  # type: Dict
-    kinds = {}  # type: Dict[bytes, Any]
-    idle = {}  # type: Dict[bytes, List[int]]
-    entries = skipped = 0
-    seen = 0
-    for line in lines:
-        seen += 1
-        if deadline is not None and seen % CHECK_EVERY == 0 and time.monotonic() > deadline:
-            return Tally(entries, skipped, counts, True, kinds, idle, rule)
-        try:
-            e = parse_line(line, addresses)
-        except BadLine:
-            if line.rstrip(b"\n"):  # an empty line is not a bad entry (same rule as count_block)
-                skipped += 1
-            continue
-        if by == "dst" and e.dst is None:
-            skipped += 1  # a garbled destination cannot be placed in a by-destination view
-            continue
-        entries += 1
-        label = entry_label(e)
-        if by == "src":
-            src = addresses.packed(e.src)
-            told = rule is not None and e.proto == "tcp" and label == "ESTABLISHED"
-            known = told and rule.is_known(e.timeout)  # type: ignore[union-attr]  # told: rule is set
-            count_kind(counts, kinds, src, KNOWN if known else KINDS.index(e.proto, label), 1)
-            if told and rule.is_idle(e.timeout):  # type: ignore[union-attr]
-                add_idle(idle, src, 1, e.timeout)  # type: ignore[arg-type]  # is_idle: not None
-            continue
-        if by == "dst":
-            key = (addresses.packed(e.dst or ""), e.proto, label)  # type: Tuple[Any, str, str]
-        else:
-            key = (keyfunc(e), e.proto, label)
-        counts[key] = counts.get(key, 0) + 1
-    return Tally(entries, skipped, counts, False, kinds, idle, rule)
+from conntrack_zbx.count import Tally
+from conntrack_zbx.count.kinds import KINDS, KNOWN_LABEL, kind_counts
 
 
 class Group(NamedTuple):
@@ -128,14 +33,14 @@ class Ranking(NamedTuple):
     distinct: int  # how many distinct keys there were in all
 
 
-def _order(key: Hashable) -> Tuple:
+def _order(key: Hashable) -> Tuple[Any, ...]:
     # Packed addresses (and networks) sort IPv4 before IPv6, then numerically; text keys
     # alphabetically.
     return (len(key), key) if isinstance(key, bytes) else (0, key)
 
 
-def rank(counts: Dict, top: Optional[int] = None, keyer: Optional[Callable] = None,
-         text: Optional[Callable] = None) -> Ranking:
+def rank(counts: Dict[Tuple[Any, str, str], int], top: Optional[int] = None,
+         keyer: Optional[Callable[[Any], Hashable]] = None, text: Optional[Callable[[Any], str]] = None) -> Ranking:
     """The ``top`` keys (all when None) by entries held, optionally mapped (e.g. source to its
     network), with their protocol and state mix and how many members each rolled up.
 
@@ -154,27 +59,6 @@ def rank(counts: Dict, top: Optional[int] = None, keyer: Optional[Callable] = No
         if row is not None:
             row.add(proto, state, n, None)
     return Ranking(_groups(chosen, wanted, members, text, False), len(totals))
-
-
-def not_a_table(entries: int, skipped: int, path: str) -> None:
-    """A saved table with lines and not one entry, none of them even starting as an entry does
-    ("ipv4"/"ipv6"): the wrong file (a README, a log), raised as Malformed rather than answered as
-    0 entries. A mangled copy of a real table (truncated lines, CRLF ends) is still answered, its
-    lines counted as skipped."""
-    if entries or not skipped:
-        return
-    try:
-        with open(path, "rb") as f:
-            head = [f.readline() for _ in range(64)]
-    except OSError:
-        return  # it was read a moment ago; the answer with its skipped count stands
-    if any(line.lstrip()[:4] in (b"ipv4", b"ipv6") for line in head):
-        return
-    from conntrack_zbx.errors import Malformed
-
-    raise Malformed("%s is not a conntrack table: %d lines, none like an entry of /proc/net/nf_conntrack "
-                    "('ipv4 2 tcp 6 431999 ESTABLISHED src=...'); save one with "
-                    "'cat /proc/net/nf_conntrack > FILE'" % (path, skipped))
 
 
 def rank_talkers(t: Tally, top: int, prefix4: int, prefix6: int, by_idle: bool = False) -> Tuple[Ranking, Ranking]:
@@ -204,7 +88,7 @@ def rank_talkers(t: Tally, top: int, prefix4: int, prefix6: int, by_idle: bool =
     want_src = {g: _Row() for g, _ in top_src}  # type: Dict[Hashable, _Row]
     want_net = {g: _Row() for g, _ in top_net}  # type: Dict[Hashable, _Row]
     for src, _n in top_src:
-        _add_source(want_src[src], src, by_src, kinds, idle)
+        _add_source(want_src[src], src, by_src, kinds, idle)  # type: ignore[arg-type]  # a packed source
     members = {g: 0 for g, _ in top_net}  # type: Dict[Hashable, int]  # counted for the top rows only
     for src in by_src:
         net = net_of(src)
@@ -232,9 +116,10 @@ def network_keys(prefix4: int, prefix6: int) -> Tuple[Callable[[bytes], Any], Ca
     return network_of(prefix4, prefix6), network_namer(prefix4, prefix6)
 
 
-def _add_source(row: "_Row", src: Hashable, by_src: Dict, kinds: Dict, idle: Dict) -> None:
+def _add_source(row: "_Row", src: bytes, by_src: Dict[bytes, int], kinds: Dict[bytes, Any],
+                idle: Dict[bytes, List[int]]) -> None:
     names = KINDS.names
-    for kind, n in kind_counts(kinds, src, by_src[src]).items():  # type: ignore[arg-type]
+    for kind, n in kind_counts(kinds, src, by_src[src]).items():
         proto, label = names[kind]
         row.add(proto, label, n, None)
     iv = idle.get(src)
@@ -248,8 +133,8 @@ class _Row:
     __slots__ = ("protos", "states", "idle", "remaining", "known")
 
     def __init__(self) -> None:
-        self.protos = Counter()  # type: Counter
-        self.states = Counter()  # type: Counter
+        self.protos = Counter()  # type: Counter[str]
+        self.states = Counter()  # type: Counter[str]
         self.idle = 0
         self.remaining = None  # type: Optional[int]
         self.known = 0
@@ -269,7 +154,7 @@ class _Row:
             self.remaining = idle[1]
 
 
-def _totals(counts: Dict) -> Dict[Hashable, int]:
+def _totals(counts: Dict[Tuple[Any, str, str], int]) -> Dict[Hashable, int]:
     totals = {}  # type: Dict[Hashable, int]
     get = totals.get
     for (key, _proto, _state), n in counts.items():
@@ -277,7 +162,8 @@ def _totals(counts: Dict) -> Dict[Hashable, int]:
     return totals
 
 
-def _roll_up(totals: Dict[Hashable, int], keyer: Callable):
+def _roll_up(totals: Dict[Hashable, int], keyer: Callable[[Any], Hashable]
+             ) -> Tuple[Dict[Hashable, int], Dict[Hashable, int], Dict[Hashable, Hashable]]:
     """Per-key totals -> (per-group totals, distinct keys per group, key -> group)."""
     mapped = {}  # type: Dict[Hashable, Hashable]
     grouped = {}  # type: Dict[Hashable, int]
@@ -301,8 +187,8 @@ def _top(totals: Dict[Any, int], top: Optional[int]) -> List[Tuple[Hashable, int
     return order if top is None else order[:top]
 
 
-def _groups(chosen, wanted, members: Optional[Dict[Hashable, int]], text: Optional[Callable],
-            idle_known: bool) -> List[Group]:
+def _groups(chosen: List[Tuple[Hashable, int]], wanted: "Dict[Hashable, _Row]", members: Optional[Dict[Hashable, int]],
+            text: Optional[Callable[[Any], str]], idle_known: bool) -> List[Group]:
     show = text or (lambda k: k)
     groups = []
     for g, count in chosen:
@@ -359,15 +245,3 @@ def pct(count: int, maximum: Optional[int]) -> Optional[float]:
     if not maximum:
         return None
     return round(100.0 * count / maximum, 4)
-
-
-def expand(counts: Dict[bytes, int], kinds: Dict[bytes, Any]) -> Counter:
-    """A by-source tally's sources as (packed source, protocol, state label) -> entries: the
-    plain form, for comparing readers and for views that want every row's mix."""
-    out = Counter()  # type: Counter
-    names = KINDS.names
-    for src, n in counts.items():
-        for kind, m in kind_counts(kinds, src, n).items():
-            proto, label = names[kind]
-            out[(src, proto, label)] += m
-    return out

@@ -1,5 +1,6 @@
-"""The one rule that names an entry's state, whatever source it came from, and the small
-numbering of (protocol, label) pairs that keeps per-source counting keys compact.
+"""The one rule that names an entry's state, whatever source it came from, the small numbering
+of (protocol, label) pairs that keeps per-source counting keys compact, and the per-source sums
+(``Sums``) that every reader fills.
 
 /proc prints a state word for TCP, SCTP and DCCP only; for every other protocol the flags say
 what happened: ``[UNREPLIED]`` (no answer seen), ``[ASSURED]`` (or ``[OFFLOAD]``: traffic both
@@ -8,7 +9,8 @@ carries the same facts as a state number and status bits. Both sources, and ever
 talkers, label entries through this function, so the labels cannot drift apart.
 """
 
-from typing import Dict, List, Optional, Tuple
+from collections import Counter
+from typing import Any, Dict, List, Optional, Tuple
 
 
 def state_label(state: Optional[str], unreplied: bool, assured: bool) -> str:
@@ -36,7 +38,12 @@ STATELESS = ("UNREPLIED", "ASSURED", "REPLIED")
 
 
 class Kinds:
-    """(protocol name, state label) <-> one byte."""
+    """(protocol name, state label) <-> one byte.
+
+    The one piece of counting state that outlives a call, on purpose: the numbering must be the
+    same in a forked counter and its parent without their talking (both start from the fixed list
+    above), and a kind numbered later (a state word no list holds) keeps its number for the rest
+    of the process, which ``extra_since`` lets a parent learn from its child."""
 
     def __init__(self) -> None:
         self.names = []  # type: List[Tuple[str, str]]
@@ -93,3 +100,52 @@ def kind_counts(kinds: Dict[bytes, object], src: bytes, total: int) -> Dict[int,
     """The {kind: entries} of one source (``total`` entries in all)."""
     k = kinds[src]
     return k if isinstance(k, dict) else {k: total}  # type: ignore[dict-item]
+
+
+class Sums:
+    """What one pass holds per packed source: ``counts`` (entries), ``kinds`` (their protocol
+    and label numbers, ``count_kind``) and ``idle`` ([idle ESTABLISHED entries, least remaining
+    timeout]). A reader owns one and the labelling steps fill it; nothing else holds it."""
+
+    __slots__ = ("counts", "kinds", "idle")
+
+    def __init__(self) -> None:
+        self.counts = {}  # type: Dict[bytes, int]
+        self.kinds = {}  # type: Dict[bytes, Any]
+        self.idle = {}  # type: Dict[bytes, List[int]]
+
+    def merge(self, counts: Dict[bytes, int], kinds: Dict[bytes, Any], idle: Dict[bytes, List[int]],
+              remap: Dict[int, int]) -> None:
+        """Add another reader's sums (a forked counter's part). Kinds it numbered itself (a
+        state word this process had not seen at the fork) are renumbered by ``remap``."""
+        from conntrack_zbx.count.idle import add_idle
+
+        mine, my_kinds = self.counts, self.kinds
+        get = mine.get
+        for src, n in counts.items():
+            k = kinds[src]
+            if not remap and k.__class__ is int:  # the common cases inlined: a new source, or one
+                c = get(src)                      # whose entries here are all of the same kind
+                if c is None:
+                    mine[src] = n
+                    my_kinds[src] = k
+                    continue
+                if my_kinds[src] == k:
+                    mine[src] = c + n
+                    continue
+            for kind, m in kind_counts(kinds, src, n).items():
+                count_kind(mine, my_kinds, src, remap.get(kind, kind), m)
+        for src, (n, rem) in idle.items():
+            add_idle(self.idle, src, n, rem)
+
+
+def expand(counts: Dict[bytes, int], kinds: Dict[bytes, Any]) -> "Counter[Tuple[bytes, str, str]]":
+    """A by-source tally's sources as (packed source, protocol, state label) -> entries: the
+    plain form, for comparing readers and for views that want every row's mix."""
+    out = Counter()  # type: Counter[Tuple[bytes, str, str]]
+    names = KINDS.names
+    for src, n in counts.items():
+        for kind, m in kind_counts(kinds, src, n).items():
+            proto, label = names[kind]
+            out[(src, proto, label)] += m
+    return out

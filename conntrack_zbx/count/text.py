@@ -1,27 +1,26 @@
-"""Reading table text (``/proc/net/nf_conntrack`` or a saved snapshot) fast, by source.
+"""Counting table text (``/proc/net/nf_conntrack`` or a saved snapshot) fast, by source.
 
-The I/O half of the talkers pass over text: whole-line blocks go to the pure block counter
-(``parse.table.count_block``), and a big regular file is split at a line end with its second
-half counted by a forked process. Ranking the result is ``talkers.py``'s job.
+Whole-line blocks go to the block counter (``lines.count_block``), and a big regular file is
+split at a line end with its second half counted by a forked process.
 """
 
 from collections import Counter
-from typing import IO, Any, Dict, List, Optional, Pattern, Tuple
+from typing import IO, Any, Optional, Pattern, Tuple
 
+from conntrack_zbx.count.tally import Tally, read_deadline
+from conntrack_zbx.count.idle import IdleRule
+from conntrack_zbx.count.kinds import KINDS, Sums
+from conntrack_zbx.count.lines import EMPTY_LINE, count_block, label_lines, line_pattern
 from conntrack_zbx.errors import Malformed
-from conntrack_zbx.parse.idle import IdleRule, add_idle
-from conntrack_zbx.parse.labels import KINDS, count_kind, kind_counts
-from conntrack_zbx.parse.table import EMPTY_LINE, count_block, label_lines, line_pattern
-from conntrack_zbx.talkers import Tally, read_deadline
 
 
 BLOCK = 1 << 20  # bytes per regex pass: ~6,500 lines, a clock check every ~10 ms
 
 
-def tally_sources(f: IO[bytes], deadline: Optional[float] = None, rule: Optional[IdleRule] = None) -> Tally:
+def count_text(f: IO[bytes], deadline: Optional[float] = None, rule: Optional[IdleRule] = None) -> Tally:
     """The talkers pass over /proc text (or a snapshot), by source, in whole-line blocks.
 
-    Same result as ``tally(lines, "src", rule=rule)`` (tests hold them equal) at a fraction of
+    Same result as the line-by-line ``views.tally_lines`` (tests hold them equal) at a fraction of
     the cost: one compiled pattern per block and ``Counter`` do the per-line work in C, and each
     distinct raw key is labelled once into a compact key. Memory: one block plus the distinct
     keys. A big regular file (a saved snapshot) is cut in two at a line end and the second part
@@ -40,64 +39,40 @@ def tally_sources(f: IO[bytes], deadline: Optional[float] = None, rule: Optional
     half = None
     if size >= SPLIT_MIN and (os.cpu_count() or 1) > 1:
         half = _fork_second_half(f, size, deadline, pattern)
+    sums = Sums()
     if half is None:
-        counts, kinds, idle, lines, truncated = _count(f, None, deadline, pattern)
+        lines, truncated = _count(f, None, deadline, pattern, sums)
     else:
         boundary, pid, r, numbered = half
         try:
-            counts, kinds, idle, lines, truncated = _count(f, boundary, deadline, pattern, 2)
+            lines, truncated = _count(f, boundary, deadline, pattern, sums, 2)
         except BaseException:
             _abandon(pid, r)
             raise
-        their_lines, their_truncated = _collect(pid, r, counts, kinds, idle, numbered)
+        their_lines, their_truncated = _collect(pid, r, sums, numbered)
         lines += their_lines
         truncated = truncated or their_truncated
-    entries = sum(counts.values())  # lines - entries: skipped, bad addresses included
-    return Tally(entries, lines - entries, counts, truncated, kinds, idle, rule)
+    entries = sum(sums.counts.values())  # lines - entries: skipped, bad addresses included
+    return Tally(entries, lines - entries, sums.counts, truncated, sums.kinds, sums.idle, rule)
 
 
 def _count(f: IO[bytes], limit: Optional[int], deadline: Optional[float], pattern: "Pattern[bytes]",
-           parts: int = 1) -> Tuple[Dict[bytes, int], Dict[bytes, Any], Dict[bytes, List[int]], int, bool]:
+           sums: Sums, parts: int = 1) -> Tuple[int, bool]:
+    """Count and label this process's share -> (its lines, truncated)."""
     raw, lines, truncated = _scan(f, limit, deadline, pattern, parts)
-    counts = {}  # type: Dict[bytes, int]
-    kinds = {}  # type: Dict[bytes, Any]
-    idle = {}  # type: Dict[bytes, List[int]]
-    label_lines(raw, counts, kinds, idle)
-    return counts, kinds, idle, lines, truncated
-
-
-def _merge(counts: Dict[bytes, int], kinds: Dict[bytes, Any], idle: Dict[bytes, List[int]], theirs,
-           remap: Dict[int, int]) -> None:
-    """Add a part of a forked counter's sources (counts, kinds, idle). Kinds it numbered itself
-    (a state word this process had not seen at the fork) are renumbered by ``remap``."""
-    their_counts, their_kinds, their_idle = theirs
-    get = counts.get
-    for src, n in their_counts.items():
-        k = their_kinds[src]
-        if not remap and k.__class__ is int:  # the common cases inlined: a new source, or one
-            c = get(src)                      # whose entries here are all of the same kind
-            if c is None:
-                counts[src] = n
-                kinds[src] = k
-                continue
-            if kinds[src] == k:
-                counts[src] = c + n
-                continue
-        for kind, m in kind_counts(their_kinds, src, n).items():
-            count_kind(counts, kinds, src, remap.get(kind, kind), m)
-    for src, (n, rem) in their_idle.items():
-        add_idle(idle, src, n, rem)
+    label_lines(raw, sums)
+    return lines, truncated
 
 
 SPLIT_MIN = 16 << 20  # below ~80,000 lines a second process costs more than it saves
 
 
 def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float], pattern: "Pattern[bytes]",
-          parts: int = 1) -> Tuple[Counter, int, bool]:
+          parts: int = 1) -> "Tuple[Counter[bytes], int, bool]":
     """Count whole lines from the current position up to byte ``limit`` (None: to the end)."""
     import time
 
-    raw = Counter()  # type: Counter
+    raw: "Counter[bytes]" = Counter()
     lines = 0
     rest = b""
     left = limit
@@ -137,14 +112,15 @@ def _scan(f: IO[bytes], limit: Optional[int], deadline: Optional[float], pattern
                 return raw, _lines(raw, lines), True
 
 
-def _lines(raw: Counter, overlong: int) -> int:
+def _lines(raw: "Counter[bytes]", overlong: int) -> int:
     """The lines counted (every line has one raw key; empty lines are not table lines, and
     their key is dropped), plus the over-long ones cut out before the pattern saw them."""
     raw.pop(EMPTY_LINE, None)
     return sum(raw.values()) + overlong
 
 
-def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float], pattern: "Pattern[bytes]"):
+def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float],
+                      pattern: "Pattern[bytes]") -> "Optional[Tuple[int, int, int, int]]":
     """Start a child counting from the first line end after SHARE of the file to its end;
     returns (boundary, pid, read end of its pipe, kinds numbered at the fork), or None if no
     line end was found."""
@@ -173,16 +149,16 @@ def _fork_second_half(f: IO[bytes], size: int, deadline: Optional[float], patter
             with os.fdopen(fd, "rb") as g:
                 g.seek(boundary)
                 raw, lines, truncated = _scan(g, None, deadline, pattern, 2)
-            head = (lines, truncated)  # type: Any
+            head: "Any" = (lines, truncated)
         except BaseException as e:  # reported, never raised into the caller's stack
             head, code = ("error", "%s: %s" % (type(e).__name__, e)), 1
         try:
             with os.fdopen(w, "wb") as out:
                 marshal.dump(head, out)
                 while not code and raw:  # labelled a part at a time, each sent as it is done
-                    counts, kinds, idle = {}, {}, {}  # type: Dict[bytes, int], Dict[bytes, Any], Dict[bytes, List[int]]
-                    label_lines(raw, counts, kinds, idle, PART)
-                    marshal.dump((counts, kinds, idle, KINDS.extra_since(numbered)), out)
+                    part = Sums()
+                    label_lines(raw, part, PART)
+                    marshal.dump((part.counts, part.kinds, part.idle, KINDS.extra_since(numbered)), out)
                 marshal.dump(None, out)
         finally:
             os._exit(code)
@@ -195,13 +171,11 @@ PART = 1 << 14  # raw keys the forked counter labels and sends at a time
 # The share of a split file this process counts itself. The forked counter labels its keys a
 # part at a time and sends each part as it is done; this process merges each as it comes, while
 # the other side labels the next. With a little less than half of the lines here, this process
-# has counted and labelled its share about when the first part arrives (measured on a 1,048,576
-# line long-tail snapshot: 0.45 and 0.4 alike, 7 % faster than halves labelled whole, then merged).
+# has counted and labelled its share about when the first part arrives (docs/performance.md).
 SHARE = 0.45
 
 
-def _collect(pid: int, r: int, counts: Dict[bytes, int], kinds: Dict[bytes, Any], idle: Dict[bytes, List[int]],
-             numbered: int) -> Tuple[int, bool]:
+def _collect(pid: int, r: int, sums: Sums, numbered: int) -> Tuple[int, bool]:
     """Merge the forked counter's sources into ours, part by part as they come -> (its lines,
     truncated). A source may come in several parts: merging adds."""
     import marshal
@@ -216,7 +190,7 @@ def _collect(pid: int, r: int, counts: Dict[bytes, int], kinds: Dict[bytes, Any]
             part = marshal.load(f)
             while part is not None:
                 remap = {numbered + i: KINDS.index(proto, label) for i, (proto, label) in enumerate(part[3])}
-                _merge(counts, kinds, idle, part[:3], remap)
+                sums.merge(part[0], part[1], part[2], remap)
                 part = marshal.load(f)
     except (EOFError, ValueError, TypeError):
         raise Malformed("the process counting the second half of the file died") from None

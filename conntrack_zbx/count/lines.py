@@ -19,8 +19,8 @@ import re
 from typing import Dict, List, NamedTuple, Optional, Pattern, Tuple
 
 from conntrack_zbx.errors import BadLine
-from conntrack_zbx.parse.idle import IdleRule, add_idle, decimal_range
-from conntrack_zbx.parse.labels import KINDS, KNOWN, count_kind, state_label
+from conntrack_zbx.count.idle import IdleRule, add_idle, decimal_range
+from conntrack_zbx.count.kinds import KINDS, KNOWN, Sums, count_kind, state_label
 
 FAMILIES = (b"ipv4", b"ipv6")
 # Flags the kernel prints after the reply tuple for an assured entry (offloaded ones say so).
@@ -144,30 +144,27 @@ def _int(value: bytes) -> Optional[int]:
 # tuple, [ASSURED] after it, so the first flag decides the label). The match runs to the line's
 # end, which must be the kernel's final ``use=N``: a truncated line is not counted, and the next
 # match starts right at the next line (a pattern stopping mid-line made the engine try every
-# following byte as a line start: 40 % of the cost). Shapes ``ct_seq_show()`` prints
+# following byte as a line start). Shapes ``ct_seq_show()`` prints
 # (tests/fixtures/printed-formats): the remaining timeout is left out for offloaded flows; the
 # protocol's ``print_conntrack`` hook writes a state word (TCP, SCTP, DCCP) or, for GRE
 # (``gre_print_conntrack``), ``timeout=N, stream_timeout=N`` before the tuple.
-# Spelled out rather than a general key=value run: that would cost ~40 % more per line.
+# Spelled out rather than a general key=value run, which costs more per line (docs/performance.md).
 _LINE = (
     rb"^(ipv[46] +[0-9]+ [a-z0-9]+) +[0-9]+ (?:%s)?"
     rb"(?:([A-Z][A-Z0-9_]* src=[0-9a-fA-F.:]+) dst="  # a state word: it alone names the label
     rb"|(?:timeout=[0-9]+, stream_timeout=[0-9]+ )?src=([0-9a-fA-F.:]+) dst=[^\[\n]*(\[[A-Z_]+\])?)"
     rb"[^\n]* use=[0-9]+\n"
 )
-# Groups: "family N protocol" (one capture: every capture is an object made per line), a one-space
-# marker when the timeout says the entry is busy (refreshed less than idle_min ago), the idle
-# remaining timeout, "STATE src=ADDR" for protocols with a state word, else ADDR and the first flag.
 # The timeout field: every value captured (the line parser), or only the values of an idle
 # ESTABLISHED entry (the counter: everything else keeps the one key it had).
 LINE = re.compile(_LINE % rb"()([0-9]+) ", re.M)
 
 
 def line_pattern(rule: "Optional[IdleRule]") -> "Pattern[bytes]":
-    """The counting pattern for an idle rule (compiled once per rule and process): the line
-    grammar, else any other non-empty line (a seventh group captures its newline) or an empty
-    line (every group empty). Every line gives one match, so the matches count the lines and
-    no second pass over the block has to (counting newlines cost ~10 % of a long-tail read)."""
+    """The counting pattern for an idle rule: the line grammar, else any other non-empty line
+    (a seventh group captures its newline) or an empty line (every group empty). Every line
+    gives one match, so the matches count the lines and no second pass over the block has to.
+    (``re`` keeps the compiled pattern: a process compiles each rule once.)"""
     # Busy values (refreshed less than idle_min ago) are tried first: most ESTABLISHED entries
     # of a healthy table have them, and they fail the idle range only after several digits.
     sub = rb"()()[0-9]+ " if rule is None else (
@@ -176,76 +173,92 @@ def line_pattern(rule: "Optional[IdleRule]") -> "Pattern[bytes]":
     return re.compile(rb"^(?:" + _LINE[1:] % sub + rb"|[^\n]+(\n)|\n)", re.M)
 
 
-# The raw keys of a line the grammar refused, and of an empty line (which is not an entry).
-OTHER_LINE = b"//////\n"
-EMPTY_LINE = b"//////"
+# -- the raw key of a line ------------------------------------------------------------------------
+# The counting pattern's seven captures joined by SEP (which none of them holds): one bytes
+# object per line hashes faster and weighs a third of a tuple. In order:
+#
+#   HEAD       "ipv4     2 tcp" (family, family number, protocol: one capture, since every
+#              capture is an object made per line)
+#   BUSY       " " when the timeout says the entry is busy (refreshed less than idle_min ago)
+#   REMAINING  the remaining timeout of an idle ESTABLISHED entry
+#   STATE_SRC  "STATE src=ADDR" for protocols with a state word (the address inside it) ...
+#   SRC        ... else the address alone
+#   FLAG       and the first [FLAG] after it
+#   NEWLINE    "\n" for a non-empty line the grammar refused
+#
+# So a key is "HEAD/BUSY/REMAINING/STATE src=ADDR///" (STATEFUL_END) or
+# "HEAD/BUSY/REMAINING//ADDR/FLAG/", and a key that starts with SEP has no HEAD: no entry.
+SEP = b"/"
+NO_HEAD = SEP[0]
+STATEFUL_END = SEP * 3
+OTHER_LINE = SEP * 6 + b"\n"  # a line the grammar refused
+EMPTY_LINE = SEP * 6  # an empty line (which is not an entry)
 
 
 def count_block(block: bytes, pattern: "Pattern[bytes]") -> List[bytes]:
-    """One raw key per line of a block of whole lines: the captures joined by "/" (which none
-    of them holds), for ``Counter.update`` (which counts a list in C; one bytes key hashes
-    faster and weighs a third of a tuple). A line the grammar refused gives ``OTHER_LINE``, an
-    empty one ``EMPTY_LINE``, so the counts say how many lines were skipped without looking at
-    a line in Python. Addresses are validated later, once per distinct key.
-    """
+    """One raw key per line of a block of whole lines, for ``Counter.update`` (which counts a
+    list in C). A line the grammar refused gives ``OTHER_LINE``, an empty one ``EMPTY_LINE``,
+    so the counts say how many lines were skipped without looking at a line in Python.
+    Addresses are validated later, once per distinct key."""
     if not block.endswith(b"\n"):
         block += b"\n"  # the last line of a file without a final newline
-    return list(map(b"/".join, pattern.findall(block)))
+    return list(map(SEP.join, pattern.findall(block)))
 
 
 _AF = {b"ipv4": _socket.AF_INET, b"ipv6": _socket.AF_INET6}
 
 
-def label_lines(raw: Dict[bytes, int], counts: Dict[bytes, int], kinds: Dict[bytes, object],
-                idle: Dict[bytes, List[int]], limit: int = -1) -> None:
-    """Raw block counts (emptied) -> entries per packed source in ``counts`` with their (protocol, label)
-    numbers in ``kinds`` (``labels.count_kind``), and for idle ESTABLISHED TCP entries (count,
-    smallest remaining) in ``idle``. Entries whose address is not one, or not of the line's
-    family (``inet_pton`` of the line's family refuses both), are left out: the caller counts
-    them as skipped.
+def label_lines(raw: Dict[bytes, int], sums: Sums, limit: int = -1) -> None:
+    """Raw line keys (emptied as they are taken) -> ``sums``: entries per packed source with
+    their (protocol, label) numbers, and (count, smallest remaining) of idle ESTABLISHED TCP
+    entries. Entries whose address is not one, or not of the line's family (``inet_pton`` of
+    the line's family refuses both), are left out: the caller counts them as skipped.
 
     One step per distinct raw key: a long-tail table has a quarter of a million of them, so
     nothing here is done per key that can be done per kind. A key is cut into its address and
     the rest, and the rest (a handful of distinct values, plus one per idle remaining time) is
-    described once (``_describe``). With a ``limit``, at most that many keys are taken (the
-    rest stay in ``raw``)."""
-    memo = {}  # type: Dict[bytes, Tuple[int, int, Optional[int]]]
+    described once per call (``_describe``). With a ``limit``, at most that many keys are taken
+    (the rest stay in ``raw``)."""
+    described = {}  # type: Dict[bytes, Tuple[int, int, Optional[int]]]
     pton = _socket.inet_pton
+    counts, kinds, idle = sums.counts, sums.kinds, sums.idle
     get = counts.get
     pop = raw.popitem
+    sep = SEP
     while raw and limit:  # consumed as labelled: each raw key's memory is free for the compact one
         limit -= 1
         key, n = pop()
-        if key[0] == 47:  # "/": no family, so OTHER_LINE or EMPTY_LINE: no entry
+        if key[0] == NO_HEAD:  # OTHER_LINE or EMPTY_LINE: no entry
             continue
-        if key.endswith(b"///"):  # "HEAD/BUSY/REM/STATE src=ADDR///"
+        if key.endswith(STATEFUL_END):  # the address ends STATE_SRC
             i = key.rindex(b"=")
             addr, rest = key[i + 1:-3], key[:i]
-        else:  # "HEAD/BUSY/REM//ADDR/FLAG/"
-            j = key.rindex(b"/", 0, -1)
-            i = key.rindex(b"/", 0, j)
+        else:  # the address is SRC, between the last two separators but one
+            j = key.rindex(sep, 0, -1)
+            i = key.rindex(sep, 0, j)
             addr, rest = key[i + 1:j], key[:i] + key[j:]
-        told = memo.get(rest)
-        if told is None:
-            told = memo[rest] = _describe(rest)
+        d = described.get(rest)
+        if d is None:
+            d = described[rest] = _describe(rest)
         try:
-            p = pton(told[0], addr.decode())
+            p = pton(d[0], addr.decode())
         except (OSError, UnicodeDecodeError):
             continue
         c = get(p)
         if c is None:  # count_kind inlined for the common case: a source seen first
             counts[p] = n
-            kinds[p] = told[1]
+            kinds[p] = d[1]
         else:
-            count_kind(counts, kinds, p, told[1], n)
-        if told[2] is not None:
-            add_idle(idle, p, n, told[2])
+            count_kind(counts, kinds, p, d[1], n)
+        if d[2] is not None:
+            add_idle(idle, p, n, d[2])
 
 
 def _describe(rest: bytes) -> Tuple[int, int, Optional[int]]:
-    """A raw key without its address ("HEAD/BUSY/REM/STATE src" or "HEAD/BUSY/REM//FLAG/") ->
-    (address family, kind number, idle remaining timeout of a TCP entry or None)."""
-    head, busy, rem, state, *more = rest.split(b"/")
+    """A raw key without its address ("HEAD/BUSY/REMAINING/STATE src" or
+    "HEAD/BUSY/REMAINING//FLAG/") -> (address family, kind number, idle remaining timeout of a
+    TCP entry or None)."""
+    head, busy, rem, state, *more = rest.split(SEP)
     flag = more[0] if more else b""
     state = state[:-4]  # " src", or nothing
     family, proto = head[:4], head[head.rindex(b" ") + 1:]

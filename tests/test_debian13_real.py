@@ -1,0 +1,96 @@
+"""The other Debian release, for real, on this machine: on Debian 12 a Debian 13 root (lab/debroot.py),
+on Debian 13 a Debian 12 one. The root runs the agent-side suite on that release's own python3,
+and takes the project's .deb with ``dpkg -i``, its zabbix_agent2 polling the keys as ``zabbix``
+through the grant the package put in place."""
+
+import json
+import os
+import pwd
+import re
+import subprocess
+import tarfile
+
+import pytest
+
+from lab.agent import Agent, install_deb
+from lab.debroot import SHARED, DebRoot, host_release
+from lab.netns import Netns, sh
+from tests.conftest import require_root
+
+pytestmark = pytest.mark.real
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORT = 31094
+LEAKY = "127.0.13.0/24"
+
+
+# release: (its python3, its Zabbix)
+RELEASES = {"trixie": ("3.13", "7.0."), "bookworm": ("3.11", "6.0.")}
+
+
+@pytest.fixture(scope="module")
+def root():
+    require_root()
+    return DebRoot("bookworm" if host_release() == "trixie" else "trixie").ensure()
+
+
+def agent_side_tests():
+    """The agent-side test files, as scripts/test-pythons.sh lists them (one list for both)."""
+    with open(os.path.join(REPO, "scripts", "test-pythons.sh")) as f:
+        m = re.search(r"^tests=\(([^)]*)\)", f.read(), re.M)
+    assert m, "scripts/test-pythons.sh has no tests=(...) list"
+    return m.group(1).split()
+
+
+def test_agent_side_suite_on_the_other_releases_python(root, tmp_path):
+    """The checkout's committed files, copied into the root, tested by the root's python3 and
+    its python3-pytest: Debian 13's interpreter, not one of pyenv's."""
+    import tempfile
+
+    files = sh(["git", "ls-files", "-z"], cwd=REPO).stdout.decode().split("\0")
+    work = tempfile.mkdtemp(prefix="ctzbx-checkout-", dir=SHARED)
+    os.chmod(work, 0o755)  # some tests drop to nobody and run the checkout from there
+    try:
+        archive = str(tmp_path / "checkout.tar")
+        with tarfile.open(archive, "w") as tar:
+            for name in files:
+                if name and os.path.exists(os.path.join(REPO, name)):
+                    tar.add(os.path.join(REPO, name), arcname=name, recursive=False)
+        with tarfile.open(archive) as tar:
+            tar.extractall(work)
+        version = sh(root.cmd(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])).stdout
+        assert version.decode().strip() == RELEASES[root.suite][0]
+        p = subprocess.run(root.cmd(["sh", "-c", 'cd "$1" && shift && PYTHONPATH=. exec python3 -m pytest -q '
+                                     '-p no:cacheprovider "$@"', "run", work] + agent_side_tests()),
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+        assert re.search(r"\d+ passed", p.stdout) and "failed" not in p.stdout, p.stdout[-500:]
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
+
+
+def test_the_deb_on_the_other_release_polled_as_zabbix_through_sudo(root):
+    """dpkg -i in the root, the package's own agent 2 conf and grant; zabbix_agent2 7.0 as
+    ``zabbix`` answers the counters and, through sudo, the top talkers naming the leaky range."""
+    plugin = install_deb(REPO, root)
+    try:
+        grant = root.inside("/etc/sudoers.d/conntrack-zbx")
+        st = os.stat(grant)
+        assert (st.st_mode & 0o777, st.st_uid) == (0o440, 0)
+        assert sh(root.cmd(["visudo", "-cf", "/etc/sudoers.d/conntrack-zbx"]), check=False).returncode == 0
+        with Netns(leaky=[LEAKY], untracked_ports=[PORT]) as ns:
+            ns.traffic([{"kind": "tcp_open", "src": "127.0.13.%d" % i, "count": 6} for i in range(1, 4)])
+            with Agent("agent2", PORT, plugin.conf, netns=ns, root=root) as agent:
+                assert agent.get("agent.version").startswith(RELEASES[root.suite][1])
+                stats = json.loads(agent.get("conntrack.stats"))
+                assert "error" not in stats and stats["count"] >= 18, stats
+                talkers = json.loads(agent.get("conntrack.talkers[24,64,10,0]"))
+                assert "error" not in talkers, talkers
+                assert {n["network"]: n["count"] for n in talkers["networks"]}[LEAKY] == 18
+                # the agent runs as zabbix (ip netns exec, chroot and setpriv each exec): what read
+                # the root-only table was the package's grant, not the agent's own rights
+                with open("/proc/%d/status" % agent.proc.pid) as f:
+                    uid = next(line.split()[1] for line in f if line.startswith("Uid:"))
+                assert int(uid) == pwd.getpwnam("zabbix").pw_uid
+    finally:
+        subprocess.run(["rm", "-rf", plugin.base], check=False)

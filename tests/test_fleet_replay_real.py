@@ -1,0 +1,53 @@
+"""The fleet replay (lab/fleet.py, make demo-fleet) on the real kernel and a real Zabbix 6.0: four
+node namespaces, one leaky NAT reaching all of them from the same /24 and /64 at different rates."""
+
+import pytest
+
+from lab.fleet import GROUP, LEAKY4, NODES, FleetReplay, host_name
+from lab.replay import MAX_PATH
+from tests.conftest import require_root
+
+pytestmark = pytest.mark.real
+
+
+def read(path):
+    with open(path) as f:
+        return int(f.read())
+
+
+def test_the_fleet_sees_one_range_on_every_node(capsys):
+    require_root()
+    before = read(MAX_PATH)
+    r = FleetReplay()
+    with r:
+        try:
+            res = r.story()
+        finally:
+            print("\nfleet replay timeline:\n" + r.timeline())
+            with capsys.disabled():
+                print("\nfleet replay timeline:\n" + r.timeline())
+    assert read(MAX_PATH) == before  # the global limit is back
+    named, drops, every = res["named"], res["first_drop"], res["every"]
+    # every node dropped (the nodes fill at different times), and named the range itself first
+    assert sorted(drops) == sorted(s for s, _ in NODES), drops
+    assert len({round(t) for t in drops.values()}) == len(NODES), drops
+    for short in drops:
+        assert named[short] < drops[short], (short, named, drops)
+    # the fleet's one every-node problem, before the last node's first drop, names the range on 4 of 4
+    assert float(every["clock"]) < max(drops.values()), (every, drops)
+    assert "%s on every node: over the threshold on 4 of 4 nodes of %s: " % (LEAKY4, GROUP) in every["name"]
+    assert all(host_name(s) in every["name"] for s, _ in NODES), every["name"]
+    # pages: the shared cause pages from the fleet host, once per level (one node, several, every
+    # node): three at most, however many nodes; no node pages its own "who" problem
+    shared = [p["body"]["subject"] for p in res["shared"]]
+    assert 1 <= len(shared) <= 3 and len(set(shared)) == len(shared), shared
+    assert any("on every node" in s for s in shared), shared
+    node_who = [p["body"]["subject"] for p in res["pages"] if p["body"]["subject"].startswith(
+        "Problem: Conntrack: network %s holds" % LEAKY4)]
+    assert node_who == [], node_who
+    high = [p["body"]["subject"] for p in res["high"]]
+    assert [s for s in high if s.startswith("Problem: Conntrack fleet:")] == [s for s in shared if "every node" in s]
+    # conntrack-zbx fleet, against the same server, ranked the range first, on all four
+    top = r.fleet_json["networks"][0]
+    assert r.fleet_json["nodes"] == 4 and top["network"] in (LEAKY4, "fd00:66::/64") and top["nodes_over"] == 4
+    assert "over the threshold on 4 of 4 nodes" in r.fleet_table
