@@ -36,6 +36,7 @@ STACK_BASE = "/var/tmp/ctzbx-stack-fleet-demo"
 SUDOERS = "/etc/sudoers.d/conntrack-zbx-fleet"
 PAGES = "/var/tmp/ctzbx-fleet-pages.jsonl"
 PAGER_PORT = 18199
+SCREENSHOT = "fleet-dashboard.png"
 AGENT_PORT = 10050
 LOW_MAX = 800
 TICK = 2.0  # seconds between the NAT's bursts
@@ -77,8 +78,12 @@ def cleanup_leftovers() -> None:
 
 
 class FleetReplay:
-    def __init__(self, say: Callable[[str], None] = print, low_max: int = LOW_MAX) -> None:
-        self.say, self.low_max = say, low_max
+    def __init__(self, say: Callable[[str], None] = print, low_max: int = LOW_MAX,
+                 out: str = os.path.join(REPO, "demo-out")) -> None:
+        """``out``: where the dashboard's screenshot goes."""
+        self.say, self.low_max, self.out = say, low_max, out
+        self.dashboard: List[Any] = []
+        self.screenshot = ""
         self.events: List[Dict[str, Any]] = []
         self.procs: List[subprocess.Popen] = []
         self.nodes: Dict[str, Netns] = {}
@@ -189,7 +194,7 @@ class FleetReplay:
                 macros=[{"macro": k, "value": v} for k, v in MACROS.items()])["hostids"][0]
         made = json.loads(self.cli(["fleet", "--group", GROUP, "--setup", "--api-url", self.stack.url]))
         self.fleet_hostid = made["hostid"]
-        self.dashboardid = made["dashboardid"]
+        self.dashboardid, self.dashboard_url = made["dashboardid"], made["url"]
         for k, v in FLEET_MACROS.items():
             self.api.set_macro(self.fleet_hostid, k, v)
         from lab.paging import configure
@@ -295,6 +300,7 @@ class FleetReplay:
         self.event("conntrack-zbx fleet: %s on %d of %d nodes" % (
             self.fleet_json["networks"][0]["network"], self.fleet_json["networks"][0]["nodes_over"],
             self.fleet_json["nodes"]))
+        self.look_at_dashboard()
         time.sleep(10)  # the drop pages of the last node
         self._note_problems()
         self.say("[5/6] the fix on every node: the limit raised, the NAT's entries deleted")
@@ -306,6 +312,18 @@ class FleetReplay:
         self.event("fix: nf_conntrack_max raised, the leaked entries deleted")
         time.sleep(12)
         return self.result()
+
+    def look_at_dashboard(self) -> None:
+        """The fleet dashboard as on-call opens it now, in a real browser (headless Chromium in the
+        monitor's namespace): its widgets as the frontend rendered them, and a PNG in ``out``."""
+        from lab import browser
+
+        self.dashboard = browser.widgets(browser.page(self.mon, self.dashboard_url))
+        os.makedirs(self.out, exist_ok=True)
+        self.screenshot = browser.screenshot(self.mon, self.dashboard_url, os.path.join(self.out, SCREENSHOT))
+        failed = ["%s (%s)" % (w.name, w.error) for w in self.dashboard if w.error]
+        self.event("fleet dashboard in a browser: %d widgets, %s; %s" % (
+            len(self.dashboard), "failed: " + ", ".join(failed) if failed else "none failed", self.screenshot))
 
     every: Optional[Dict[str, Any]] = None
     _noted: set = set()
@@ -367,6 +385,7 @@ def main(argv: List[str]) -> int:
     print("pages from Average up: %d, of them the fleet's (the shared range): %d; from High up: %d"
           % (len(res["pages"]), len(res["shared"]), len(res["high"])))
     print("\n$ conntrack-zbx fleet --group %s\n%s" % (GROUP, r.fleet_table))
+    print("the fleet dashboard, as a browser showed it during the leak: %s" % r.screenshot)
     return 0 if float(every["clock"]) < last_drop else 1
 
 

@@ -15,10 +15,10 @@ def read(path):
         return int(f.read())
 
 
-def test_the_fleet_sees_one_range_on_every_node(capsys):
+def test_the_fleet_sees_one_range_on_every_node(capsys, tmp_path):
     require_root()
     before = read(MAX_PATH)
-    r = FleetReplay()
+    r = FleetReplay(out=str(tmp_path))
     with r:
         try:
             res = r.story()
@@ -51,3 +51,15 @@ def test_the_fleet_sees_one_range_on_every_node(capsys):
     top = r.fleet_json["networks"][0]
     assert r.fleet_json["nodes"] == 4 and top["network"] in (LEAKY4, "fd00:66::/64") and top["nodes_over"] == 4
     assert "over the threshold on 4 of 4 nodes" in r.fleet_table
+    # the dashboard in a browser during the leak: every widget rendered, the graphs naming every
+    # node, the problems widget the fleet's problem; its screenshot written
+    shown = {w.name: w for w in r.dashboard}
+    assert [w.name for w in r.dashboard] == ["Usage per node, in %", "Shared ranges: nodes over the threshold",
+                                             "Drops per node", "Problems naming a range"], r.dashboard
+    assert [(w.name, w.error) for w in r.dashboard if w.error] == []
+    for name in ("Usage per node, in %", "Drops per node"):
+        assert all(host_name(s) + ": " in shown[name].text for s, _ in NODES), shown[name].text[:400]
+    assert "Mirrorlist conntrack fleet: " in shown["Shared ranges: nodes over the threshold"].text
+    assert "on every node" in shown["Problems naming a range"].text
+    with open(r.screenshot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

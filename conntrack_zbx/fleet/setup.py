@@ -54,7 +54,14 @@ def setup(zapi: Any, group: str, api_url: Optional[str]) -> Dict[str, Any]:
     dashboardid = _dashboard(zapi, group, gid, name, nodes)
     return {"group": group, "fleet_host": name, "hostid": hostid, "api_url": url, "nodes": nodes,
             "dashboard": dashboard_name(group), "dashboardid": dashboardid,
-            "url": zapi.url.rstrip("/") + "/zabbix.php?action=dashboard.view&dashboardid=%s" % dashboardid}
+            "url": dashboard_url(zapi.url, dashboardid)}
+
+
+def dashboard_url(api_url: str, dashboardid: str) -> str:
+    """The dashboard's page in the frontend that serves ``api_url`` (pyzabbix's url ends in
+    api_jsonrpc.php; the frontend's pages sit beside it)."""
+    front = api_url.split("api_jsonrpc.php")[0].rstrip("/")
+    return front + "/zabbix.php?action=dashboard.view&dashboardid=%s" % dashboardid
 
 
 def _token(zapi: Any, group: str) -> str:
