@@ -94,19 +94,24 @@ def fleet_problems(mon, hostid):
     return {p["name"]: p for p in mon.problems(hostid) if p["r_clock"] == "0"}
 
 
-def test_fleet_spreads_one_problem_per_level(lab, capsys):
-    mon = lab["mon"]
+def set_up_twice(lab, capsys):
+    """``fleet --setup`` run twice: the second renews the token and keeps one host, one
+    dashboard. -> the fleet host's id."""
     rc, out, err = run_cli(capsys, ["fleet", "--group", GROUP, "--setup", "--api-url", lab["stack"].url])
     assert rc == 0, err
     made = json.loads(out)
     assert made["fleet_host"] == "%s conntrack fleet" % GROUP and made["nodes"] == NODES
-    hostid = made["hostid"]
     for k, v in FAST.items():
-        mon.set_macro(hostid, k, v)
-    # a second setup renews the token and keeps one host, one dashboard
+        lab["mon"].set_macro(made["hostid"], k, v)
     rc, out, err = run_cli(capsys, ["fleet", "--group", GROUP, "--setup", "--api-url", lab["stack"].url])
     assert rc == 0 and json.loads(out)["dashboardid"] == made["dashboardid"], err
     lab["stack"].reload_config_cache()
+    return made["hostid"]
+
+
+def test_fleet_spreads_one_problem_per_level(lab, capsys):
+    mon = lab["mon"]
+    hostid = set_up_twice(lab, capsys)
 
     def named(needle):
         def probe():
