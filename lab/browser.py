@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 from urllib.parse import urlencode
 
 from lab.netns import Netns
@@ -47,13 +47,14 @@ def login_url(page_url: str, user: str = "Admin", password: str = "zabbix") -> s
                                               "request": "zabbix.php" + page})
 
 
-def _chromium(netns: Optional[Netns], args: List[str], url: str, timeout: float) -> bytes:
+def _chromium(netns: Optional[Netns], args: List[str], url: str, timeout: float,
+              size: Tuple[int, int] = SIZE) -> bytes:
     if shutil.which(CHROMIUM) is None:
         raise RuntimeError("chromium is not installed (scripts/install-deps.sh installs it)")
     profile = tempfile.mkdtemp(prefix="ctzbx-chromium-")
     try:
         argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                "--user-data-dir=" + profile, "--window-size=%d,%d" % SIZE,
+                "--user-data-dir=" + profile, "--window-size=%d,%d" % size,
                 # virtual time runs until the page is idle (its widget requests answered) or the
                 # budget is spent: a wait for the page, not a sleep
                 "--virtual-time-budget=20000"] + args + [url]
@@ -79,8 +80,9 @@ def page(netns: Optional[Netns], page_url: str, user: str = "Admin", password: s
 
 
 def screenshot(netns: Optional[Netns], page_url: str, png: str, user: str = "Admin", password: str = "zabbix",
-               timeout: float = 90) -> str:
-    _chromium(netns, ["--screenshot=" + png], login_url(page_url, user, password), timeout)
+               timeout: float = 90, size: Tuple[int, int] = (1600, 1400)) -> str:
+    """A PNG of the page; taller than ``page``'s window, so a dashboard's second row shows whole."""
+    _chromium(netns, ["--screenshot=" + png], login_url(page_url, user, password), timeout, size)
     with open(png, "rb") as f:
         if f.read(8) != b"\x89PNG\r\n\x1a\n":
             raise RuntimeError("chromium wrote no PNG to %s" % png)

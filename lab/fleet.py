@@ -320,7 +320,9 @@ class FleetReplay:
 
         self.dashboard = browser.widgets(browser.page(self.mon, self.dashboard_url))
         os.makedirs(self.out, exist_ok=True)
-        self.screenshot = browser.screenshot(self.mon, self.dashboard_url, os.path.join(self.out, SCREENSHOT))
+        # the replay's last minutes, not the default hour
+        self.screenshot = browser.screenshot(self.mon, self.dashboard_url + "&from=now-6m&to=now",
+                                             os.path.join(self.out, SCREENSHOT))
         failed = ["%s (%s)" % (w.name, w.error) for w in self.dashboard if w.error]
         self.event("fleet dashboard in a browser: %d widgets, %s; %s" % (
             len(self.dashboard), "failed: " + ", ".join(failed) if failed else "none failed", self.screenshot))

@@ -865,9 +865,12 @@ def _leak_or_load(known: Dict[str, Any], share: Dict[str, Any], idle: Dict[str, 
         # resolved only once the idle share stayed low for idle_min: a leak still going on after
         # `clean` leaves young entries that turn idle within idle_min, and a recovery on the first
         # low value would resolve the problem and open it again a minute later
-        # or the network has left the top list for that long (max() over an empty window is unknown)
+        # or the network has left the top list for that long (max() over an empty window is unknown):
+        # left it, with answers arriving without it; a talkers poll that fails for idle_min (a slow
+        # table, a busy host) tells nothing of the leak and must not resolve it, to reopen it later
         recovery="max(%s,{$CONNTRACK.TALKERS.IDLE_MIN})/last(%s)*100<{$CONNTRACK.TALKER.IDLE.WARN}/2 or "
-                 "nodata(%s,{$CONNTRACK.TALKERS.IDLE_MIN})=1" % (ref(idle), maximum, ref(idle)),
+                 "(nodata(%s,{$CONNTRACK.TALKERS.IDLE_MIN})=1 and count(%s,{$CONNTRACK.TALKERS.IDLE_MIN})>=2)"
+                 % (ref(idle), maximum, ref(idle), talkers),
         anchor="leak")
     ago = "#1:now-{$CONNTRACK.TALKERS.IDLE_MIN}"  # the entries it held then are idle now, if silent
     load = _trigger(
