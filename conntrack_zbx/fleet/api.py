@@ -2,9 +2,12 @@
 paged by hosts (one call per PAGE hosts, never one per host and network)."""
 
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, TYPE_CHECKING
 
 from conntrack_zbx.fleet.report import Fleet
+
+if TYPE_CHECKING:
+    from pyzabbix import ZabbixAPI  # type: ignore[attr-defined]  # the admin side's client
 
 # Hosts per item.get call
 PAGE = 100
@@ -12,7 +15,7 @@ PAGE = 100
 FIELDS = ("share", "over", "count", "idle", "idle_known")
 
 
-def group_id(zapi: Any, group: str) -> str:
+def group_id(zapi: "ZabbixAPI", group: str) -> str:
     from conntrack_zbx.deploy import call
     from conntrack_zbx.errors import DeployFailed
 
@@ -23,7 +26,7 @@ def group_id(zapi: Any, group: str) -> str:
     return str(found[0]["groupid"])
 
 
-def fetch(zapi: Any, group: str, fresh: float) -> Fleet:
+def fetch(zapi: "ZabbixAPI", group: str, fresh: float) -> Fleet:
     """The group's hosts, their per-network items and entry counts (paged by hosts) and the
     open problems naming a network: 3 + hosts/PAGE calls."""
     from conntrack_zbx.deploy import call

@@ -7,7 +7,7 @@ same range on every mirrorlist node.
 """
 
 import re
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
 
 # A node's range is a leak when its idle entries hold more than this share of the table: the
 # node template's {$CONNTRACK.TALKER.IDLE.WARN} default, the fleet template's line judges the same
@@ -98,7 +98,7 @@ def as_json(f: Fleet) -> Dict[str, Any]:
     } for r in f.networks]}
 
 
-def table(f: Fleet, top: int, when: Any) -> str:
+def table(f: Fleet, top: int, when: Callable[[float], str]) -> str:
     """The terminal view: one block per network, most nodes first; ``when`` formats a clock."""
     shown = [r for r in f.networks if r.over][:top] or f.networks[:top]
     out = ["Fleet %s: %d node%s, %d network%s over the threshold on a node" % (

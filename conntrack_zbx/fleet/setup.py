@@ -7,10 +7,13 @@ made here. Its graphs name the nodes by host name (a graph's dataset takes host 
 group), the problems widget takes the group.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, TYPE_CHECKING
 
 from conntrack_zbx.deploy import call, server_version
 from conntrack_zbx.errors import DeployFailed
+
+if TYPE_CHECKING:
+    from pyzabbix import ZabbixAPI  # type: ignore[attr-defined]  # the admin side's client
 
 
 def host_name(group: str) -> str:
@@ -21,7 +24,7 @@ def dashboard_name(group: str) -> str:
     return "Conntrack fleet: %s" % group
 
 
-def setup(zapi: Any, group: str, api_url: Optional[str]) -> Dict[str, Any]:
+def setup(zapi: "ZabbixAPI", group: str, api_url: Optional[str]) -> Dict[str, Any]:
     from conntrack_zbx.fleet.api import group_id
     from conntrack_zbx.template.fleet import FLEET
 
@@ -33,7 +36,7 @@ def setup(zapi: Any, group: str, api_url: Optional[str]) -> Dict[str, Any]:
     if not url.endswith("api_jsonrpc.php"):
         url = url.rstrip("/") + "/api_jsonrpc.php"
     token = _token(zapi, group)
-    macros = [{"macro": "{$CONNTRACK.FLEET.GROUP}", "value": group},
+    macros: List[Dict[str, Any]] = [{"macro": "{$CONNTRACK.FLEET.GROUP}", "value": group},
               {"macro": "{$CONNTRACK.FLEET.API.URL}", "value": url},
               {"macro": "{$CONNTRACK.FLEET.API.TOKEN}", "value": token, "type": 1}]
     name = host_name(group)
@@ -64,7 +67,7 @@ def dashboard_url(api_url: str, dashboardid: str) -> str:
     return front + "/zabbix.php?action=dashboard.view&dashboardid=%s" % dashboardid
 
 
-def _token(zapi: Any, group: str) -> str:
+def _token(zapi: "ZabbixAPI", group: str) -> str:
     """A token of the calling user, for the fleet host's API call only (named after the group,
     renewed on every run)."""
     name = "conntrack-zbx fleet %s" % group
@@ -76,7 +79,7 @@ def _token(zapi: Any, group: str) -> str:
     return str(call(zapi, "token.generate", [tokenid])[0]["token"])
 
 
-def _me(zapi: Any) -> str:
+def _me(zapi: "ZabbixAPI") -> str:
     key = "token" if zapi.use_api_token else "sessionid"
     return str(call(zapi, "user.checkAuthentication", **{key: zapi.auth})["userid"])
 
@@ -91,7 +94,7 @@ def _item_names() -> Dict[str, str]:
             "over": over["name"].replace("{#CT.TALKER}", "*")}
 
 
-def _dashboard(zapi: Any, group: str, gid: str, fleet_host: str, nodes: List[str]) -> str:
+def _dashboard(zapi: "ZabbixAPI", group: str, gid: str, fleet_host: str, nodes: List[str]) -> str:
     v70 = server_version(zapi) >= (7, 0)
     names = _item_names()
     width = 72 if v70 else 24
