@@ -8,6 +8,7 @@ writes a widget's failure into the widget ("No permissions to referred object or
 exist!", a red message box).
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -122,4 +123,37 @@ def widgets(dom: str) -> List[Widget]:
         if error is None and not text and "<svg" not in content:
             error = "nothing rendered"
         out.append(Widget(_STRIP.sub("", m.group(1)).strip(), text, error))
+    return out
+
+
+def png_size(path: str) -> Tuple[int, int]:
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("%s is not a PNG" % path)
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def side_by_side(out: str, panels: List[Tuple[str, str]]) -> str:
+    """One PNG of several (title, png) panels next to each other, drawn by the same browser (a
+    page of images), so two runs' graphs can be read at one glance."""
+    import html
+
+    sizes = [png_size(p) for _, p in panels]
+    width, height = sum(w for w, _ in sizes) + 20 * len(panels), max(h for _, h in sizes) + 50
+    work = tempfile.mkdtemp(prefix="ctzbx-panels-")
+    try:
+        cells = []
+        for i, (title, path) in enumerate(panels):
+            shutil.copy(path, os.path.join(work, "%d.png" % i))
+            cells.append('<td><div class="t">%s</div><img src="%d.png"></td>' % (html.escape(title), i))
+        page = os.path.join(work, "panels.html")
+        with open(page, "w") as f:
+            f.write('<!doctype html><html><head><meta charset="utf-8"><style>body{margin:0;background:#fff;'
+                    'font:15px sans-serif}td{vertical-align:top;padding:6px 10px}.t{font-weight:bold;'
+                    'padding:4px 0 8px}</style></head><body><table><tr>%s</tr></table></body></html>'
+                    % "".join(cells))
+        _chromium(None, ["--screenshot=" + os.path.abspath(out)], "file://" + page, 60, (width, height))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out

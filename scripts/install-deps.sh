@@ -13,8 +13,9 @@ esac
 pkgs=(nftables iproute2 conntrack sudo zabbix-agent zabbix-agent2 zabbix-server-pgsql
       zabbix-frontend-php postgresql php-cli php-pgsql php-gd php-bcmath php-mbstring php-xml
       php-ldap locales python3-venv python3-pip procps time rpm debootstrap iptables
-      chromium fonts-dejavu-core)
-# chromium: the fleet dashboard checked in a real browser (lab/browser.py), headless
+      chromium fonts-dejavu-core firewalld)
+# chromium: the fleet dashboard checked in a real browser (lab/browser.py), headless;
+# firewalld: protect's firewalld shape, run in a test's namespace only (never on the host's own)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -86,7 +86,30 @@ def test_iptables_legacy_and_firewalld_are_refused_with_the_rule_to_add():
     assert len(p.refusals) == 1 and "iptables -I INPUT 1 -p tcp --dport PORT -m conntrack --ctstate UNTRACKED" \
         in p.refusals[0]
     fw = fw._replace(firewalld=True)
-    assert any("firewalld" in r for r in nft.plan(fw, exempt(), {}).refusals)
+    said = [r for r in nft.plan(fw, exempt(), {}).refusals if "firewalld" in r]
+    assert len(said) == 1
+    commands = [ln.strip() for ln in said[0].splitlines() if ln.strip().startswith("firewall-cmd")]
+    assert commands == nft.firewalld_commands(exempt()) and commands[-1] == "firewall-cmd --reload"
+    # every exempted port, each direction, each family its peers have; never a rule without its peers
+    for e in exempt():
+        for v6 in (False, True):
+            for inbound in (True, False):
+                for m in e.iptables(v6, inbound):
+                    assert any(" %s -m comment --comment 'conntrack-zbx lifeline' -j CT --notrack" % m in c
+                               for c in commands), (m, commands)
+    # the ports with peers never get a rule open to everybody
+    assert [c for c in commands if " -s " not in c and " -d " not in c] == [
+        c for c in commands if "--dport 22 " in c or "--sport 22 " in c] + ["firewall-cmd --reload"]
+
+
+def test_firewalld_direct_rules_name_the_peers_of_their_family():
+    e = nft.Exemption("passive", True, 10050, ("192.0.2.7", "2001:db8::7"))
+    assert e.iptables(False, True) == ["-s 192.0.2.7 -p tcp --dport 10050"]
+    assert e.iptables(True, False) == ["-d 2001:db8::7 -p tcp --sport 10050"]
+    active = nft.Exemption("active", False, 10051, ("192.0.2.9",))
+    assert active.iptables(False, False) == ["-d 192.0.2.9 -p tcp --dport 10051"]
+    assert active.iptables(True, True) == []
+    assert nft.Exemption("--port 22", True, 22, ()).iptables(True, True) == ["-p tcp --dport 22"]
 
 
 def test_remove_finds_what_was_added_by_its_comment():

@@ -3,13 +3,18 @@ nf_conntrack_max lowered from the init namespace, and restored), a real zabbix_a
 over a veth from a monitor namespace with zabbix_get. Without ``conntrack-zbx protect`` the polls
 die with the kernel's "table full, dropping packet"; with it every one is answered. One test per
 host-firewall shape: none, nftables accept-by-port, nftables accepting only ``ct state new``, and
-iptables-legacy's ``--state NEW`` then REJECT (refused, nothing changed). ``--remove`` leaves the
-ruleset as it found it."""
+iptables-legacy's ``--state NEW`` then REJECT (refused, nothing changed), and a real firewalld
+(refused, nothing changed, and the firewall-cmd commands it gives instead keep the agent reachable
+through the full table). ``--remove`` leaves the ruleset as it found it."""
 
 import json
 import os
+import shlex
+import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -167,3 +172,132 @@ def test_iptables_new_then_reject_is_refused_and_nothing_changes(node):
     after = (ruleset(ns), saved_iptables(ns))
     assert after == before
     assert not os.path.exists(os.path.join(root, "etc", "conntrack-zbx"))
+
+
+SYSTEM_BUS = "/run/dbus/system_bus_socket"
+
+
+def bus_up():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(SYSTEM_BUS)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def firewalld(node, tmp_path):
+    """Debian's firewalld (nftables backend) running in the node's namespace, the agent's port
+    opened in its default zone (permanently, as an admin does); the system D-Bus it needs started
+    if none runs. firewalld's configuration under /etc/firewalld is the host's: saved and put
+    back."""
+    ns = node["ns"]
+    saved = str(tmp_path / "firewalld-etc")
+    shutil.copytree("/etc/firewalld", saved)
+    bus = None
+    if not bus_up():
+        os.makedirs("/run/dbus", exist_ok=True)
+        bus = subprocess.Popen(["dbus-daemon", "--system", "--nofork", "--nopidfile"])
+        deadline = time.monotonic() + 30
+        while not bus_up():
+            assert time.monotonic() < deadline and bus.poll() is None, "the system D-Bus did not start"
+            time.sleep(0.1)
+    fwd = subprocess.Popen(ns.cmd(["firewalld", "--nofork", "--nopid"]), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while sh(ns.cmd(["firewall-cmd", "--state"]), check=False).stdout.strip() != b"running":
+            assert time.monotonic() < deadline and fwd.poll() is None, "firewalld did not come up"
+            time.sleep(0.2)
+        sh(ns.cmd(["firewall-cmd", "--permanent", "--add-port=%d/tcp" % PORT]))
+        sh(ns.cmd(["firewall-cmd", "--reload"]))
+        yield fwd
+    finally:
+        fwd.terminate()
+        try:
+            fwd.wait(20)
+        except subprocess.TimeoutExpired:
+            fwd.kill()
+            fwd.wait()
+        shutil.rmtree("/etc/firewalld")
+        shutil.copytree(saved, "/etc/firewalld")
+        if bus is not None:
+            bus.terminate()
+            bus.wait(10)
+
+
+def test_firewalld_is_refused_with_the_commands_that_keep_the_agent_reachable(node, fill, firewalld):
+    """firewalld keeps rules across a reboot only in its own configuration: protect changes
+    nothing and gives the firewall-cmd commands instead; run as given, they carry the agent through
+    the full table (firewalld's zone accepts the untracked packets on the port it opens)."""
+    ns, mon, root = node["ns"], node["mon"], node["root"]
+    assert polls(mon, 3) == 3  # through firewalld's zone, the port opened
+    before = ruleset(ns)
+    assert any(t.get("table", {}).get("name") == "firewalld" for t in before)
+    rc, out, err = protect(ns, root, "--apply")
+    assert rc == 2 and "nothing was changed" in err and "firewalld" in err and "Traceback" not in err, err
+    assert ruleset(ns) == before and not os.path.exists(os.path.join(root, "etc", "conntrack-zbx"))
+    commands = [shlex.split(ln.strip()) for ln in err.splitlines() if ln.strip().startswith("firewall-cmd ")]
+    assert commands[-1] == ["firewall-cmd", "--reload"] and len(commands) >= 3, err
+    assert all("-s" in c and MON_IP in c for c in commands if "PREROUTING" in c), commands
+    fill()
+    assert polls(mon, 8) <= 2  # blinded: the full table drops the polls
+    for c in commands:
+        sh(ns.cmd(c))
+    assert polls(mon, 50) == 50
+
+
+DEBIAN_NFTABLES_CONF = """#!/usr/sbin/nft -f
+
+flush ruleset
+
+table inet filter {
+	chain input {
+		type filter hook input priority filter;
+	}
+	chain forward {
+		type filter hook forward priority filter;
+	}
+	chain output {
+		type filter hook output priority filter;
+	}
+}
+"""
+
+
+def test_the_lifeline_survives_a_reboot_and_goes_with_remove(node, fill):
+    """Persistence as nftables.service does it: Debian's /etc/nftables.conf, protect's include
+    added once however often it runs; a reboot (the ruleset flushed, the boot file loaded as
+    nftables.service loads it) brings the lifeline back, and it carries the agent through a full
+    table; --remove leaves the boot file as it was."""
+    ns, mon, root = node["ns"], node["mon"], node["root"]
+    conf = os.path.join(root, "etc", "nftables.conf")
+    with open(conf, "w") as f:
+        f.write(DEBIAN_NFTABLES_CONF)
+    sh(ns.cmd(["nft", "-f", conf]))  # the host as booted before protect
+    for _ in range(2):
+        rc, out, err = protect(ns, root, "--apply")
+        assert rc == 0 and "included from" in out, err
+    with open(conf) as f:
+        booted = f.read()
+    assert booted.count('include "/etc/conntrack-zbx/lifeline.nft"') == 1, booted
+    # the reboot: nothing of this boot's ruleset is left, and the boot file is loaded (its include
+    # read from the test's root, where protect wrote it)
+    sh(ns.cmd(["nft", "flush", "ruleset"]))
+    assert "conntrack_zbx_lifeline" not in sh(ns.cmd(["nft", "list", "tables"])).stdout.decode()
+    boot = os.path.join(root, "boot-nftables.conf")
+    with open(boot, "w") as f:
+        f.write(booted.replace('"/etc/conntrack-zbx/', '"%s/etc/conntrack-zbx/' % root))
+    sh(ns.cmd(["nft", "-f", boot]))
+    listed = sh(ns.cmd(["nft", "list", "table", "inet", "conntrack_zbx_lifeline"])).stdout.decode()
+    assert "tcp dport %d notrack" % PORT in listed and "tcp sport %d notrack" % PORT in listed, listed
+    fill()
+    assert polls(mon, 50) == 50
+    rc, out, err = protect(ns, root, "--remove")
+    assert rc == 0, err
+    with open(conf) as f:
+        assert f.read() == DEBIAN_NFTABLES_CONF
+    assert not os.path.exists(os.path.join(root, "etc", "conntrack-zbx", "lifeline.nft"))

@@ -13,6 +13,7 @@ Every rule carries the comment ``COMMENT``: that is how ``--remove`` finds what 
 """
 
 import ipaddress
+import shlex
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from conntrack_zbx.lifeline import COMMENT, TABLE
@@ -44,6 +45,31 @@ class Exemption(NamedTuple):
             if nets and family in (fam, "inet"):
                 out.append("%s %s { %s } %s" % (kw, "saddr" if inbound else "daddr", ", ".join(nets), port))
         return out
+
+    def iptables(self, v6: bool, inbound: bool) -> List[str]:
+        """The same traffic as iptables match arguments (firewalld's direct rules take them), one
+        per rule; none when the peers are all of the other family."""
+        ours = (self.incoming == inbound)
+        port = "-p tcp --%s %d" % ("dport" if ours else "sport", self.port)
+        if not self.peers:
+            return [port]
+        nets = [p for p in self.peers if ipaddress.ip_network(p, strict=False).version == (6 if v6 else 4)]
+        return ["%s %s %s" % ("-s" if inbound else "-d", n, port) for n in nets]
+
+
+def firewalld_commands(exempt: Sequence[Exemption]) -> List[str]:
+    """What an admin runs on a firewalld host for the lifeline: permanent direct rules in the raw
+    table (firewalld loads them at boot and on every reload), then a reload. Its zones accept
+    untracked packets on the ports they open, so no accept is needed (measured with firewalld
+    1.3.3: an opened port is ``tcp dport P accept`` with no state match)."""
+    out = []
+    for v6 in (False, True):
+        for chain, inbound in (("PREROUTING", True), ("OUTPUT", False)):
+            for e in exempt:
+                for m in e.iptables(v6, inbound):
+                    out.append("firewall-cmd --permanent --direct --add-rule %s raw %s 0 %s -m comment --comment %s "
+                               "-j CT --notrack" % ("ipv6" if v6 else "ipv4", chain, m, shlex.quote(COMMENT)))
+    return out + ["firewall-cmd --reload"]
 
 
 def exemptions(endpoints: Sequence[Any], ports: Sequence[int], resolve: Any) -> List[Exemption]:
@@ -160,10 +186,10 @@ def plan(fw: Firewall, exempt: Sequence[Exemption], legacy: Dict[str, List[str]]
     """The lifeline for this firewall, or the reasons it cannot be applied safely."""
     refusals = []
     if fw.firewalld:
-        refusals.append("firewalld manages this host's firewall: its reload would drop rules added "
-                        "behind its back. Add the notrack rules below as firewalld direct rules "
-                        "(firewall-cmd --permanent --direct --add-rule ... raw PREROUTING/OUTPUT ... -j CT "
-                        "--notrack) and the matching accepts, then reload")
+        refusals.append("firewalld manages this host's firewall, and it keeps rules across a reboot only in "
+                        "its own configuration (nftables.service, which would load an include, conflicts with "
+                        "it). Keep the traffic out of conntrack with firewalld's permanent direct rules, as "
+                        "root:\n      " + "\n      ".join(firewalld_commands(exempt)))
     for family, chains in sorted(legacy.items()):
         cmd = "iptables" if family == "ip" else "ip6tables"
         for chain in chains:
