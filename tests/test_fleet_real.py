@@ -6,6 +6,7 @@ tables are the fleet replay's (tests/test_fleet_replay_real.py)."""
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -84,6 +85,14 @@ def send(lab, over):
     return fleetsim.send("127.0.0.1", stack.server_port, values, sender=lab["ns"].cmd(["zabbix_sender"]))
 
 
+def agrees(name):
+    """A fleet problem's name: its count is the number of nodes it lists (both from one API poll)."""
+    m = re.search(r"over the threshold on (\d+) of (\d+) nodes of [^:]+: (.*)$", name)
+    assert m, name
+    listed = m.group(3).split("; every node")[0].split(", ")
+    return int(m.group(1)) == len(listed) and int(m.group(1)) <= int(m.group(2))
+
+
 def opdata(mon, hostid, name):
     """A problem's operational data as the server expands it now (problem.get's opdata)."""
     got = mon.call("problem.get", hostids=[hostid], output=["name", "opdata"])
@@ -155,6 +164,7 @@ def test_fleet_spreads_one_problem_per_level(lab, capsys):
     names = list(fleet_problems(mon, hostid))
     assert len([n for n in names if LEAKY4 in n]) == 3 and not [n for n in names if "mirrorlist-us2" in n
                                                                   and "1 of 4" in n], names
+    assert all(agrees(n) for n in (one, several, every, every4, busy)), (one, several, every, every4, busy)
     levels = {p["name"]: p["severity"] for p in mon.problems(hostid)}
     assert levels[every] == levels[every4] == "4" and levels[several] == "3" and levels[one] == "3"
 

@@ -6,6 +6,7 @@ import pytest
 from lab.fleet import GROUP, LEAKY4, NODES, FleetReplay, host_name
 from lab.replay import MAX_PATH
 from tests.conftest import require_root
+from tests.test_fleet_real import agrees
 
 pytestmark = pytest.mark.real
 
@@ -37,6 +38,9 @@ def test_the_fleet_sees_one_range_on_every_node(capsys, tmp_path):
     assert float(every["clock"]) < max(drops.values()), (every, drops)
     assert "%s on every node: over the threshold on 4 of 4 nodes of %s: " % (LEAKY4, GROUP) in every["name"]
     assert all(host_name(s) in every["name"] for s, _ in NODES), every["name"]
+    # every fleet problem's count is the number of nodes it names
+    fleet = [name for who, name in r._noted if who == "fleet"]
+    assert fleet and all(agrees(n) for n in fleet), fleet
     # pages: the shared cause pages from the fleet host, once per level (one node, several, every
     # node): three at most, however many nodes; no node pages its own "who" problem
     shared = [p["body"]["subject"] for p in res["shared"]]

@@ -102,7 +102,9 @@ return JSON.stringify(rows);"""
 # One line on-call reads: the nodes over the threshold, most first, each with its share and
 # whether its entries are idle (a leak, as the node's leak trigger judges) or not (load, or a
 # leak younger than idle_min: the node's own load trigger tells them apart); and
-# "; every node" when that is all the group's nodes (the every-node problem waits for it)
+# "; every node" when that is all the group's nodes (the every-node problem waits for it); led by
+# its own count ("3 of 4 nodes: "), which the problems' names show: the server's count is stored
+# by another history syncer and can be a poll older or newer than the line it would head
 NODES_JS = r"""var doc = JSON.parse(value), net = doc.networks['{#CT.TALKER}'] || {};
 var idleWarn = {$CONNTRACK.TALKER.IDLE.WARN};
 var rows = Object.keys(net).filter(function (h) { return net[h].over === 1; }).sort(function (a, b) {
@@ -116,7 +118,7 @@ var rows = Object.keys(net).filter(function (h) { return net[h].over === 1; }).s
     return h + ' ' + n.share.toFixed(0) + '% (' + how + ')';
 });
 var every = rows.length >= doc.nodes.length && doc.nodes.length > 0 ? '; every node' : '';
-return rows.length ? rows.join(', ') + every : 'none';"""
+return rows.length ? rows.length + ' of ' + doc.nodes.length + ' nodes: ' + rows.join(', ') + every : 'none';"""
 
 
 def request(version: str) -> str:
@@ -248,8 +250,10 @@ def _triggers() -> List[Dict[str, Any]]:
         # line a poll old. The line's entries are separated by ", " ("none" is not one).
         return ('last(%s)>=%s and last(%s)>0 and find(%s,,"regexp","^(?:[^,;]+[)](?:, |; |$)){%s}")=1'
                 % (over, n, size, nodes, n))
-    # {ITEM.LASTVALUEn} counts the expression's functions: over, size, the line
-    where = "{ITEM.LASTVALUE1} of {ITEM.LASTVALUE2} nodes of {$CONNTRACK.FLEET.GROUP}: {ITEM.LASTVALUE3}"
+    # {ITEM.LASTVALUEn} counts the expression's functions: over, size, the line. The name takes
+    # both the count and the nodes from the line, so they always agree
+    where = ('{{ITEM.LASTVALUE3}.regsub("^([0-9]+ of [0-9]+) nodes: ", "\\1")} nodes of {$CONNTRACK.FLEET.GROUP}: '
+             '{{ITEM.LASTVALUE3}.regsub("^[0-9]+ of [0-9]+ nodes: (.*)", "\\1")}')
     step = ("First step: `conntrack-zbx fleet --group {$CONNTRACK.FLEET.GROUP}` ranks the ranges across the "
             "nodes; on a node, `sudo conntrack-zbx top --by idle`. ")
 
