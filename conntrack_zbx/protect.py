@@ -66,7 +66,8 @@ def run(args: "ProtectArgs") -> str:
     return "\n".join(out) + "\n"
 
 
-def _render(found: List[Any], exempt: List[Any], p: Any, args: "ProtectArgs") -> str:
+def _render(found: List[agentconf.Endpoints], exempt: List[nft.Exemption], p: nft.Plan,
+            args: "ProtectArgs") -> str:
     lines = ["conntrack protect: %s" % ("applying" if args.apply else "dry run"), ""]
     for ep in found:
         lines.append("  agent conf %s: ListenPort %d, Server %s, ServerActive %s" % (

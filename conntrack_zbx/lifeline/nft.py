@@ -14,11 +14,13 @@ Every rule carries the comment ``COMMENT``: that is how ``--remove`` finds what 
 
 import ipaddress
 import shlex
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from conntrack_zbx.lifeline import COMMENT, TABLE
+from conntrack_zbx.lifeline.agentconf import Endpoints
 
 __all__ = ["COMMENT", "TABLE"]
+Resolve = Callable[[str], List[str]]  # a host name -> its addresses
 RAW = -300  # NF_IP_PRI_RAW: before conntrack (-200) sees the packet
 
 
@@ -72,7 +74,7 @@ def firewalld_commands(exempt: Sequence[Exemption]) -> List[str]:
     return out + ["firewall-cmd --reload"]
 
 
-def exemptions(endpoints: Sequence[Any], ports: Sequence[int], resolve: Any) -> List[Exemption]:
+def exemptions(endpoints: Sequence[Endpoints], ports: Sequence[int], resolve: Resolve) -> List[Exemption]:
     """From the agents' endpoints (``agentconf.Endpoints``) and extra ``--port``s. Names are
     resolved now (``resolve(name) -> [addresses]``): the rules hold addresses."""
     out = []
@@ -93,7 +95,7 @@ def exemptions(endpoints: Sequence[Any], ports: Sequence[int], resolve: Any) -> 
     return unique
 
 
-def _addresses(entries: Sequence[str], resolve: Any) -> Tuple[str, ...]:
+def _addresses(entries: Sequence[str], resolve: Resolve) -> Tuple[str, ...]:
     out = []  # type: List[str]
     for entry in entries:
         try:

@@ -9,7 +9,8 @@ import hashlib
 import uuid
 from typing import Any, Dict, List, Optional, Sequence
 
-from conntrack_zbx.keys import KEYS
+from conntrack_zbx.keys import KEYS, AgentKey
+from conntrack_zbx.options import Option
 from conntrack_zbx.parse.stat import COUNTER_HELP
 
 # The official templates' groups, with the UUIDs a Zabbix server's own data carries for them: a
@@ -24,7 +25,7 @@ _TALKERS = next(k for k in KEYS if k.args == ("talkers",))
 _NAMESPACES = next(k for k in KEYS if k.args == ("namespaces",))
 
 
-def _macro_name(prefix: str, p: Any) -> str:
+def _macro_name(prefix: str, p: Option) -> str:
     """The macro that carries one key parameter: {$CONNTRACK.TALKERS.PREFIX4} ..."""
     return "CONNTRACK.%s.%s" % (prefix, p.name.upper())
 
@@ -68,7 +69,7 @@ def macro(name: str, value: str, description: str) -> Dict[str, str]:
     return {"macro": "{$%s}" % name, "value": value, "description": description}
 
 
-def key_parameter_macros(prefix: str, key: Any) -> List[Dict[str, str]]:
+def key_parameter_macros(prefix: str, key: AgentKey) -> List[Dict[str, str]]:
     """One macro per parameter of an agent key, {$CONNTRACK.<PREFIX>.<NAME>}, at the key's default:
     the item key passes them in order (``TALKERS_KEY``, ``NAMESPACES_KEY``)."""
     return [macro(_macro_name(prefix, p), str(p.default),
