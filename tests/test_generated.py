@@ -115,6 +115,8 @@ def test_hand_written_docs_name_every_key_parameter():
             assert spelled in f.read(), (rel, spelled)
     with open(os.path.join(REPO, "docs/permissions.md")) as f:
         text = f.read()
+    words = {5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
+    assert "takes %s optional parameters" % words[len(names)] in text, "permissions.md counts the parameters"
     conf_line = keymod.command_line(talkers)
     assert conf_line.split(" ", 1)[1] in text, "permissions.md's conf line is not the generated one"
     for p in talkers.params:
