@@ -144,6 +144,18 @@ def test_the_state_names_the_ports_of_the_table_nft_lists():
     assert ports_of({"nftables": []}) == ""
 
 
+def test_the_state_reads_firewalld_direct_rules_by_their_comment():
+    """What ``protect`` tells a firewalld host to add lands in iptables' raw table (firewalld's
+    direct rules): the state finds ours by their comment, not somebody else's notrack rule."""
+    from conntrack_zbx.lifeline.state import _label, direct_ports
+
+    with open(os.path.join(os.path.dirname(FIXTURE), "firewalld-direct-iptables-save.txt")) as f:
+        found = direct_ports(f.read())
+    assert found == {"prerouting": {22, 10050}, "output": {10051}}
+    assert _label(found) == "in 22,10050; out 10051"
+    assert direct_ports("*raw\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n") == {"prerouting": set(), "output": set()}
+
+
 def test_the_template_says_where_there_is_no_lifeline():
     from conntrack_zbx.template import model
 

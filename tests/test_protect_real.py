@@ -197,6 +197,7 @@ def firewalld(node, tmp_path):
     ns = node["ns"]
     saved = str(tmp_path / "firewalld-etc")
     shutil.copytree("/etc/firewalld", saved)
+    had_run = os.path.isdir("/run/firewalld")  # firewalld leaves it behind; the lifeline state looks at it
     bus = None
     if not bus_up():
         os.makedirs("/run/dbus", exist_ok=True)
@@ -224,6 +225,8 @@ def firewalld(node, tmp_path):
             fwd.wait()
         shutil.rmtree("/etc/firewalld")
         shutil.copytree(saved, "/etc/firewalld")
+        if not had_run:
+            shutil.rmtree("/run/firewalld", ignore_errors=True)
         if bus is not None:
             bus.terminate()
             bus.wait(10)
@@ -245,11 +248,21 @@ def test_firewalld_is_refused_with_the_commands_that_keep_the_agent_reachable(no
     commands = [shlex.split(ln.strip()) for ln in err.splitlines() if ln.strip().startswith("firewall-cmd ")]
     assert commands[-1] == ["firewall-cmd", "--reload"] and len(commands) >= 3, err
     assert all("-s" in c and MON_IP in c for c in commands if "PREROUTING" in c), commands
+    assert lifeline(ns)["protected"] == 0
     fill()
     assert polls(mon, 8) <= 2  # blinded: the full table drops the polls
     for c in commands:
         sh(ns.cmd(c))
     assert polls(mon, 50) == 50
+    # and the template hears of it: the talkers answer's lifeline reads firewalld's direct rules
+    state = lifeline(ns)
+    assert state["protected"] == 1 and state["ports"] == "in %d" % PORT, state
+
+
+def lifeline(ns):
+    """The ``lifeline`` field of a talkers answer on the node, as the agent's sudo line runs it."""
+    p = sh(ns.cmd([sys.executable, "-m", "conntrack_zbx", "talkers", "--max-age=0", "--source=proc"]), cwd=REPO)
+    return json.loads(p.stdout)["lifeline"]
 
 
 DEBIAN_NFTABLES_CONF = """#!/usr/sbin/nft -f
