@@ -24,7 +24,7 @@ from lab import REPO
 from lab.agent import Agent, grant_sudo, install_plugin
 from lab.monitor import Monitor, wait_for
 from lab.netns import Entered, Netns, sh, veth
-from lab.replay import HASHSIZE_PATH, MAX_PATH, RESTORE_FILE, Knob, restore_saved_max
+from lab.replay import HASHSIZE_PATH, MAX_PATH, RESTORE_FILE, Knob, record, render_timeline, restore_saved_max
 from lab.stack import Stack, stop_pids
 
 GROUP = "Mirrorlist"
@@ -96,17 +96,10 @@ class FleetReplay:
 
     # -- timeline --------------------------------------------------------------------------
     def event(self, what: str, clock: Optional[float] = None, **info: Any) -> Dict[str, Any]:
-        e = dict(info, clock=time.time() if clock is None else clock, what=what)
-        self.events.append(e)
-        return e
+        return record(self.events, what, clock, info)
 
     def timeline(self) -> str:
-        if not self.events:
-            return ""
-        t0 = min(e["clock"] for e in self.events)
-        return "\n".join("  %s  +%6.1fs  %s" % (time.strftime("%H:%M:%S", time.localtime(e["clock"])),
-                                              e["clock"] - t0, e["what"])
-                         for e in sorted(self.events, key=lambda e: e["clock"]))
+        return render_timeline(self.events)
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "FleetReplay":

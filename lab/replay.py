@@ -138,6 +138,27 @@ def cleanup_leftovers(stack_base: str) -> None:
         os.remove(SUDOERS)
 
 
+def record(events: List[Dict[str, Any]], what: str, clock: Optional[float], info: Dict[str, Any]) -> Dict[str, Any]:
+    """One event of a replay's timeline (now, unless ``clock`` says when), kept in ``events``."""
+    e = {"clock": clock if clock is not None else time.time(), "what": what}
+    e.update(info)
+    events.append(e)
+    return e
+
+
+def render_timeline(events: List[Dict[str, Any]]) -> str:
+    """The events in time order, each with its clock, its offset from the first and its details."""
+    if not events:
+        return ""
+    t0 = min(e["clock"] for e in events)
+    rows = []
+    for e in sorted(events, key=lambda e: e["clock"]):
+        extra = ", ".join("%s=%s" % (k, v) for k, v in e.items() if k not in ("clock", "what"))
+        rows.append("  %s  +%6.1fs  %s%s" % (time.strftime("%H:%M:%S", time.localtime(e["clock"])),
+                                           e["clock"] - t0, e["what"], ("  (%s)" % extra) if extra else ""))
+    return "\n".join(rows)
+
+
 class Replay:
     def __init__(self, repo: str, low_max: int = 2048, fixed_max: int = 4096,
                  stack_base: Optional[str] = None, say: Callable[[str], None] = print,
@@ -166,21 +187,10 @@ class Replay:
 
     # -- timeline --------------------------------------------------------------------------
     def event(self, what: str, clock: Optional[float] = None, **info: Any) -> Dict[str, Any]:
-        e = {"clock": clock if clock is not None else time.time(), "what": what}
-        e.update(info)
-        self.events.append(e)
-        return e
+        return record(self.events, what, clock, info)
 
     def timeline(self) -> str:
-        if not self.events:
-            return ""
-        t0 = min(e["clock"] for e in self.events)
-        rows = []
-        for e in sorted(self.events, key=lambda e: e["clock"]):
-            extra = ", ".join("%s=%s" % (k, v) for k, v in e.items() if k not in ("clock", "what"))
-            rows.append("  %s  +%6.1fs  %s%s" % (time.strftime("%H:%M:%S", time.localtime(e["clock"])),
-                                               e["clock"] - t0, e["what"], ("  (%s)" % extra) if extra else ""))
-        return "\n".join(rows)
+        return render_timeline(self.events)
 
     def find(self, what: str) -> Dict[str, Any]:
         return next(e for e in self.events if e["what"] == what)

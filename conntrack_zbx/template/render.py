@@ -160,7 +160,7 @@ SETUP = {
               "of 20 s cut off arrived). zabbix_agentd 6.0 in active mode does not: it stalls on the "
               "failing connection and loses nearly all of them (1 of ~9), like passive polls. Keep "
               "agent2's buffer large enough for the outage (`BufferSize`, `EnablePersistentBuffer=1`).",
-    "fleet": "`conntrack-zbx fleet setup --group NAME` (admin side, as `template import`): it creates the host "
+    "fleet": "`conntrack-zbx fleet --group NAME --setup` (admin side, as `template import`): it creates the host "
              "'NAME conntrack fleet' (no interface) linked to this template, an API token for it, the macros, "
              "and the fleet dashboard. Each range over the threshold is then one problem for the whole group, "
              "escalating as it spreads: on one node, on several (`{$CONNTRACK.FLEET.MIN}`), on every node. "
