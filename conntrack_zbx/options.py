@@ -295,6 +295,15 @@ class ProtectArgs(Args):
     root = Text("/", "read and write etc/... below DIR (tests, reviews)", metavar="DIR")
 
 
+class AgentConfArgs(Args):
+    apply = Flag("make the links (the package's install runs this)", group="action")
+    remove = Flag("take away the links and copies agent-conf made (the package's removal runs this)",
+                  group="action")
+    source = MaybeText(None, "the UserParameter conf to install instead of the package's (copied, not linked), "
+                       "e.g. the checkout's zabbix_agentd.d/userparameter_conntrack.conf", metavar="PATH")
+    root = Text("/", "read and write etc/... below DIR (tests, images)", metavar="DIR")
+
+
 class TemplateArgs(Args):
     """``template import``: the admin side (pyzabbix)."""
 

@@ -1,7 +1,7 @@
 """`conntrack-zbx protect`: keep this host's monitoring traffic out of connection tracking, so a
 full table cannot blind Zabbix (the incident's "the monitoring data vanished").
 
-What is exempted comes from the agents' own configuration (``lifeline.agentconf``): passive checks
+What is exempted comes from the agents' own configuration (``agentconf``): passive checks
 to ``ListenPort`` from ``Server``, active checks to ``ServerActive``; ``--port`` adds a local TCP
 service (ssh). Never a whole address family, never everything. The rules and the firewall they
 must live with are ``lifeline.nft``. A dry run by default; ``--apply`` runs them as one nft
@@ -16,7 +16,8 @@ import subprocess
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from conntrack_zbx.errors import NotAvailable, NotPermitted, TuneRefused
-from conntrack_zbx.lifeline import agentconf, nft
+from conntrack_zbx import agentconf
+from conntrack_zbx.lifeline import nft
 
 if TYPE_CHECKING:
     from conntrack_zbx.options import ProtectArgs

@@ -1,11 +1,13 @@
 """Real Zabbix agents (zabbix_agentd, zabbix_agent2) run as the zabbix user, for tests and the demo."""
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from conntrack_zbx import keys
 from lab.netns import Netns, sh
@@ -167,4 +169,106 @@ class Agent:
         """A passive check, exactly as the server makes it."""
         p = sh(self._wrap([ZABBIX_GET, "-s", self.ip, "-p", str(self.port), "-k", key]),
                check=False)
+        return p.stdout.decode().rstrip("\n")
+
+
+SERVICES = {"agentd": "zabbix-agent", "agent2": "zabbix-agent2"}
+STOCK_PORT = 10050
+
+
+def read_unit(text: str, name: str) -> Dict[str, List[str]]:
+    """A systemd unit's ``[Service]`` settings as {key: [values]} (``%p``: the unit's name)."""
+    out = {}  # type: Dict[str, List[str]]
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            out.setdefault(key.strip(), []).append(value.strip().replace("%p", name))
+    return out
+
+
+def unit_command(unit: Dict[str, List[str]], read_file) -> Tuple[List[str], str, str]:
+    """What systemd runs for a ``Type=simple`` unit: (argv, user, group), ``$VAR`` and ``${VAR}``
+    from ``Environment=`` and ``EnvironmentFile=`` (a leading ``-``: optional), split on spaces."""
+    env = {}  # type: Dict[str, str]
+    for value in unit.get("Environment", []):
+        for word in shlex.split(value):
+            k, _, v = word.partition("=")
+            env[k] = v
+    for value in unit.get("EnvironmentFile", []):
+        text = read_file(value.lstrip("-"))
+        if text is None and not value.startswith("-"):
+            raise FileNotFoundError(value)
+        for line in (text or "").splitlines():
+            if "=" in line and not line.lstrip().startswith("#"):
+                k, _, v = line.strip().partition("=")
+                env[k] = v.strip('"')
+    line = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), unit["ExecStart"][-1].lstrip("-@+!"))
+    return line.split(), unit.get("User", ["root"])[-1], unit.get("Group", unit.get("User", ["root"]))[-1]
+
+
+class StockAgent:
+    """A distribution's own agent as its package ships it: the systemd unit's command, user and
+    environment (what ``systemctl restart zabbix-agent`` runs on a Debian host), its configuration
+    file untouched (port 10050, ``Server=127.0.0.1``, the stock ``Include``). It runs inside a lab
+    namespace, which has its own loopback and port 10050, and optionally in a Debian root."""
+
+    def __init__(self, kind: str, netns: Netns, root: "Optional[DebRoot]" = None) -> None:
+        self.kind, self.netns, self.root = kind, netns, root
+        self.service = SERVICES[kind]
+        self.proc = None  # type: Optional[subprocess.Popen]
+
+    def _path(self, path: str) -> str:
+        return self.root.inside(path) if self.root is not None else path
+
+    def _read(self, path: str) -> Optional[str]:
+        try:
+            with open(self._path(path)) as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def command(self) -> List[str]:
+        unit = self._read("/lib/systemd/system/%s.service" % self.service)
+        if unit is None:
+            raise RuntimeError("%s: no systemd unit %s (is the package installed?)" % (self.kind, self.service))
+        argv, user, group = unit_command(read_unit(unit, self.service), self._read)
+        # the unit's runtime directory comes from the package's tmpfiles.d (systemd-tmpfiles at boot)
+        for line in (self._read("/usr/lib/tmpfiles.d/%s.conf" % self.service) or "").splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[0] == "d":
+                os.makedirs(self._path(f[1]), exist_ok=True)
+                shutil.chown(self._path(f[1]), f[3], f[4])
+        argv = ["setpriv", "--reuid=" + user, "--regid=" + group, "--init-groups"] + argv
+        return self.root.cmd(argv) if self.root is not None else argv
+
+    def __enter__(self) -> "StockAgent":
+        self.proc = subprocess.Popen(self.netns.cmd(self.command()), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+                raise RuntimeError("%s exited %s: %s" % (self.service, self.proc.returncode, out[-2000:]))
+            if self.get("agent.ping") == "1":
+                return self
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("%s did not answer on port %d" % (self.service, STOCK_PORT))
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def get(self, key: str) -> str:
+        """A passive check from the namespace's own loopback (the stock ``Server=127.0.0.1``)."""
+        p = sh(self.netns.cmd([ZABBIX_GET, "-s", "127.0.0.1", "-p", str(STOCK_PORT), "-k", key]), check=False)
         return p.stdout.decode().rstrip("\n")

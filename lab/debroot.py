@@ -35,7 +35,7 @@ STAMP = ".ctzbx-ready"
 # name: (Debian suite, packages). The proxy has a root of its own: Debian's zabbix-proxy-* and
 # zabbix-server-* packages conflict (they ship the same zabbix_get and docs).
 ROOT_PACKAGES = {
-    "trixie": ("trixie", ["zabbix-server-pgsql", "zabbix-frontend-php", "zabbix-agent2", "postgresql",
+    "trixie": ("trixie", ["zabbix-server-pgsql", "zabbix-frontend-php", "zabbix-agent", "zabbix-agent2", "postgresql",
                           "php-pgsql", "php-cli", "php-gd", "php-bcmath", "php-mbstring", "php-xml", "php-ldap",
                           "locales", "python3", "python3-pytest", "sudo", "util-linux", "iproute2", "nftables"]),
     "trixie-proxy": ("trixie", ["zabbix-proxy-sqlite3", "locales", "util-linux"]),

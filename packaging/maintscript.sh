@@ -1,12 +1,14 @@
 #!/bin/sh
 # conntrack-zbx package steps, shared by the deb (postinst/prerm) and the rpm (%post/%preun).
-#   configure       byte-compile; put the sudo grant in place, checked with visudo first
+#   configure       byte-compile; put the sudo grant in place, checked with visudo first; make
+#                   every installed agent read the UserParameter file (conntrack-zbx agent-conf)
 #   prerm upgrade   drop byte-code (configure of the new version compiles it again)
-#   prerm remove    drop byte-code; remove the grant unless it was edited locally
+#   prerm remove    drop byte-code; remove the grant unless it was edited locally, and the links
 # A broken file is never left in /etc/sudoers.d: the grant is written under a name sudo ignores
 # (it contains a dot), checked alone and together with the whole policy, and only then renamed.
 set -e
 LIB=/usr/lib/conntrack-zbx
+BIN="${CONNTRACK_ZBX_BIN:-/usr/bin/conntrack-zbx}"  # overridable for tests
 SHIPPED="${CONNTRACK_ZBX_SHIPPED:-/usr/share/conntrack-zbx/sudoers}"  # overridable for tests
 GRANT="${CONNTRACK_ZBX_GRANT:-/etc/sudoers.d/conntrack-zbx}"
 STATE="${CONNTRACK_ZBX_STATE:-/var/lib/conntrack-zbx}"
@@ -62,10 +64,16 @@ case "$1" in
   configure)
     python3 -m compileall -q "$LIB" >/dev/null 2>&1 || true
     install_grant
+    # Debian's own zabbix-agent includes zabbix_agentd.conf.d/, not the zabbix_agentd.d/ we ship
+    # into: link the file where each agent's stock Include points (never edit the agent's conf).
+    if [ -x "$BIN" ]; then
+      "$BIN" agent-conf --apply >&2 || say "could not place the agent conf: run $BIN agent-conf"
+    fi
     ;;
   prerm)
     drop_bytecode
     if [ "$2" = remove ]; then
+      [ -x "$BIN" ] && { "$BIN" agent-conf --remove >/dev/null || true; }
       if unedited; then
         rm -f "$GRANT" "$STATE/sudoers.sha256"
         rmdir "$STATE" 2>/dev/null || true

@@ -1,26 +1,24 @@
 """The other Debian release, for real, on this machine: on Debian 12 a Debian 13 root (lab/debroot.py),
 on Debian 13 a Debian 12 one. The root runs the agent-side suite on that release's own python3,
-and takes the project's .deb with ``dpkg -i``, its zabbix_agent2 polling the keys as ``zabbix``
-through the grant the package put in place."""
+and takes the project's .deb with ``dpkg -i``, its own zabbix-agent and zabbix-agent2 polling the
+keys as ``zabbix`` with their stock configuration, through the grant the package put in place."""
 
-import json
 import os
-import pwd
 import re
 import subprocess
 import tarfile
 
 import pytest
 
-from lab.agent import Agent, install_deb
+from lab.agent import StockAgent, install_deb
 from lab.debroot import SHARED, DebRoot, host_release
 from lab.netns import Netns, sh
 from tests.conftest import require_root
+from tests.test_packages_real import assert_untouched, poll_stock_agents
 
 pytestmark = pytest.mark.real
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PORT = 31094
 LEAKY = "127.0.13.0/24"
 
 
@@ -69,28 +67,21 @@ def test_agent_side_suite_on_the_other_releases_python(root, tmp_path):
         subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
 
 
-def test_the_deb_on_the_other_release_polled_as_zabbix_through_sudo(root):
-    """dpkg -i in the root, the package's own agent 2 conf and grant; zabbix_agent2 7.0 as
-    ``zabbix`` answers the counters and, through sudo, the top talkers naming the leaky range."""
+def test_the_deb_on_the_other_releases_stock_agents_polled_as_zabbix_through_sudo(root):
+    """dpkg -i in the root; its own zabbix-agent and zabbix-agent2 (7.0 from Debian 13), started as
+    their systemd units start them with their configuration files as shipped, answer the counters
+    and, through the package's grant, the top talkers naming the leaky range."""
     plugin = install_deb(REPO, root)
     try:
         grant = root.inside("/etc/sudoers.d/conntrack-zbx")
         st = os.stat(grant)
         assert (st.st_mode & 0o777, st.st_uid) == (0o440, 0)
         assert sh(root.cmd(["visudo", "-cf", "/etc/sudoers.d/conntrack-zbx"]), check=False).returncode == 0
-        with Netns(leaky=[LEAKY], untracked_ports=[PORT]) as ns:
-            ns.traffic([{"kind": "tcp_open", "src": "127.0.13.%d" % i, "count": 6} for i in range(1, 4)])
-            with Agent("agent2", PORT, plugin.conf, netns=ns, root=root) as agent:
+        assert_untouched(root)
+        with Netns(leaky=[LEAKY]) as ns:
+            with StockAgent("agent2", ns, root=root) as agent:
                 assert agent.get("agent.version").startswith(RELEASES[root.suite][1])
-                stats = json.loads(agent.get("conntrack.stats"))
-                assert "error" not in stats and stats["count"] >= 18, stats
-                talkers = json.loads(agent.get("conntrack.talkers[24,64,10,0]"))
-                assert "error" not in talkers, talkers
-                assert {n["network"]: n["count"] for n in talkers["networks"]}[LEAKY] == 18
-                # the agent runs as zabbix (ip netns exec, chroot and setpriv each exec): what read
-                # the root-only table was the package's grant, not the agent's own rights
-                with open("/proc/%d/status" % agent.proc.pid) as f:
-                    uid = next(line.split()[1] for line in f if line.startswith("Uid:"))
-                assert int(uid) == pwd.getpwnam("zabbix").pw_uid
+        poll_stock_agents(root, LEAKY)
+        assert_untouched(root)
     finally:
         subprocess.run(["rm", "-rf", plugin.base], check=False)

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from conntrack_zbx.lifeline import agentconf, nft
+from conntrack_zbx import agentconf
+from conntrack_zbx.lifeline import nft
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "nft",
                        "two-tables-drop-and-reject.json")

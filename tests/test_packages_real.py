@@ -4,16 +4,17 @@ locally edited conf, purged without a trace; the .rpm built, inspected, installe
 root and run there on the oldest Python an agent host has (3.6)."""
 
 import glob
+import hashlib
 import json
 import os
+import pwd
 import subprocess
 
 import pytest
 
-from lab.agent import Agent
+from lab.agent import StockAgent
 from lab.netns import Netns, sh
 from tests.conftest import MIXED, require_root
-from tests.test_agent_real import get_json
 
 pytestmark = pytest.mark.real
 
@@ -72,17 +73,60 @@ def test_deb_installs_the_agent_side_and_a_checked_grant(installed):
     assert "@" in maintainer and "localhost" not in maintainer, maintainer  # someone who answers
 
 
-@pytest.mark.parametrize("kind, conf, port", [("agentd", AGENTD_CONF, 31070), ("agent2", AGENT2_CONF, 31072)],
-                         ids=["zabbix_agentd", "zabbix_agent2"])
-def test_packaged_conf_and_grant_work_through_both_agents(installed, kind, conf, port):
-    with Netns(leaky=["127.0.5.0/24"], untracked_ports=[port]) as ns:
-        ns.traffic([{"kind": "tcp_open", "src": "127.0.5.9", "count": 4}])
-        with Agent(kind, port, conf, netns=ns) as agent:
-            stats = get_json(agent, "conntrack.stats")
-            assert stats["count"] == 4 and "error" not in stats
-            talkers = get_json(agent, "conntrack.talkers[,,,0]")
-            assert "error" not in talkers, talkers
-            assert talkers["sources"][0]["address"] == "127.0.5.9" and talkers["entries"] == 4
+def shipped_confs(root=None):
+    """Each stock agent configuration and the bytes its package shipped: Debian's zabbix-agent
+    generates its conf with ucf from /usr/share/zabbix-agent/zabbix_agentd.conf; zabbix-agent2's
+    is a conffile whose md5 dpkg recorded."""
+    inside = root.inside if root is not None else (lambda p: p)
+    run = root.cmd if root is not None else (lambda argv: argv)
+    out = {}
+    with open(inside("/usr/share/zabbix-agent/zabbix_agentd.conf"), "rb") as f:
+        out["/etc/zabbix/zabbix_agentd.conf"] = hashlib.md5(f.read()).hexdigest()
+    listed = sh(run(["dpkg-query", "-W", "-f=${Conffiles}", "zabbix-agent2"])).stdout.decode()
+    out.update({p: md5 for p, md5 in (line.split()[:2] for line in listed.splitlines() if line.strip())
+                if p == "/etc/zabbix/zabbix_agent2.conf"})
+    return out
+
+
+def assert_untouched(root=None):
+    shipped = shipped_confs(root)
+    assert len(shipped) == 2, shipped
+    for path, md5 in shipped.items():
+        with open(root.inside(path) if root is not None else path, "rb") as f:
+            assert hashlib.md5(f.read()).hexdigest() == md5, "%s is not as its package shipped it" % path
+
+
+def answer(agent, key):
+    text = agent.get(key)
+    assert text.startswith("{"), "%s answered %r to %s" % (agent.service, text, key)
+    return json.loads(text)
+
+
+def poll_stock_agents(root=None, leaky="127.0.5.0/24"):
+    """Each agent as its systemd unit starts it, with its stock configuration, in its own namespace:
+    the keys answer as the zabbix user, the talkers through the package's sudo grant."""
+    for kind in ("agentd", "agent2"):
+        with Netns(leaky=[leaky]) as ns:
+            src = leaky.replace("0/24", "9")
+            ns.traffic([{"kind": "tcp_open", "src": src, "count": 4}])
+            with StockAgent(kind, ns, root=root) as agent:
+                with open("/proc/%d/status" % agent.proc.pid) as f:
+                    uid = next(line.split()[1] for line in f if line.startswith("Uid:"))
+                assert int(uid) == pwd.getpwnam("zabbix").pw_uid
+                stats = answer(agent, "conntrack.stats")
+                assert "error" not in stats and stats["count"] >= 4, (kind, stats)
+                talkers = answer(agent, "conntrack.talkers[,,,0]")
+                assert "error" not in talkers, (kind, talkers)
+                assert {t["address"]: t["count"] for t in talkers["sources"]}.get(src) == 4, talkers
+
+
+def test_stock_agents_read_the_package_with_their_shipped_configuration(installed):
+    """Debian 12's own zabbix-agent (which includes zabbix_agentd.conf.d/) and zabbix-agent2, their
+    configuration files byte for byte as shipped: after dpkg -i, both answer the keys."""
+    assert_untouched()
+    assert os.readlink("/etc/zabbix/zabbix_agentd.conf.d/userparameter_conntrack.conf") == AGENTD_CONF
+    poll_stock_agents()
+    assert_untouched()
 
 
 def test_upgrade_keeps_an_edited_conf_and_purge_leaves_nothing(installed, tmp_path):
@@ -101,6 +145,7 @@ def test_upgrade_keeps_an_edited_conf_and_purge_leaves_nothing(installed, tmp_pa
     assert left == []
     assert not os.path.exists(GRANT) and not os.path.exists("/usr/lib/conntrack-zbx")
     assert not glob.glob("/etc/sudoers.d/conntrack-zbx.*") and not os.path.exists("/var/lib/conntrack-zbx")
+    assert not os.path.lexists("/etc/zabbix/zabbix_agentd.conf.d/userparameter_conntrack.conf")  # the link too
 
 
 def test_a_grant_sudo_rejects_is_never_put_in_place(tmp_path):

@@ -17,7 +17,7 @@ import shlex
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from conntrack_zbx.lifeline import COMMENT, TABLE
-from conntrack_zbx.lifeline.agentconf import Endpoints
+from conntrack_zbx.agentconf import Endpoints
 
 __all__ = ["COMMENT", "TABLE"]
 Resolve = Callable[[str], List[str]]  # a host name -> its addresses

@@ -1,18 +1,31 @@
-"""What the monitoring traffic of this host is, read from the Zabbix agents' own configuration.
+"""The Zabbix agents' own configuration: what their monitoring traffic is (``protect``) and which
+files they read UserParameters from (``agent-conf``).
 
 zabbix_agentd and zabbix_agent2 share the parameters that matter: ``ListenPort`` (passive checks
 arrive there, default 10050), ``ListenIP``, ``Server`` (who may poll: addresses, CIDRs or names,
 comma-separated) and ``ServerActive`` (where active checks go: ``host[:port]``, ``[v6]:port``,
 default port 10051; since 6.0 ``;`` separates the nodes of one HA cluster). ``Include`` pulls in
-more files (a file, a directory or a glob). Parsing is pure; ``read`` is the file I/O, under a
-root directory like every path ``tune`` and ``protect`` touch.
+more files (a file, a directory or a glob; a relative one from the including file's directory,
+as the stock agent 2 conf's ``./zabbix_agent2.d/plugins.d/*.conf``). Parsing is pure; ``read`` is
+the file I/O, under a root directory like every path ``tune`` and ``protect`` touch.
+
+Where the stock packages point ``Include`` (the shipped files, unedited)::
+
+  Debian/Ubuntu zabbix-agent        /etc/zabbix/zabbix_agentd.conf   /etc/zabbix/zabbix_agentd.conf.d/*.conf
+  Debian/Ubuntu zabbix-agent2       /etc/zabbix/zabbix_agent2.conf   /etc/zabbix/zabbix_agent2.d/*.conf
+  Zabbix's repository, deb and rpm  /etc/zabbix/zabbix_agentd.conf   /etc/zabbix/zabbix_agentd.d/*.conf
+                                    /etc/zabbix/zabbix_agent2.conf   /etc/zabbix/zabbix_agent2.d/*.conf
+  EPEL / Fedora                     /etc/zabbix_agentd.conf          /etc/zabbix_agentd.conf.d/*.conf
 """
 
+import fnmatch
 import glob
 import os
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-CONFS = ("etc/zabbix/zabbix_agentd.conf", "etc/zabbix/zabbix_agent2.conf")
+# Every agent configuration a stock package installs, relative to the root (table above).
+CONFS = ("etc/zabbix/zabbix_agentd.conf", "etc/zabbix/zabbix_agent2.conf",
+         "etc/zabbix_agentd.conf", "etc/zabbix_agent2.conf")
 PASSIVE_PORT, ACTIVE_PORT = 10050, 10051
 MAX_INCLUDES = 200  # an Include loop or a huge directory is a mistake, not a configuration
 
@@ -73,19 +86,52 @@ def endpoints(conf: str, params: Dict[str, List[str]]) -> Endpoints:
     )
 
 
+def kind(conf: str) -> str:
+    """``agent2`` or ``agentd``, from the configuration's file name."""
+    return "agent2" if "agent2" in os.path.basename(conf) else "agentd"
+
+
+def include_pattern(conf: str, value: str) -> str:
+    """One ``Include=`` value as the absolute pattern the agent reads (``conf``: the absolute path
+    of the file that holds it, in the host's terms): a directory means every file in it."""
+    path = value if value.startswith("/") else os.path.normpath(os.path.join(os.path.dirname(conf), value))
+    return path
+
+
+def reads(pattern: str, path: str, is_dir: bool = False) -> bool:
+    """Does an ``Include`` pattern pull in the file ``path``? ``is_dir``: the pattern names a
+    directory (the agent then reads every file in it). Globs never cross a ``/``."""
+    if is_dir:
+        return os.path.dirname(path) == pattern.rstrip("/")
+    return os.path.dirname(path) == os.path.dirname(pattern) and \
+        fnmatch.fnmatchcase(os.path.basename(path), os.path.basename(pattern))
+
+
+def user_path(root: str, path: str) -> str:
+    """A path a person typed: relative to the current directory as every command line path, an
+    absolute one under ``root``."""
+    return os.path.abspath(path) if not path.startswith("/") else os.path.join(root, path.lstrip("/"))
+
+
+def host_path(root: str, path: str) -> str:
+    """``path`` (a file under ``root``) as the host sees it; a file outside ``root`` stays as is."""
+    rel = os.path.relpath(path, root)
+    return path if rel.startswith("..") else "/" + rel
+
+
 def read(root: str, confs: Optional[List[str]] = None) -> List[Endpoints]:
-    """Every agent configuration found under ``root`` (or the ``confs`` given), with its
-    includes merged in the order the agent reads them."""
+    """Every agent configuration found under ``root`` (or the ``confs`` given, as a person typed
+    them), with its includes merged in the order the agent reads them."""
     found = []
     for rel in confs or list(CONFS):
-        path = os.path.join(root, rel.lstrip("/"))
+        path = user_path(root, rel) if confs else os.path.join(root, rel)
         if not os.path.isfile(path):
             if confs:
-                raise FileNotFoundError(path)
+                raise FileNotFoundError("no such file: %s" % path)
             continue
         params = {}  # type: Dict[str, List[str]]
         _merge(root, path, params, [0])
-        found.append(endpoints(rel.lstrip("/"), params))
+        found.append(endpoints(rel.lstrip("/") if not confs else path, params))
     return found
 
 
@@ -99,7 +145,7 @@ def _merge(root: str, path: str, params: Dict[str, List[str]], seen: List[int]) 
         if key != "Include":
             params.setdefault(key, []).extend(values)
     for inc in own.get("Include", []):
-        target = os.path.join(root, inc.lstrip("/"))
+        target = os.path.join(root, include_pattern(host_path(root, path), inc).lstrip("/"))
         if os.path.isdir(target):
             target = os.path.join(target, "*")
         for p in sorted(glob.glob(target)):
