@@ -96,7 +96,7 @@ def find(root: str, source: Optional[str] = None) -> List[Finding]:
             includes.append(Include(pattern, os.path.isdir(_under(root, pattern))))
         incs = tuple(includes)
         want = source or SHIPPED[agentconf.kind(conf)]
-        present = [f for f in candidates(incs) + [want] if _exists(root, f)]
+        present = [f for f in candidates(incs) + ([] if source else [want]) if _exists(root, f)]
         found.append(plan_one(conf, incs, want, sorted(set(present), key=present.index)))
     return found
 
@@ -108,12 +108,10 @@ def _under(root: str, path: str) -> str:
 def run(args: "AgentConfArgs") -> str:
     if (args.apply or args.remove) and os.geteuid() != 0 and args.root == "/":
         raise NotPermitted("agent-conf --apply/--remove writes in /etc/zabbix (the bare command only reads)")
-    source = agentconf.user_path(args.root, args.source) if args.source else None
-    if source is not None:
-        if not os.path.isfile(source):
-            raise NotAvailable("--source %s: no such file (the UserParameter conf to install, e.g. the checkout's "
-                               "zabbix_agentd.d/%s)" % (args.source, NAME))
-        source = agentconf.host_path(args.root, source)
+    source = os.path.abspath(args.source) if args.source else None  # a file of this machine, not under --root
+    if source is not None and not os.path.isfile(source):
+        raise NotAvailable("--source %s: no such file (the UserParameter conf to install, e.g. the checkout's "
+                           "zabbix_agentd.d/%s)" % (args.source, NAME))
     found = find(args.root, source)
     if not found:
         return ("no Zabbix agent configuration found under %s (looked for %s).\n"
@@ -139,13 +137,13 @@ def _settle(args: "AgentConfArgs", f: Finding, restart: List[str]) -> List[str]:
     """One agent: what it includes and what was (or would be) done; the kinds to restart."""
     lines = ["%s (zabbix_%s) includes %s" % (f.conf, f.kind, ", ".join(
         i.pattern + ("/" if i.is_dir else "") for i in f.includes) or "nothing")]
-    if not _exists(args.root, f.source):
+    if not args.source and not _exists(args.root, f.source):
         return lines + ["  %s is not there: reinstall the package, or name the file with --source" % f.source]
     if f.link is None and f.line is None and not f.extra:
         return lines + ["  reads %s: nothing to do" % ", ".join(f.reading)]
     if f.link:
         if args.apply:
-            _place(args.root, f.source, f.link, copy=bool(args.source))
+            _place(args.root, f.source, f.link, copy=bool(args.source))  # --source: copied from this machine
             restart.append(f.kind)
         lines.append("  %s %s -> %s" % ("linked" if args.apply else "would link", f.link, f.source))
     for x in f.extra:
@@ -174,7 +172,7 @@ def _place(root: str, source: str, link: str, copy: bool) -> None:
     if os.path.lexists(dest):
         os.remove(dest)
     if copy:  # a file of a checkout or a pip install: it may move, so the agent gets its own copy
-        shutil.copyfile(_under(root, source), dest)
+        shutil.copyfile(source, dest)
         os.chmod(dest, 0o644)
     else:  # the package's file: upgrades change it in place, the link follows
         os.symlink(source, dest)

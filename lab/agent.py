@@ -5,6 +5,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -16,6 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from lab.debroot import DebRoot
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENTD = "/usr/sbin/zabbix_agentd"
 AGENT2 = "/usr/sbin/zabbix_agent2"
 ZABBIX_GET = "/usr/bin/zabbix_get"
@@ -75,11 +77,39 @@ def grant_sudo(binary: str, path: str) -> None:
         raise RuntimeError("visudo rejected %s: %s" % (path, check.stdout + check.stderr))
 
 
-class Agent:
-    """zabbix_agentd or zabbix_agent2 in the foreground as the zabbix user, on 127.0.0.1:port,
-    optionally inside a network namespace, including one UserParameter conf."""
+STOCK_CONF = {"agentd": "/etc/zabbix/zabbix_agentd.conf", "agent2": "/etc/zabbix/zabbix_agent2.conf"}
 
-    def __init__(self, kind: str, port: int, userparameter_conf: str, netns: Optional[Netns] = None,
+
+def edit_conf(text: str, settings: Dict[str, str], unset: Tuple[str, ...] = ()) -> str:
+    """An agent configuration edited as an admin edits it: each setting replaces the active line
+    of that key, else the commented template line (``# Key=...``), else is appended; ``unset``
+    comments a key out. Every other line, ``Include`` among them, stays as it was."""
+    lines = text.splitlines()
+    for key in unset:
+        lines = ["# " + ln if re.match(r"%s\s*=" % key, ln) else ln for ln in lines]
+    for key, value in settings.items():
+        active = [i for i, ln in enumerate(lines) if re.match(r"%s\s*=" % key, ln)]
+        template = [i for i, ln in enumerate(lines) if re.match(r"#\s*%s\s*=" % key, ln)]
+        if active:
+            lines[active[0]] = "%s=%s" % (key, value)
+            lines = [ln for i, ln in enumerate(lines) if i not in active[1:]]
+        elif template:
+            lines.insert(template[-1] + 1, "%s=%s" % (key, value))
+        else:
+            lines.append("%s=%s" % (key, value))
+    return "\n".join(lines) + "\n"
+
+
+class Agent:
+    """zabbix_agentd or zabbix_agent2 in the foreground as the zabbix user, on ``listen_ip:port``,
+    inside a lab network namespace: the distribution's own configuration directory as its package
+    left it, the agent conf edited where an admin edits it (``Server``, ``ListenPort``...), and the
+    UserParameter file put where that conf's stock ``Include`` reads it by ``conntrack-zbx
+    agent-conf`` (install.md's step), or by the package already (a Debian root after ``dpkg -i``).
+    The lab's one difference: that directory is a copy, bind-mounted over /etc/zabbix in the
+    agent's own mount namespace, so several agents run side by side (docs/lab.md)."""
+
+    def __init__(self, kind: str, port: int, userparameter_conf: str, netns: Netns,
                  timeout: int = 10, listen_ip: str = "127.0.0.1", server: str = "127.0.0.1",
                  binds: Optional[Dict[str, str]] = None, server_active: str = "", hostname: str = "",
                  root: "Optional[DebRoot]" = None) -> None:
@@ -87,7 +117,6 @@ class Agent:
         (``ip netns exec`` gives it one), e.g. a lab /etc/sysctl.d that tests may rewrite.
         ``root``: the agent of that Debian root (zabbix_agent2 7.0 from Debian 13), run in it."""
         self.kind, self.port, self.netns, self.ip = kind, port, netns, listen_ip
-        self.binds = dict(binds or {})
         self.root = root
         if root is not None:
             from lab.debroot import SHARED
@@ -97,31 +126,38 @@ class Agent:
         self.dir = tempfile.mkdtemp(prefix="ctzbx-%s-" % kind, dir=workdir)
         shutil.chown(self.dir, "zabbix", "zabbix")
         os.chmod(self.dir, 0o755)
-        include = os.path.join(self.dir, "userparameter_conntrack.conf")
-        shutil.copyfile(userparameter_conf, include)
-        os.chmod(include, 0o644)
-        lines = [
+        inside = root.inside if root is not None else (lambda p: p)
+        etc = os.path.join(self.dir, "root")
+        shutil.copytree(inside("/etc/zabbix"), os.path.join(etc, "etc/zabbix"), symlinks=True)
+        self.binds = dict(binds or {})
+        self.binds[os.path.join(etc, "etc/zabbix")] = "/etc/zabbix"
+        if not os.path.realpath(userparameter_conf).startswith(inside("/etc/zabbix") + "/"):
+            # a pip install: install.md's `conntrack-zbx agent-conf --apply --source FILE`, here
+            # on the copy (--root) rather than the host's own /etc/zabbix
+            sh([sys.executable, "-m", "conntrack_zbx", "agent-conf", "--apply", "--source", userparameter_conf,
+                "--root", etc], cwd=REPO)
+        settings = {
             # the agent's own address too: the readiness probe runs zabbix_get beside it
-            "Server=%s" % (server if listen_ip in server.split(",") else server + "," + listen_ip),
-            "ListenIP=%s" % listen_ip, "ListenPort=%d" % port,
-            "LogType=file", "LogFile=%s/agent.log" % self.dir, "PidFile=%s/agent.pid" % self.dir,
-            "Timeout=%d" % timeout, "Include=%s" % include,
-        ]
+            "Server": server if listen_ip in server.split(",") else server + "," + listen_ip,
+            "ListenIP": listen_ip, "ListenPort": str(port),
+            "LogType": "file", "LogFile": "%s/agent.log" % self.dir, "PidFile": "%s/agent.pid" % self.dir,
+            "Timeout": str(timeout),
+        }
         if server_active:  # active checks: the agent asks ServerActive for its items, as Hostname
-            lines += ["ServerActive=%s" % server_active, "Hostname=%s" % hostname, "RefreshActiveChecks=60",
-                      "BufferSend=1"]
+            settings.update(ServerActive=server_active, Hostname=hostname, RefreshActiveChecks="60",
+                            BufferSend="1")
         if kind == "agent2":
-            lines.append("ControlSocket=%s/agent2.sock" % self.dir)
-        else:
-            lines.append("StartAgents=3")
-        self.conf = os.path.join(self.dir, "agent.conf")
-        with open(self.conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.chmod(self.conf, 0o644)
+            settings["ControlSocket"] = "%s/agent2.sock" % self.dir
+        self.conf = STOCK_CONF[kind]
+        path = os.path.join(etc, self.conf.lstrip("/"))
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(edit_conf(text, settings, () if server_active else ("ServerActive",)))
         self.proc = None  # type: subprocess.Popen
 
     def _wrap(self, argv: List[str]) -> List[str]:
-        return self.netns.cmd(argv) if self.netns else argv
+        return self.netns.cmd(argv)
 
     def __enter__(self) -> "Agent":
         binary = AGENTD if self.kind == "agentd" else AGENT2
@@ -130,8 +166,6 @@ class Agent:
         if self.root is not None:
             argv = self.root.cmd(argv)
         if self.binds:
-            if not self.netns:
-                raise ValueError("binds need a lab namespace (its own mount namespace)")
             mounts = " && ".join("mkdir -p %s && mount --bind %s %s" % (inside(dst), src, inside(dst))
                                  for src, dst in sorted(self.binds.items()))
             argv = ["sh", "-c", mounts + ' && exec "$@"', "agent"] + argv
