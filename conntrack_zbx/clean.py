@@ -160,6 +160,10 @@ def run(args: "CleanArgs") -> str:
     except ValueError:
         raise Refused("--network takes an address or a network (198.51.100.0/24, 2001:db8::/64), got %r"
                       % args.network[:64]) from None
+    given = ipaddress.ip_interface(args.network).ip
+    if given != network.network_address:  # 127.0.66.7/24: the network, or the one address?
+        raise Refused("--network %s has host bits set: the network is %s, the address alone is %s/%d; give "
+                      "the one you mean" % (args.network, network, given, network.max_prefixlen))
     if network.prefixlen == 0:
         raise Refused("refusing %s: it matches every entry; that is `conntrack -F`, not a clean-up" % network)
     if args.apply and os.geteuid() != 0:

@@ -146,8 +146,9 @@ def _admin(command: "Command", args: "Args") -> "Any":
     try:
         module = __import__(command.module, fromlist=("run",))
     except ImportError as e:
-        raise NotAvailable("the admin commands need pyzabbix and pyyaml (pip install 'conntrack-zbx[admin]'): %s"
-                           % e) from None
+        from conntrack_zbx.zabbixapi import NEEDS
+
+        raise NotAvailable("%s (%s)" % (NEEDS, e)) from None
     try:
         return module.run(args)
     except DeployFailed as e:

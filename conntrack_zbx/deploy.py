@@ -1,71 +1,17 @@
-"""Import the template into a Zabbix server and link it to hosts (admin side: pyzabbix).
+"""Import the template into a Zabbix server and link it to hosts (admin side, through
+``zabbixapi``): every API error surfaces as ``DeployFailed`` with the API's own message, and the
+CLI exits non-zero with it."""
 
-Credentials come from the environment (ZABBIX_URL, ZABBIX_TOKEN or ZABBIX_USER/ZABBIX_PASSWORD)
-or options, and are never printed. pyzabbix's ``with`` block swallows API errors, so it is not
-used: every API error surfaces as ``DeployFailed`` with the API's own message, and the CLI exits
-non-zero with it.
-"""
-
-import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
-
-from pyzabbix import ZabbixAPI, ZabbixAPIException  # type: ignore[attr-defined]
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from conntrack_zbx.errors import DeployFailed
 from conntrack_zbx.template import export
+from conntrack_zbx.zabbixapi import call, connect, server_version
 
 if TYPE_CHECKING:
+    from pyzabbix import ZabbixAPI  # type: ignore[attr-defined]
+
     from conntrack_zbx.options import TemplateArgs
-
-
-def connect(url: Optional[str] = None, token: Optional[str] = None, user: Optional[str] = None,
-            password: Optional[str] = None, timeout: float = 60) -> ZabbixAPI:
-    url = url or os.environ.get("ZABBIX_URL")
-    token = token or os.environ.get("ZABBIX_TOKEN")
-    user = user or os.environ.get("ZABBIX_USER")
-    password = password if password is not None else os.environ.get("ZABBIX_PASSWORD")
-    if not url:
-        raise DeployFailed("no Zabbix URL: pass --url or set ZABBIX_URL")
-    if not token and not (user and password is not None):
-        raise DeployFailed("no credentials: set ZABBIX_TOKEN, or ZABBIX_USER and ZABBIX_PASSWORD")
-    zapi = ZabbixAPI(url, timeout=timeout)
-    try:
-        if token:
-            zapi.login(api_token=token)
-        else:
-            zapi.login(user or "", password or "")
-    except ZabbixAPIException as e:
-        raise DeployFailed("login to %s failed: %s" % (url, _api_message(e))) from None
-    except OSError as e:
-        raise DeployFailed("cannot reach %s: %s" % (url, e)) from None
-    if token:  # pyzabbix does not check a token at login: one cheap call does
-        try:
-            zapi.do_request("template.get", {"output": ["templateid"], "limit": 1})
-        except ZabbixAPIException as e:
-            raise DeployFailed("login to %s with ZABBIX_TOKEN failed: %s" % (url, _api_message(e))) from None
-    return zapi
-
-
-def server_version(zapi: ZabbixAPI) -> Tuple[int, int]:
-    """The API's major.minor: import rules were renamed in 6.2 (groups -> template_groups)."""
-    text = call(zapi, "apiinfo.version")
-    major, minor = text.split(".")[:2]
-    return int(major), int(minor)
-
-
-def _api_message(e: ZabbixAPIException) -> str:
-    data = getattr(e, "data", None) or (e.args[0] if e.args else "")
-    return str(data)
-
-
-def call(zapi: ZabbixAPI, method: str, _params: Any = None, **params: Any) -> Any:
-    """One API call; positional ``_params`` for methods that take an array."""
-    try:
-        return zapi.do_request(method, params if _params is None else _params)["result"]
-    except ZabbixAPIException as e:
-        raise DeployFailed("%s failed: %s" % (method, _api_message(e))) from None
-    except OSError as e:
-        raise DeployFailed("%s failed: %s" % (method, e)) from None
 
 
 IMPORT_RULES = {
@@ -101,12 +47,12 @@ def export_format(version: Tuple[int, int]) -> str:
     return "7.0" if version >= (7, 0) else "6.0"
 
 
-def import_template(zapi: ZabbixAPI, source: str, delete_missing: bool = False) -> None:
+def import_template(zapi: "ZabbixAPI", source: str, delete_missing: bool = False) -> None:
     rules = import_rules(server_version(zapi), delete_missing)
     call(zapi, "configuration.import", format="yaml", source=source, rules=rules)
 
 
-def link(zapi: ZabbixAPI, template: str, host: Optional[str] = None,
+def link(zapi: "ZabbixAPI", template: str, host: Optional[str] = None,
          group: Optional[str] = None) -> Dict[str, List[str]]:
     """Link ``template`` to one host or to every host of a group; keep their other templates.
     A host that already has it, directly or through another template (e.g. the mirrorlist node
@@ -133,7 +79,7 @@ def link(zapi: ZabbixAPI, template: str, host: Optional[str] = None,
             "already": sorted(h["host"] for h in hosts if h not in todo)}
 
 
-def _templates_of(zapi: ZabbixAPI, hostid: str) -> Set[str]:
+def _templates_of(zapi: "ZabbixAPI", hostid: str) -> Set[str]:
     """Every template a host has, directly or nested."""
     seen = set()  # type: Set[str]
     frontier = [hostid]

@@ -217,6 +217,8 @@ class TableArgs(AgentArgs):
     timeout_established = MaybeText(None, "--file only: the nf_conntrack_tcp_timeout_established (s) of the host "
                                     "the snapshot came from, so idle times can be told (without it they are "
                                     "unknown)", metavar="SECONDS")
+    max = MaybeText(None, "--file only: the nf_conntrack_max of the host the snapshot came from, for the shares "
+                    "(without it they are not given: this machine's limit would mislead)", metavar="N")
     cache_dir = MaybeText(None, "snapshot cache directory (default /run/conntrack-zbx; must be owned by this "
                           "user, mode 0700)", metavar="DIR")
     budget = BUDGET

@@ -6,7 +6,7 @@ parsed by ``key=value`` and ranked by source (rolled up into networks), destinat
 state or protocol.
 """
 
-from conntrack_zbx.errors import ConntrackError
+from conntrack_zbx.errors import ConntrackError, Refused
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ def run(args: "TopArgs") -> str:
 
     root = ProcRoot(args.proc_root)
     f: "Optional[IO[bytes]]" = None
+    if args.file and args.netns:
+        raise Refused("--netns reads a live table; --file is a saved snapshot: give one of them")
     if args.file:
         f, what = open_snapshot(args.file), args.file
     elif args.netns:  # a container's or pod's own table: opened from inside its namespace

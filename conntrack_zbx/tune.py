@@ -19,7 +19,7 @@ import tempfile
 from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Tuple
 
 from conntrack_zbx import boot
-from conntrack_zbx.errors import NotPermitted, TuneRefused
+from conntrack_zbx.errors import ConntrackError, NotPermitted, TuneRefused
 from conntrack_zbx.sources.proc import HASHSIZE, MAX, ProcRoot
 
 if TYPE_CHECKING:
@@ -83,16 +83,17 @@ def plan(root: ProcRoot, maximum: Optional[int], auto: bool, peak: Optional[int]
     per_entry = entry + BUCKET_BYTES
     limit = memtotal * 1024 // MEMORY_SHARE // per_entry
     reasons = []
+    default = boot.default_max(memtotal, version)
     if auto:
         peak = max(peak or 0, count)
-        want = max(max_now, 2 * peak)
+        want = max(max_now, 2 * peak, default)
         target = 1
         while target < want:
             target *= 2
         maximum = min(target, 1 << (limit.bit_length() - 1))
-        reasons.append("--auto: twice the peak of %d entries is %d, never below the current %d, rounded up "
-                       "to a power of two: %d (each entry costs about %d bytes plus %d for its bucket)"
-                       % (peak, 2 * peak, max_now, target, entry, BUCKET_BYTES))
+        reasons.append("--auto: twice the peak of %d entries is %d, never below the current %d nor the kernel's "
+                       "boot default %d, rounded up to a power of two: %d (each entry costs about %d bytes plus "
+                       "%d for its bucket)" % (peak, 2 * peak, max_now, default, target, entry, BUCKET_BYTES))
         if maximum < target:
             reasons.append("capped at %d: a full table may use at most 1/%d of RAM (%s)"
                            % (maximum, MEMORY_SHARE, mib(memtotal * 1024 / MEMORY_SHARE)))
@@ -107,6 +108,10 @@ def plan(root: ProcRoot, maximum: Optional[int], auto: bool, peak: Optional[int]
         raise TuneRefused("refusing nf_conntrack_max %d: a full table would take about %s, more than 1/%d of "
                       "this host's %s of RAM; the most this host can afford is %d"
                       % (maximum, mib(maximum * per_entry), MEMORY_SHARE, mib(memtotal * 1024), limit))
+    if maximum < default:
+        reasons.append("WARNING: %d is below the kernel's boot default %d for this host (%s of RAM, kernel %s): "
+                       "persisted, it makes every boot start with a smaller table than no tuning at all"
+                       % (maximum, default, mib(memtotal * 1024), release))
     if maximum < max_now:
         reasons.append("this LOWERS the limit from %d to %d: a table that held more than %d entries before "
                        "will drop new connections at that point" % (max_now, maximum, maximum))
@@ -327,9 +332,39 @@ def run(args: "TuneArgs") -> str:
     return out + _run_max(args, root)
 
 
+def busiest_namespace(proc_root: str) -> Tuple[int, str]:
+    """The fullest network namespace's count (containers and pods count against the one global
+    limit) -> (entries, which); (0, why not) where they cannot be read."""
+    from conntrack_zbx.parse.stat import parse_stat
+    from conntrack_zbx.sources import netns
+
+    try:
+        found, _own = netns.find(proc_root)
+    except ConntrackError as e:
+        return 0, "other network namespaces not counted (%s)" % e
+    best = (0, "")
+    for f in found.values():
+        try:
+            n = parse_stat(netns.stat_text(f, proc_root)).entries or 0
+        except (OSError, ConntrackError):
+            continue
+        if n > best[0]:
+            best = (n, "network namespace %d%s" % (f.inode, " (%s)" % f.names[0] if f.names else ""))
+    return best
+
+
 def _run_max(args: "TuneArgs", root: ProcRoot) -> str:
-    p = plan(root, args.max, args.auto, args.peak)
+    peak = args.peak
+    busiest = (0, "")
     if args.auto:
+        busiest = busiest_namespace(args.proc_root)
+        peak = max(peak or 0, busiest[0])
+    p = plan(root, args.max, args.auto, peak)
+    if args.auto:
+        if busiest[0] > p.count:
+            p.reasons.insert(1, "the peak counted is the busiest namespace's: %d entries in %s" % busiest)
+        elif busiest[1] and not busiest[0]:
+            p.reasons.insert(1, busiest[1])
         p.reasons.extend(idle_advice(root, args.proc_root))
     if not args.apply:
         return render(p, args.root, applied=False, runtime_only=args.runtime_only)

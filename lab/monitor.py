@@ -6,7 +6,7 @@ Every wait polls with a deadline and, on timeout, fails with what it saw last.
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from conntrack_zbx import deploy
+from conntrack_zbx import zabbixapi
 
 
 class Timeout(AssertionError):
@@ -30,10 +30,10 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60, interval:
 
 class Monitor:
     def __init__(self, url: str, user: str = "Admin", password: str = "zabbix") -> None:
-        self.zapi = deploy.connect(url, user=user, password=password)
+        self.zapi = zabbixapi.connect(url, user=user, password=password)
 
     def call(self, method: str, _params=None, **params):
-        return deploy.call(self.zapi, method, _params, **params)
+        return zabbixapi.call(self.zapi, method, _params, **params)
 
     def disable_host(self, name: str) -> None:
         """data.sql ships an enabled 'Zabbix server' host polling 127.0.0.1:10050."""

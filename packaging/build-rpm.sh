@@ -2,6 +2,10 @@
 # make rpm: build dist/conntrack-zbx-VERSION-1.noarch.rpm from the checkout, offline (rpmbuild).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v "${RPMBUILD:-rpmbuild}" >/dev/null 2>&1; then
+  echo "make rpm needs rpmbuild: apt-get install rpm (Debian, Ubuntu) or dnf install rpm-build (RHEL, Fedora)" >&2
+  exit 1
+fi
 out="$(mkdir -p "${1:-dist}" && cd "${1:-dist}" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -55,6 +59,6 @@ fi
 $dirs
 $files
 SPEC
-rpmbuild -bb --quiet --define "_topdir $work/rpm" --define "_rpmdir $out" --define "__os_install_post %{nil}" \
+"${RPMBUILD:-rpmbuild}" -bb --quiet --define "_topdir $work/rpm" --define "_rpmdir $out" --define "__os_install_post %{nil}" \
   --define "_build_id_links none" "$work/conntrack-zbx.spec" >/dev/null
 ls "$out"/noarch/conntrack-zbx-"$version"-1.noarch.rpm

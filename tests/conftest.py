@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 MIXED = os.path.join(FIXTURES, "kernel-6.18.44-mixed")
 
@@ -63,3 +64,47 @@ def netlink_slow(records, rule=None):
     sums = Sums()
     label_entries(records, sums, rule)
     return expand(sums.counts, sums.kinds), sums.idle
+
+
+PYZABBIX_082 = "/var/cache/ctzbx-debs/python3-pyzabbix"
+
+
+def debian_pyzabbix():
+    """Debian 12's python3-pyzabbix 0.8.2 (what the package suggests), unpacked beside the system,
+    never installed: the directory to put first on PYTHONPATH."""
+    lib = os.path.join(PYZABBIX_082, "usr/lib/python3/dist-packages")
+    if not os.path.isdir(lib):
+        import glob
+        import subprocess
+
+        os.makedirs(PYZABBIX_082, exist_ok=True)
+        subprocess.run(["apt-get", "download", "python3-pyzabbix"], cwd=PYZABBIX_082, check=True,
+                       capture_output=True)
+        deb = glob.glob(os.path.join(PYZABBIX_082, "python3-pyzabbix_*.deb"))[0]
+        subprocess.run(["dpkg-deb", "-x", deb, PYZABBIX_082], check=True)
+    return lib
+
+
+def admin_cli(url, *argv, pythonpath=None, **env):
+    """``conntrack-zbx template import ...`` as an admin runs it, credentials only in the
+    environment; ``pythonpath`` first on the path (another pyzabbix)."""
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ZABBIX_")}
+    clean.update(ZABBIX_URL=url, **env)
+    if pythonpath:
+        clean["PYTHONPATH"] = pythonpath + os.pathsep + REPO
+    p = subprocess.run([sys.executable, "-m", "conntrack_zbx", "template", "import"] + list(argv),
+                       cwd=REPO, env=clean, capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def which_pyzabbix(pythonpath):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", "import inspect, pyzabbix; print(pyzabbix.__file__, "
+                        "'api_token' in inspect.signature(pyzabbix.ZabbixAPI.login).parameters)"],
+                       env=dict(os.environ, PYTHONPATH=pythonpath), capture_output=True, text=True, check=True)
+    return p.stdout.split()

@@ -22,7 +22,7 @@ from lab.monitor import Monitor, wait_for
 from lab.netns import Netns, Entered, sh
 from lab.stack import Stack
 from conntrack_zbx.template import model, service
-from tests.conftest import require_root
+from tests.conftest import admin_cli, debian_pyzabbix, which_pyzabbix, require_root
 
 pytestmark = pytest.mark.real
 
@@ -224,6 +224,23 @@ def test_failed_import_exits_nonzero_with_the_api_message(lab, tmp_path, capsys)
         assert rc == 1 and "login" in err and "wrong" not in err  # never echo secrets
     finally:
         os.environ["ZABBIX_PASSWORD"] = "zabbix"
+
+
+def test_debians_own_pyzabbix_082_imports_on_60(lab):
+    """Debian 12's python3-pyzabbix 0.8.2 (what the package suggests) against 6.0.14: a password and
+    an API token both log in (the token in the body: 6.0 knows no Bearer header)."""
+    lib = debian_pyzabbix()
+    assert which_pyzabbix(lib)[1] == "False"
+    mon = lab["mon"]
+    uid = mon.call("user.get", filter={"username": ["Admin"]}, output=["userid"])[0]["userid"]
+    tid = mon.call("token.create", name="conntrack-zbx 0.8.2", userid=uid)["tokenids"][0]
+    token = mon.call("token.generate", [tid])[0]["token"]
+    try:
+        for env in ({"ZABBIX_TOKEN": token}, {"ZABBIX_USER": "Admin", "ZABBIX_PASSWORD": "zabbix"}):
+            rc, out, err = admin_cli(lab["stack"].url, pythonpath=lib, **env)
+            assert rc == 0 and json.loads(out)["server"] == "6.0", err
+    finally:
+        mon.call("token.delete", [tid])
 
 
 MAX = "/proc/sys/net/netfilter/nf_conntrack_max"

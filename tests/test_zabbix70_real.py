@@ -12,7 +12,7 @@ import pytest
 from conntrack_zbx.template import model, service
 from lab.monitor import Monitor
 from lab.zabbix70 import Frontend70
-from tests.conftest import require_root
+from tests.conftest import admin_cli, debian_pyzabbix, which_pyzabbix, require_root
 
 pytestmark = pytest.mark.real
 
@@ -78,6 +78,20 @@ def test_import_with_a_token_then_reimport_changes_nothing(z70, admin, token):
 def test_a_bad_token_is_refused_with_the_api_message(z70):
     rc, out, err = cli(z70, ZABBIX_TOKEN="0" * 64)
     assert rc == 1 and "ZABBIX_TOKEN failed" in err and "0" * 64 not in err
+
+
+def test_debians_own_pyzabbix_082_imports_with_a_token_and_a_password(z70, token):
+    """The package suggests python3-pyzabbix: Debian 12's 0.8.2 has no api_token and logs in with
+    the ``user`` parameter 6.4 removed; the admin commands log in themselves."""
+    lib = debian_pyzabbix()
+    where, has_token = which_pyzabbix(lib)
+    assert where.startswith(lib) and has_token == "False"  # really the old one
+    for env in ({"ZABBIX_TOKEN": token}, {"ZABBIX_USER": "Admin", "ZABBIX_PASSWORD": "zabbix"}):
+        rc, out, err = admin_cli(z70.url, pythonpath=lib, **env)
+        assert rc == 0 and json.loads(out)["server"] == "7.0", err
+        assert "internal error" not in err
+    rc, out, err = admin_cli(z70.url, pythonpath=lib, ZABBIX_TOKEN="0" * 64)
+    assert rc == 1 and "ZABBIX_TOKEN failed" in err, err
 
 
 def test_link_to_a_host_and_to_a_group(z70, admin, token):

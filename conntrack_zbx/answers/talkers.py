@@ -45,13 +45,17 @@ def answer(args: "TableArgs", command: str) -> "Written":
     deadline = start + budget - EXIT_MARGIN
     where = Where(args.proc_root, args.source, args.file)
 
-    def fresh(required: bool = True) -> "Tuple[str, str]":
-        return _fresh(where, args.timeout_established, p, deadline, live_max(args.proc_root, required))
+    def fresh() -> "Tuple[str, str]":
+        return _fresh(where, args.timeout_established, p, deadline, live_max(args.proc_root))
 
     if args.file:
         if p["netns"]:
             raise Refused("--netns reads a live table; --file is a saved snapshot: give one of them")
-        return cache.finish(fresh(required=False), command, cached=False, age=0.0)
+        # a snapshot's shares are of its own host's limit, never this machine's
+        return cache.finish(_fresh(where, args.timeout_established, p, deadline, _snapshot_max(args.max)),
+                            command, cached=False, age=0.0)
+    if args.max is not None:
+        raise Refused("--max is for --file; the live table's limit is read from its sysctl")
     name = "%d-%d-%d-%d%s" % (p["prefix4"], p["prefix6"], p["top"], p["idle_min"],
                               "-netns%d" % p["netns"] if p["netns"] else "")
     from conntrack_zbx.sources.netns import Entered, current_netns, resolve
@@ -66,6 +70,14 @@ def answer(args: "TableArgs", command: str) -> "Written":
         with Entered(resolve(str(p["netns"]), args.proc_root).path):
             return served()
     return served()
+
+
+def _snapshot_max(given: "Optional[str]") -> "Optional[int]":
+    if given is None:
+        return None
+    if not given.isdigit() or not 0 < int(given) <= 1 << 31:
+        raise Refused("--max takes the snapshot host's nf_conntrack_max, a whole number, got %r" % given[:32])
+    return int(given)
 
 
 def _fresh(where: "Where", timeout_established: "Optional[str]", p: "Dict[str, int]", deadline: float,

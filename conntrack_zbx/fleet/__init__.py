@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 def run(args: "FleetArgs") -> str:
     import json
 
-    from conntrack_zbx.deploy import connect
+    from conntrack_zbx.zabbixapi import connect
 
     zapi = connect(args.url)
     if args.setup:

@@ -16,7 +16,7 @@ FIELDS = ("share", "over", "count", "idle", "idle_known")
 
 
 def group_id(zapi: "ZabbixAPI", group: str) -> str:
-    from conntrack_zbx.deploy import call
+    from conntrack_zbx.zabbixapi import call
     from conntrack_zbx.errors import DeployFailed
 
     found = call(zapi, "hostgroup.get", filter={"name": [group]}, output=["groupid"])
@@ -29,7 +29,7 @@ def group_id(zapi: "ZabbixAPI", group: str) -> str:
 def fetch(zapi: "ZabbixAPI", group: str, fresh: float) -> Fleet:
     """The group's hosts, their per-network items and entry counts (paged by hosts) and the
     open problems naming a network: 3 + hosts/PAGE calls."""
-    from conntrack_zbx.deploy import call
+    from conntrack_zbx.zabbixapi import call
     from conntrack_zbx.fleet.report import networks
 
     gid = group_id(zapi, group)

@@ -9,7 +9,7 @@ group), the problems widget takes the group.
 
 from typing import Any, Dict, List, Optional, TYPE_CHECKING
 
-from conntrack_zbx.deploy import call, server_version
+from conntrack_zbx.zabbixapi import call, server_version
 from conntrack_zbx.errors import DeployFailed
 
 if TYPE_CHECKING:

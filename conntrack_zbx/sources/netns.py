@@ -11,6 +11,7 @@ inode, plus bind mounts such as ``/run/netns/NAME`` (``ip netns``), which can ho
 process is in. Reading another namespace needs root (``/proc/PID/ns`` is ptrace-protected).
 """
 
+import errno
 import os
 import sys
 
@@ -62,12 +63,15 @@ def find(root: str = "/") -> "Tuple[Dict[int, Found], int]":
     """Every network namespace under ``root`` -> ({inode: Found}, inode of our own)."""
     proc = os.path.join(root, "proc")
     found = {}  # type: Dict[int, Found]
+    hidden = 0  # processes whose namespace this user may not see: the answer would be partial
+    root_user = os.geteuid() == 0  # root may still be refused one (a sandbox's own init): not partial
     pids = sorted(int(p) for p in os.listdir(proc) if p.isdigit())
     for pid in pids:
         path = os.path.join(proc, str(pid), "ns", "net")
         try:
             ino = os.stat(path).st_ino
-        except OSError:  # gone meanwhile, or a kernel thread
+        except OSError as e:  # gone meanwhile, or a kernel thread; or not ours to see
+            hidden += not root_user and e.errno in (errno.EACCES, errno.EPERM)
             continue
         if ino not in found:
             found[ino] = Found(ino, path, pid)
@@ -93,6 +97,12 @@ def find(root: str = "/") -> "Tuple[Dict[int, Found], int]":
 
         raise NotAvailable("no namespaces below %s: %s has no ns/net (%s); namespaces need a live /proc, "
                            "not a fixture tree" % (root, os.path.join(proc, "self"), e.strerror or e)) from None
+    if hidden:
+        from conntrack_zbx.errors import NotPermitted
+
+        raise NotPermitted("the network namespaces of %d processes cannot be seen as uid %d: the answer would "
+                           "leave out every container and pod they hold; the agent key reads them through the sudo "
+                           "grant (/etc/sudoers.d/conntrack-zbx)" % (hidden, os.geteuid()))
     return found, own
 
 

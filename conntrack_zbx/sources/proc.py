@@ -117,6 +117,9 @@ class ProcRoot:
 
     def _sysctl(self, rel: str) -> int:
         if not self.module_loaded():
+            if self.root != "/" and not os.path.isdir(self.path("proc/sys")):  # a mistyped --proc-root
+                raise NotAvailable("%s has no proc/sys: --proc-root names a directory holding proc/ (and sys/), "
+                                   "like / on a live host" % self.root)
             raise NotAvailable(MODULE_HINT % self.path(COUNT))
         return self.read_int(rel)
 
@@ -144,12 +147,40 @@ class ProcRoot:
             raise _translate(e, path, PROCFS_HINT, TABLE_PERMISSION_HINT) from None
 
 
+SAVE_ONE = "save one as root: sudo cat /proc/net/nf_conntrack > FILE"
+
+
 def open_snapshot(path: str) -> "IO[bytes]":
-    """Open a saved copy of the table (``cat /proc/net/nf_conntrack > conntrack.list``)."""
+    """Open a saved copy of the table (``sudo cat /proc/net/nf_conntrack > conntrack.list``).
+    An empty file is refused: it is what ``cat`` without root leaves (the table is readable by
+    root only), not an empty table. A copy with CRLF line ends (one that went through Windows) is
+    read as its LF original, from an unlinked temporary copy (the counters need a real file)."""
     try:
-        return open(path, "rb")
+        f = open(path, "rb")
     except OSError as e:
         raise _translate(e, path, "snapshot file %s does not exist") from None
+    head = f.read(65536)
+    if not head:
+        f.close()
+        raise Malformed("%s is empty: 'cat /proc/net/nf_conntrack > FILE' run without root leaves an empty "
+                        "file (the table is readable by root only); %s" % (path, SAVE_ONE))
+    if b"\r\n" not in head:
+        f.seek(0)
+        return f
+    import tempfile
+
+    out = tempfile.TemporaryFile()
+    with f:
+        carry = b""
+        chunk = head
+        while chunk:
+            chunk = carry + chunk
+            carry = b"\r" if chunk.endswith(b"\r") else b""
+            out.write(chunk[:len(chunk) - len(carry)].replace(b"\r\n", b"\n"))
+            chunk = f.read(1 << 20)
+        out.write(carry)
+    out.seek(0)
+    return out
 
 
 def iter_lines(f: "IO[bytes]") -> "Iterator[bytes]":
@@ -174,8 +205,8 @@ def _translate(e: "OSError", path: str, missing_hint: "Optional[str]" = None,
 def not_a_table(entries: int, skipped: int, path: str) -> None:
     """A saved table with lines and not one entry, none of them even starting as an entry does
     ("ipv4"/"ipv6"): the wrong file (a README, a log), raised as Malformed rather than answered as
-    0 entries. A mangled copy of a real table (truncated lines, CRLF ends) is still answered, its
-    lines counted as skipped."""
+    0 entries. A mangled copy of a real table (truncated lines) is still answered, its lines
+    counted as skipped."""
     if entries or not skipped:
         return
     try:
@@ -186,5 +217,4 @@ def not_a_table(entries: int, skipped: int, path: str) -> None:
     if any(line.lstrip()[:4] in (b"ipv4", b"ipv6") for line in head):
         return
     raise Malformed("%s is not a conntrack table: %d lines, none like an entry of /proc/net/nf_conntrack "
-                    "('ipv4 2 tcp 6 431999 ESTABLISHED src=...'); save one with "
-                    "'cat /proc/net/nf_conntrack > FILE'" % (path, skipped))
+                    "('ipv4 2 tcp 6 431999 ESTABLISHED src=...'); %s" % (path, skipped, SAVE_ONE))

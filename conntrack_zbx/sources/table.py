@@ -6,7 +6,7 @@ judged with the table's own ESTABLISHED timeout: the live table's namespace sysc
 ``--netns`` step), or for a snapshot the ``--timeout-established`` of the host it came from.
 """
 
-from conntrack_zbx.errors import ConntrackError, NotAvailable, NotPermitted, Refused
+from conntrack_zbx.errors import NotAvailable, NotPermitted, Refused
 from conntrack_zbx.record import Record
 
 TYPE_CHECKING = False
@@ -89,13 +89,8 @@ def _knowable(rule: "IdleRule") -> "Tuple[Optional[IdleRule], Optional[str]]":
     return rule, None
 
 
-def live_max(proc_root: str, required: bool) -> "Optional[int]":
-    """This host's nf_conntrack_max; for a snapshot (not ``required``) None where it cannot be read."""
+def live_max(proc_root: str) -> int:
+    """This host's nf_conntrack_max, the limit the live table's shares are computed against."""
     from conntrack_zbx.sources.proc import ProcRoot
 
-    try:
-        return ProcRoot(proc_root).max()
-    except ConntrackError:
-        if required:
-            raise
-        return None
+    return ProcRoot(proc_root).max()
