@@ -43,7 +43,7 @@ class Command:
 COMMANDS = (
     Command("stats", options.StatsArgs, "conntrack_zbx.answers.stats", "json",
             "counters: count, max, usage, drops, boot drift (JSON, no root needed)",
-            ("conntrack-zbx stats", "conntrack-zbx stats --proc-root tests/fixtures/proc-root"),
+            ("conntrack-zbx stats", "conntrack-zbx stats --proc-root tests/fixtures/kernel-6.18.44-mixed"),
             Key("conntrack.stats", False,
                 "Table count, max, buckets, usage and the kernel's per-CPU counters summed (JSON). Runs as the "
                 "agent user: every file it reads is world-readable.")),

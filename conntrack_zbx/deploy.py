@@ -120,6 +120,34 @@ def read_export(path: str) -> str:
     return source
 
 
+BODY_AUTH = '"auth":'  # the 6.0 file's fleet API call carries its token here; Zabbix 7.2 removed it
+
+
+def file_format(source: str) -> str:
+    """An export's format (``zabbix_export: version: 'X.Y'``)."""
+    import re
+
+    m = re.search(r"^\s+version:\s*'?(\d+\.\d+)", source, re.M)
+    return m.group(1) if m else "?"
+
+
+def refuse_body_auth(version: Tuple[int, int], fmt: str) -> None:
+    """The 6.0 file on a 7.2+ server: its fleet item would fail on every poll."""
+    if fmt == "6.0" and version >= (7, 2):
+        from conntrack_zbx.errors import Refused
+
+        raise Refused("this server is Zabbix %d.%d: the 6.0 file's fleet item sends its API token in the request "
+                      "body, which 7.2 removed; import templates/conntrack_zbx_7.0.yaml instead (or run template "
+                      "import without --file: it picks the file for the server)" % version)
+
+
+def _fleet_posts(zapi: "ZabbixAPI") -> List[str]:
+    from conntrack_zbx.template.fleet import GET_KEY
+
+    return [str(i.get("posts", "")) for i in call(zapi, "item.get", templated=True, filter={"key_": [GET_KEY]},
+                                                   output=["posts"])]
+
+
 def run(args: "TemplateArgs") -> Dict[str, object]:
     """``conntrack-zbx template import``: what the CLI prints as its result."""
     runbook = args.runbook_url
@@ -133,12 +161,18 @@ def run(args: "TemplateArgs") -> Dict[str, object]:
                           "docs/runbook.md is published), got %r" % runbook[:80])
     source = read_export(args.file) if args.file else None  # a bad file is refused before any login
     zapi = connect(args.url)
+    version = server_version(zapi)
     if source is None:
         from conntrack_zbx.template.render import template_yaml
-        source = template_yaml(runbook, args.services, export_format(server_version(zapi)))
+        source = template_yaml(runbook, args.services, export_format(version))
+    refuse_body_auth(version, file_format(source))
+    before = _fleet_posts(zapi)
     import_template(zapi, source, delete_missing=args.delete_missing)
     result = {"imported": template_names(args.services), "url": zapi.url,
-              "server": "%d.%d" % server_version(zapi)}  # type: Dict[str, object]
+              "server": "%d.%d" % version, "format": file_format(source)}  # type: Dict[str, object]
+    if any(BODY_AUTH in p for p in before) and not any(BODY_AUTH in p for p in _fleet_posts(zapi)):
+        result["upgraded"] = ("the fleet item's API call now sends its token as 'Authorization: Bearer' (the "
+                              "6.0 file's token in the request body stops working on Zabbix 7.2 and newer)")
     if args.host or args.group:
         result["linked"] = dict(link(zapi, args.template, host=args.host, group=args.group), template=args.template)
     return result

@@ -18,6 +18,7 @@ from conntrack_zbx.errors import DeployFailed, NotAvailable
 if TYPE_CHECKING:
     from pyzabbix import ZabbixAPI  # type: ignore[attr-defined]
 
+LOGIN = "_conntrack_zbx_login"  # (secret, is it a token) on the client, for whoami
 NEEDS = ("the admin commands need pyzabbix and PyYAML: apt install python3-pyzabbix python3-yaml (Debian, "
          "Ubuntu), or pip install 'conntrack-zbx[admin]'")
 
@@ -52,6 +53,7 @@ def connect(url: Optional[str] = None, token: Optional[str] = None, user: Option
         zapi.session.headers["Authorization"] = "Bearer " + secret
     else:
         zapi.auth = secret
+    setattr(zapi, LOGIN, (secret, bool(token)))
     if token:  # a token is not checked until it is used: one cheap call does
         try:
             call(zapi, "template.get", output=["templateid"], limit=1)
@@ -59,6 +61,12 @@ def connect(url: Optional[str] = None, token: Optional[str] = None, user: Option
             raise DeployFailed("login to %s with ZABBIX_TOKEN failed: %s" % (url, str(e).partition(": ")[2])) \
                 from None
     return zapi
+
+
+def whoami(zapi: "ZabbixAPI") -> str:
+    """The userid the client is logged in as (by its token or its session)."""
+    secret, is_token = getattr(zapi, LOGIN)
+    return str(call(zapi, "user.checkAuthentication", **{"token" if is_token else "sessionid": secret})["userid"])
 
 
 def server_version(zapi: "ZabbixAPI", url: str = "") -> Tuple[int, int]:

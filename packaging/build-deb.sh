@@ -29,6 +29,9 @@ Description: Zabbix agent plugin: the Linux conntrack table filling up, and who 
  table's usage, drops and the top talkers holding it, with the sudo grant the talker keys
  need, and the Zabbix template. Agent side: the system python3 only.
 CONTROL
+# md5sums of every shipped file but the conffiles (dpkg keeps theirs itself): `dpkg --verify`, debsums
+(cd "$root" && find . -type f ! -path './DEBIAN/*' ! -path './etc/*' -printf '%P\0' | LC_ALL=C sort -z \
+  | xargs -0 md5sum) > "$root/DEBIAN/md5sums"
 cat > "$root/DEBIAN/conffiles" <<CONFFILES
 /etc/zabbix/zabbix_agentd.d/userparameter_conntrack.conf
 /etc/zabbix/zabbix_agent2.d/userparameter_conntrack.conf

@@ -16,6 +16,7 @@ files="$(cd "$root" && find . -type f -o -type l | sed 's|^\.||' | sort | while 
   case "$f" in
     /etc/*) echo "%config(noreplace) $f" ;;
     /usr/share/conntrack-zbx/sudoers) echo "%attr(0440,root,root) $f" ;;
+    /usr/share/doc/conntrack-zbx/copyright) echo "%license $f" ;;
     *) echo "$f" ;;
   esac
 done)"

@@ -11,6 +11,7 @@ Both packages hold the same tree, so both are built from this one layout:
   /usr/share/conntrack-zbx/templates/             the Zabbix templates (YAML, formats 6.0 and 7.0)
   /usr/share/conntrack-zbx/maintscript.sh         install/remove steps shared by deb and rpm
   /usr/share/doc/conntrack-zbx/                   README, docs, changelog
+  /usr/share/man/man1/conntrack-zbx.1.gz          the manual page, generated from the parser
 
 The code goes into a private directory rather than a Python version's site-packages, so one
 package serves python3 3.6 (RHEL 8) to 3.13 alike. Standard library only: runs on any python3.
@@ -66,10 +67,48 @@ def _copy_tree(src: str, dest: str) -> None:
                 os.chmod(os.path.join(dest, rel), 0o644)
 
 
+def package_version(base: str, commits: int, sha: str, dirty: bool) -> str:
+    """The released version, plus where in the history the package was built: two builds of
+    different commits never share a version, and a later commit sorts later (dpkg and rpm)."""
+    if not sha:
+        return base
+    return "%s+git%d.g%s%s" % (base, commits, sha, ".dirty" if dirty else "")
+
+
+def _git(*argv: str) -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git"] + list(argv), cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def _manpage(root: str, version: str) -> None:
+    import gzip
+
+    sys.path.insert(0, os.path.join(REPO, "packaging"))
+    from manpage import manpage
+
+    dest = os.path.join(root, "usr/share/man/man1/conntrack-zbx.1.gz")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    with open(dest, "wb") as raw:  # mtime 0 and no name: the same page gives the same bytes
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as f:
+            f.write(manpage(version).encode())
+    os.chmod(dest, 0o644)
+
+
 def stage(root: str) -> str:
     """Fill ``root``; returns the version."""
     sys.path.insert(0, REPO)
     from conntrack_zbx import __version__, keys
+
+    sha = _git("rev-parse", "--short=8", "HEAD")
+    version = package_version(__version__, int(_git("rev-list", "--count", "HEAD") or 0), sha,
+                              bool(_git("status", "--porcelain", "--untracked-files=no", "conntrack_zbx",
+                                        "packaging", "templates")))
+    _manpage(root, version)
 
     _write(root, BINARY, LAUNCHER % {"lib": LIBDIR}, 0o755)
     _copy_tree(os.path.join(REPO, "conntrack_zbx"), os.path.join(root, LIBDIR.lstrip("/"), "conntrack_zbx"))
@@ -89,7 +128,7 @@ def stage(root: str) -> str:
     for dirpath, dirs, _files in os.walk(root):
         for d in dirs:
             os.chmod(os.path.join(dirpath, d), 0o755)
-    return __version__
+    return version
 
 
 if __name__ == "__main__":

@@ -73,6 +73,33 @@ def test_deb_installs_the_agent_side_and_a_checked_grant(installed):
     assert "@" in maintainer and "localhost" not in maintainer, maintainer  # someone who answers
 
 
+def test_what_a_debian_admin_expects_man_md5sums_and_a_version_per_commit(installed):
+    page = subprocess.run(["man", "-P", "cat", "conntrack-zbx"], capture_output=True, text=True,
+                          env=dict(os.environ, MANWIDTH="100"))
+    assert page.returncode == 0, page.stderr
+    for command in ("agent-conf", "talkers", "namespaces", "tune", "protect", "--params-stdin"):
+        assert command in page.stdout, command
+    verify = subprocess.run(["dpkg", "--verify", "conntrack-zbx"], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stdout == "", verify.stdout  # md5sums present and matching
+    assert os.path.getsize("/var/lib/dpkg/info/conntrack-zbx.md5sums") > 0
+    head = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+    version = dpkg("-f", installed, "Version").stdout.strip()
+    assert ".g%s" % head in version, version  # two builds of different commits differ
+
+
+def test_package_version_orders_by_commit():
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "packaging"))
+    from stage import package_version
+
+    a, b = package_version("0.1.0", 141, "0123abcd", False), package_version("0.1.0", 142, "ffff0000", False)
+    assert a != b and package_version("0.1.0", 0, "", False) == "0.1.0"
+    assert subprocess.run(["dpkg", "--compare-versions", b, "gt", a]).returncode == 0
+    assert subprocess.run(["dpkg", "--compare-versions", a, "gt", "0.1.0"]).returncode == 0
+
+
 def shipped_confs(root=None):
     """Each stock agent configuration and the bytes its package shipped: Debian's zabbix-agent
     generates its conf with ucf from /usr/share/zabbix-agent/zabbix_agentd.conf; zabbix-agent2's
@@ -171,6 +198,8 @@ def test_rpm_holds_the_same_tree_and_runs_on_python36(tmp_path):
     assert "maintscript.sh configure" in scripts and "maintscript.sh prerm remove" in scripts
     requires = sh(["rpm", "-qp", "--requires", rpm]).stdout.decode()
     assert "python3 >= 3.6" in requires and "pyzabbix" not in requires.replace("Suggests", "")
+    assert sh(["rpm", "-qLp", rpm]).stdout.decode().split() == ["/usr/share/doc/conntrack-zbx/copyright"]
+    assert "/usr/share/man/man1/conntrack-zbx.1.gz" in listed
     root = tmp_path / "root"
     root.mkdir()
     sh(["rpm", "--root", str(root), "--initdb"])

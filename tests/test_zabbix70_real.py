@@ -157,3 +157,41 @@ def test_the_native_70_file_is_what_70_makes_of_the_60_one(z70, admin):
     assert "timeout: '{$CONNTRACK.TALKERS.TIMEOUT}'" in native and "vendor:" in native
     assert _normalized(native) == _normalized(converted)
     assert deploy.export_format((7, 0)) == "7.0" and deploy.export_format((6, 4)) == "6.0"
+
+
+def test_the_60_file_on_a_newer_server_is_upgraded_by_one_import(z70, admin, token):
+    """A shop imported the 6.0 file, then upgraded its server: its fleet item's token travels in the
+    request body, which 7.2 removed. `template import` (no --file) sends the file for the server and
+    says what it changed; 7.0.22 still takes the body, so the 6.0 file imports here first."""
+    from conntrack_zbx.template.fleet import GET_KEY
+
+    def fleet_item():
+        (item,) = admin.call("item.get", templated=True, filter={"key_": [GET_KEY]}, output=["posts", "headers"])
+        return item
+
+    rc, out, err = admin_cli(z70.url, "--file", os.path.join(REPO, "templates", "conntrack_zbx.yaml"),
+                             ZABBIX_TOKEN=token)
+    assert rc == 0 and json.loads(out)["format"] == "6.0", err
+    assert '"auth":' in fleet_item()["posts"]
+    rc, out, err = admin_cli(z70.url, ZABBIX_TOKEN=token)
+    doc = json.loads(out)
+    assert rc == 0 and doc["format"] == "7.0" and "Authorization: Bearer" in doc["upgraded"], err
+    item = fleet_item()
+    assert '"auth":' not in item["posts"]
+    assert {"name": "Authorization", "value": "Bearer {$CONNTRACK.FLEET.API.TOKEN}"} in item["headers"]
+    rc, out, err = admin_cli(z70.url, ZABBIX_TOKEN=token)  # again: nothing left to upgrade
+    assert rc == 0 and "upgraded" not in json.loads(out)
+
+
+def test_the_60_file_is_refused_on_72_and_newer():
+    from conntrack_zbx import deploy
+    from conntrack_zbx.errors import Refused
+
+    with open(os.path.join(REPO, "templates", "conntrack_zbx.yaml")) as f:
+        fmt = deploy.file_format(f.read())
+    assert fmt == "6.0"
+    deploy.refuse_body_auth((7, 0), fmt)  # 7.0 and 7.1 still take the body
+    for version in ((7, 2), (7, 4), (8, 0)):
+        with pytest.raises(Refused, match="conntrack_zbx_7.0.yaml"):
+            deploy.refuse_body_auth(version, fmt)
+    deploy.refuse_body_auth((8, 0), "7.0")

@@ -9,7 +9,7 @@ group), the problems widget takes the group.
 
 from typing import Any, Dict, List, Optional, TYPE_CHECKING
 
-from conntrack_zbx.zabbixapi import call, server_version
+from conntrack_zbx.zabbixapi import call, server_version, whoami
 from conntrack_zbx.errors import DeployFailed
 
 if TYPE_CHECKING:
@@ -71,17 +71,12 @@ def _token(zapi: "ZabbixAPI", group: str) -> str:
     """A token of the calling user, for the fleet host's API call only (named after the group,
     renewed on every run)."""
     name = "conntrack-zbx fleet %s" % group
-    userid = _me(zapi)
+    userid = whoami(zapi)
     old = call(zapi, "token.get", userids=[userid], filter={"name": [name]}, output=["tokenid"])
     if old:
         call(zapi, "token.delete", [t["tokenid"] for t in old])
     tokenid = call(zapi, "token.create", name=name, userid=userid)["tokenids"][0]
     return str(call(zapi, "token.generate", [tokenid])[0]["token"])
-
-
-def _me(zapi: "ZabbixAPI") -> str:
-    key = "token" if zapi.use_api_token else "sessionid"
-    return str(call(zapi, "user.checkAuthentication", **{key: zapi.auth})["userid"])
 
 
 def _item_names() -> Dict[str, str]:
