@@ -41,3 +41,19 @@ def test_measured_figures_live_in_one_place():
                 if m:
                     found.append("%s:%d: %r" % (rel, n, m.group(0)))
     assert found == [], "link to docs/demo.md or docs/performance.md instead:\n" + "\n".join(found)
+
+
+def test_the_readme_top_sample_is_what_top_prints():
+    """The README's `top` sample is a command line and its output: run it, compare."""
+    import shlex
+    import subprocess
+    import sys
+
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    m = re.search(r"```\n# (conntrack-zbx top [^\n(]*?)\s+\([^\n]*\)\n(.*?)```", text, re.S)
+    assert m, "README has no `top` sample"
+    argv = shlex.split(m.group(1))[1:]
+    out = subprocess.run([sys.executable, "-m", "conntrack_zbx"] + argv, cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert m.group(2) == out
