@@ -20,7 +20,7 @@ import sys
 from conntrack_zbx.errors import (INTERNAL_ERROR, INTERRUPTED, OUTPUT_ERROR, ConntrackError, DeployFailed,
                                   NotAvailable, NotPermitted, OutputFailed, Refused)
 from conntrack_zbx.commands import AGENT_COMMANDS, get
-from conntrack_zbx.options import CHOICE, FLAG, SECONDS, NamespacesArgs, TalkersArgs
+from conntrack_zbx.options import CHOICE, FLAG, SECONDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
@@ -104,7 +104,9 @@ def _quiet_stdout() -> None:
 
 def _dispatch(args: "Args") -> int:
     command = get(args.command)
-    if isinstance(args, (TalkersArgs, NamespacesArgs)) and args.sudo:
+    # A privileged key's --sudo line always goes through sudo: which keys those are is the
+    # registry's fact, so a new one cannot answer in-process with the agent user's rights.
+    if command.key is not None and command.key.privileged and getattr(args, "sudo", False):
         from conntrack_zbx.privilege import run_via_sudo
 
         return run_via_sudo(args, main)

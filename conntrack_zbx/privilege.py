@@ -17,10 +17,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, List
 
-    from conntrack_zbx.options import NamespacesArgs, TalkersArgs
+    from conntrack_zbx.options import Args
 
 
-def run_via_sudo(args: "TalkersArgs | NamespacesArgs", rerun: "Callable[[List[str]], int]") -> int:
+def run_via_sudo(args: "Args", rerun: "Callable[[List[str]], int]") -> int:
     """Run the fixed sudo line for ``args.command``; its JSON answer goes to stdout unchanged,
     and its exit status is returned. Already root, the same command is run in this process by
     ``rerun`` (the command line's entry, so nothing here imports it)."""

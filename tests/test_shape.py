@@ -5,6 +5,7 @@ once, and no function grows past what a reader can hold in view.
 """
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -167,6 +168,67 @@ def test_adding_an_agent_command_touches_three_hand_edited_files(tmp_path):
                           cwd=str(tmp_path), env=env, capture_output=True, text=True).stdout
     assert "UserParameter=conntrack.hello[*],/usr/local/bin/conntrack-zbx hello --greeting='$1'" in conf
     assert len(edits) <= 4
+
+
+def test_adding_a_privileged_key_goes_through_sudo_for_a_non_root_user():
+    """A new root-only key, declared like the others (Key(..., True, ...)): its conf line carries
+    --sudo and its sudoers line is generated, and run as the agent's user it goes through sudo
+    (here refused: no grant for it), never answering in-process with that user's rights."""
+    import shutil
+
+    from tests.conftest import require_root
+
+    import pathlib
+    import tempfile
+
+    require_root()  # to become nobody, who must be able to read the copy
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="ctzbx-privileged-", dir="/tmp"))
+    try:
+        _privileged_key_in_a_copy(tmp_path)
+    finally:
+        shutil.rmtree(str(tmp_path))
+
+
+def _privileged_key_in_a_copy(tmp_path):
+    import shutil
+
+    pkg = tmp_path / "conntrack_zbx"
+    shutil.copytree(os.path.join(REPO, "conntrack_zbx"), str(pkg), ignore=shutil.ignore_patterns("__pycache__"))
+    with open(str(pkg / "options.py"), "a") as f:
+        f.write("\n\nclass SecretArgs(AgentArgs):\n    depth = Param(1, 'how deep', span=(1, 3))\n"
+                "    sudo = SUDO\n    params_stdin = PARAMS_STDIN\n")
+    path = str(pkg / "commands.py")
+    old = open(path).read()
+    end = old.index("\n)\n", old.index("COMMANDS = ("))
+    with open(path, "w") as f:
+        f.write(old[:end + 1] + "    Command('secret', options.SecretArgs, 'conntrack_zbx.answers.secret', 'json', "
+                "'root only', (), Key('conntrack.secret', True, 'reads what only root may')),\n" + old[end + 1:])
+    with open(str(pkg / "answers/secret.py"), "w") as f:
+        f.write("import os\n\ndef run(args):\n    return {'uid': os.geteuid()}\n")
+    os.chmod(str(tmp_path), 0o755)
+    for dirpath, dirs, files in os.walk(str(tmp_path)):
+        for name in dirs + files:
+            os.chmod(os.path.join(dirpath, name), 0o755 if name in dirs else 0o644)
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    made = subprocess.run([sys.executable, "-c", "from conntrack_zbx import keys; print(keys.agent_conf()); "
+                           "print(keys.sudoers())"], cwd=str(tmp_path), env=env, capture_output=True, text=True)
+    assert "UserParameter=conntrack.secret[*],/usr/local/bin/conntrack-zbx secret --sudo --depth='$1'" in made.stdout
+    assert "/usr/local/bin/conntrack-zbx secret --params-stdin" in made.stdout
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                        "conntrack_zbx", "secret", "--sudo", "--depth=2"], cwd=str(tmp_path), env=env,
+                       capture_output=True, text=True)
+    assert p.stdout.startswith("{"), p.stdout + p.stderr
+    doc = json.loads(p.stdout)
+    assert "uid" not in doc, "a privileged key answered in-process as uid 65534"
+    assert "sudo refused" in doc["error"] and "secret --params-stdin" in doc["error"], doc
+
+
+def test_every_privileged_key_has_the_sudo_line():
+    """Its conf line says --sudo and its sudoers line --params-stdin: its Args must take both."""
+    for c in commands.COMMANDS:
+        if c.key is not None and c.key.privileged:
+            names = {o.name for o in c.args.options()}
+            assert {"sudo", "params_stdin"} <= names, c.name
 
 
 MAX_FUNCTION_LINES = 80
