@@ -21,6 +21,7 @@ import time
 import zlib
 
 from conntrack_zbx.errors import CacheRefused, LockTimeout
+from conntrack_zbx.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
@@ -199,63 +200,71 @@ class _Lock:
 
 
 # -- an answer through the cache -------------------------------------------------------------------
-ANSWERS = ("talkers", "discovery")  # one table read writes both
+class Wanted(Record):
+    """Which of the answers one table read writes a call wants: ``answers`` names them all (each
+    is kept in its own file), ``which`` is this call's, ``stamped`` whether it gets the call's
+    own fields (cached, age, cache_error) or is served as it was written."""
+
+    __slots__ = ("answers", "which", "stamped")
+    answers: "Tuple[str, ...]"
+    which: int
+    stamped: bool
 
 
-def serve(directory: "Optional[str]", name: str, key: str, max_age: int, command: str, deadline: float,
-          lock_wait: float, fresh: "Callable[[], Tuple[str, str]]") -> "Written":
-    """The answer of ``command`` ("talkers" or "discovery") for the table ``key`` names.
+def serve(directory: "Optional[str]", name: str, key: str, max_age: int, wanted: Wanted, deadline: float,
+          lock_wait: float, fresh: "Callable[[], Tuple[str, ...]]") -> "Written":
+    """The ``wanted`` answer for the table ``key`` names.
 
     A fresh enough cached answer is served as it was written. Else, under the cache lock (so
     concurrent calls make one table read, the others wait up to ``lock_wait`` and take its
-    answer), ``fresh()`` reads the table once and both answers are kept. A cache that fails its
-    safety checks is not used, and the talkers answer says why in ``cache_error``.
+    answer), ``fresh()`` reads the table once and every answer is kept. A cache that fails its
+    safety checks is not used, and a stamped answer says why in ``cache_error``.
     """
     from conntrack_zbx.budget import OWN_READ_RESERVE
 
-    names = {answer: "%s-%s.json" % (answer, name) for answer in ANSWERS}
+    names = ["%s-%s.json" % (answer, name) for answer in wanted.answers]
+    command = names[wanted.which]
+
+    def finish(text: "Union[str, Tuple[str, ...]]", **fields: "Any") -> "Written":
+        return stamp(text if isinstance(text, str) else text[wanted.which], wanted.stamped, **fields)
+
     try:
         with Cache(directory or DEFAULT_DIR) as c:
-            hit = c.read(names[command], max_age, key) if max_age > 0 else None
+            hit = c.read(command, max_age, key) if max_age > 0 else None
             if hit is not None:
-                return finish(hit[0], command, cached=True, age=round(hit[1], 3))
+                return finish(hit[0], cached=True, age=round(hit[1], 3))
             # Wait for another call's read as long as leaves time for a short read of our own: under
             # load (many checks at once on few CPUs) the reader is slow, and a second read only adds load.
             with c.lock(timeout=max(lock_wait, deadline - time.monotonic() - OWN_READ_RESERVE)):
-                hit = c.read(names[command], max_age, key) if max_age > 0 else None
+                hit = c.read(command, max_age, key) if max_age > 0 else None
                 if hit is not None:  # another call read the table while we waited
-                    return finish(hit[0], command, cached=True, age=round(hit[1], 3))
+                    return finish(hit[0], cached=True, age=round(hit[1], 3))
                 written = fresh()
                 try:
-                    for answer, text in zip(ANSWERS, written):
-                        c.write(names[answer], key, text)
+                    for file, text in zip(names, written):
+                        c.write(file, key, text)
                 except OSError as e:  # the answer stands; the next call reads afresh
-                    return finish(written, command, cache_error="cache not written: %s" % (e.strerror or e),
+                    return finish(written, cache_error="cache not written: %s" % (e.strerror or e),
                                   cached=False, age=0.0)
-                return finish(written, command, cached=False, age=0.0)
+                return finish(written, cached=False, age=0.0)
     except LockTimeout as e:
         # The reader may have finished a moment after the wait ended: files are renamed into
         # place whole, so a look without the lock is safe, and beats a read with no time left.
         problem = "cache not used: %s" % e
         try:
             with Cache(directory or DEFAULT_DIR) as c:
-                hit = c.read(names[command], max_age, key) if max_age > 0 else None
+                hit = c.read(command, max_age, key) if max_age > 0 else None
         except CacheRefused:
             hit = None
         if hit is not None:
-            return finish(hit[0], command, cached=True, age=round(hit[1], 3))
+            return finish(hit[0], cached=True, age=round(hit[1], 3))
     except CacheRefused as e:
         problem = "cache not used: %s" % e
-    return finish(fresh(), command, cached=False, age=0.0, cache_error=problem)
+    return finish(fresh(), cached=False, age=0.0, cache_error=problem)
 
 
-def finish(written: "Union[str, Tuple[str, str]]", command: str, **fields: "Any") -> "Written":
-    """The answer of ``command`` out of one read's written pair (or one cached text): a talkers
-    answer gets the call's own fields; discovery rows are served as they are."""
+def stamp(text: str, stamped: bool, **fields: "Any") -> "Written":
+    """One answer as written, with the call's own fields added when it is ``stamped``."""
     from conntrack_zbx.jsonout import Written, with_fields
 
-    if isinstance(written, tuple):
-        written = written[0] if command == "talkers" else written[1]
-    if command == "discovery":
-        return Written(written)
-    return Written(with_fields(written, fields))
+    return Written(with_fields(text, fields)) if stamped else Written(text)

@@ -51,7 +51,7 @@ class Selection(NamedTuple):
 
 def select(network: "Network", rule: IdleRule) -> Selection:
     """One ctnetlink dump; the idle ESTABLISHED TCP entries of ``network``."""
-    from conntrack_zbx.sources.netlink import _walk, dump_request, open_socket
+    from conntrack_zbx.sources.netlink import walk, dump_request, open_socket
 
     s = open_socket()
     try:
@@ -63,7 +63,7 @@ def select(network: "Network", rule: IdleRule) -> Selection:
             buf = s.recv(1 << 16)
             if not buf:
                 raise NotAvailable("ctnetlink closed the dump without NLMSG_DONE")
-            w = _walk(buf)  # the kernel's error, or a broken datagram, raised as ours
+            w = walk(buf)  # the kernel's error, or a broken datagram, raised as ours
             for mtype, _f, off, length in nl.messages(buf):
                 if mtype != nl.CT_NEW:
                     continue

@@ -118,9 +118,9 @@ def _dispatch(args: "Args") -> int:
     if command.output == "json":
         from conntrack_zbx.jsonout import dumps
 
-        if type(answer) is str:  # a person's view (--human), lines already ended
+        if getattr(args, "human", False):  # a person's view, lines already ended
             _out(answer)
-        else:
+        else:  # a document, or one already written as JSON (a cached answer)
             _out((answer if isinstance(answer, str) else dumps(answer)) + "\n")
     elif command.output == "pretty":
         import json

@@ -70,6 +70,11 @@ class TuneRefused(ConntrackError):
     exit_code = 2
 
 
+class ProtectRefused(TuneRefused):
+    """``protect`` will not apply: the host's firewall would drop the exempted traffic (or is one
+    this command does not edit); the message says which rule to add."""
+
+
 class DeployFailed(ConntrackError):
     """The Zabbix API refused or could not be reached; the message is the API's own."""
 

@@ -33,6 +33,9 @@ SOURCES = ("auto", "netlink", "proc")
 GROUP_BY = ("src", "dst", "dport", "state", "proto")  # the views `top --by` counts (count.views)
 # Ranges the human commands share with the key parameters of the same name.
 PREFIX4, PREFIX6, IDLE_MIN = (8, 32), (16, 128), (60, 31536000)
+# The share of nf_conntrack_max (%) a network's idle entries may hold before it is called a leak:
+# the default of the templates' {$CONNTRACK.TALKER.IDLE.WARN} and what `fleet` judges by
+IDLE_WARN_PCT = 5
 IDLE_FLOOR = " (an ESTABLISHED connection in use can be silent for a minute: below 60 s idle is not a leak)"
 
 

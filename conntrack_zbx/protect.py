@@ -15,7 +15,7 @@ import socket
 import subprocess
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from conntrack_zbx.errors import NotAvailable, NotPermitted, TuneRefused
+from conntrack_zbx.errors import NotAvailable, NotPermitted, ProtectRefused
 from conntrack_zbx import agentconf
 from conntrack_zbx.lifeline import nft
 
@@ -24,11 +24,6 @@ if TYPE_CHECKING:
 
 RULES_FILE = "etc/conntrack-zbx/lifeline.nft"
 NFTABLES_CONF = "etc/nftables.conf"
-
-
-class ProtectRefused(TuneRefused):
-    """``protect`` will not apply: the host's firewall would drop the exempted traffic (or is one
-    this command does not edit); the message says which rule to add."""
 
 
 def run(args: "ProtectArgs") -> str:

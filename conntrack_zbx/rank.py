@@ -11,7 +11,8 @@ from collections import Counter
 from typing import Any, Callable, Dict, Hashable, List, NamedTuple, Optional, Tuple
 
 from conntrack_zbx.count import Tally
-from conntrack_zbx.count.kinds import KINDS, KNOWN_LABEL, kind_counts
+from conntrack_zbx.count.kinds import kind_counts
+from conntrack_zbx.parse.states import KINDS, KNOWN_LABEL
 
 
 class Group(NamedTuple):

@@ -230,7 +230,7 @@ def test_stats_and_namespaces_have_a_view_for_people(capsys):
     assert rc == 0 and not err and not text.startswith("{")
     assert text.startswith("table: %d of %d entries" % (doc["count"], doc["max"]))
     assert "drop %d" % doc["stat"]["drop"] in text and "ESTABLISHED timeout" in text
-    rc, out, err = run_main(["stats", "--human", "--proc-root", "/nonexistent"], capsys)
+    rc, out, err = run_main(["stats", "--human", "--proc-root", fixture_tree("module-not-loaded")], capsys)
     assert rc == 2 and out == "" and err.startswith("conntrack-zbx: ") and "modprobe nf_conntrack" in err
 
 

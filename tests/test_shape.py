@@ -258,18 +258,18 @@ def test_cli_module_stays_small():
 
 
 def test_one_error_family():
-    """Every exception class of the package is defined in errors.py."""
+    """Every exception class of the package is defined in errors.py: each module is imported and
+    its classes checked by what they are (subclasses of BaseException), not by their names."""
+    import importlib
+    import inspect
+
     defined = []
-    for dirpath, _dirs, files in os.walk(os.path.join(REPO, "conntrack_zbx")):
-        for f in files:
-            if f.endswith(".py") and not (dirpath.endswith("conntrack_zbx") and f == "errors.py"):
-                with open(os.path.join(dirpath, f)) as fh:
-                    tree = ast.parse(fh.read())
-                for node in ast.walk(tree):
-                    if isinstance(node, ast.ClassDef) and any(
-                            getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception"))
-                            for b in node.bases):
-                        defined.append("%s:%s" % (f, node.name))
+    for m in import_graph():
+        if m.endswith("__main__"):
+            continue
+        module = importlib.import_module(m)
+        defined += ["%s.%s" % (m, name) for name, cls in inspect.getmembers(module, inspect.isclass)
+                    if issubclass(cls, BaseException) and cls.__module__ == m and m != "conntrack_zbx.errors"]
     assert defined == []
 
 
@@ -315,9 +315,8 @@ def test_no_command_argument_is_untyped():
     assert found == [], found
 
 
-def test_no_import_cycle_in_the_package():
-    """Every import of the package, lazy ones inside functions included, runs one way: a module
-    never imports (directly or through others) one that imports it back."""
+def import_graph():
+    """{module: the package modules it imports}, lazy imports inside functions included."""
     pkg = os.path.join(REPO, "conntrack_zbx")
     graph = {}
     for dirpath, _dirs, files in os.walk(pkg):
@@ -337,7 +336,13 @@ def test_no_import_cycle_in_the_package():
                 elif isinstance(node, ast.Import):
                     edges.update(a.name for a in node.names if a.name.startswith("conntrack_zbx"))
             graph[name] = edges
-    graph = {m: {e for e in edges if e in graph and e != m} for m, edges in graph.items()}
+    return {m: {e for e in edges if e in graph and e != m} for m, edges in graph.items()}
+
+
+def test_no_import_cycle_in_the_package():
+    """Every import of the package, lazy ones inside functions included, runs one way: a module
+    never imports (directly or through others) one that imports it back."""
+    graph = import_graph()
 
     def reaches(start, goal, seen):
         for nxt in graph[start]:
@@ -347,3 +352,64 @@ def test_no_import_cycle_in_the_package():
 
     cycles = sorted(m for m in graph if reaches(m, m, set()))
     assert cycles == [], cycles
+
+
+# The layers of docs/architecture.md, lowest first: a module imports only its own layer or lower.
+LAYERS = [
+    ("base", ["conntrack_zbx", "conntrack_zbx.errors", "conntrack_zbx.record", "conntrack_zbx.jsonout",
+              "conntrack_zbx.budget", "conntrack_zbx.options", "conntrack_zbx.params"]),
+    ("kernel formats", ["conntrack_zbx.parse"]),
+    ("registry", ["conntrack_zbx.commands", "conntrack_zbx.keys", "conntrack_zbx.agentconf", "conntrack_zbx.boot"]),
+    ("engine", ["conntrack_zbx.count"]),
+    ("I/O", ["conntrack_zbx.sources.proc", "conntrack_zbx.sources.netlink", "conntrack_zbx.sources.netns"]),
+    ("reads", ["conntrack_zbx.sources", "conntrack_zbx.rank", "conntrack_zbx.cache", "conntrack_zbx.lifeline",
+               "conntrack_zbx.privilege", "conntrack_zbx.template", "conntrack_zbx.zabbixapi"]),
+    ("commands", ["conntrack_zbx.answers", "conntrack_zbx.top", "conntrack_zbx.tune", "conntrack_zbx.clean",
+                  "conntrack_zbx.protect", "conntrack_zbx.agentfiles", "conntrack_zbx.deploy", "conntrack_zbx.fleet",
+                  "conntrack_zbx.generate", "conntrack_zbx.parser"]),
+    ("entry", ["conntrack_zbx.cli", "conntrack_zbx.__main__"]),
+]
+
+
+def layer_of(module):
+    found = [(len(p), i) for i, (_n, prefixes) in enumerate(LAYERS) for p in prefixes
+             if module == p or module.startswith(p + ".")]
+    return max(found)[1] if found else None
+
+
+def test_no_upward_import_between_layers():
+    """The engine never reaches up into the sources, the kernel formats never into the engine."""
+    graph = import_graph()
+    assert [m for m in graph if layer_of(m) is None] == [], "a module of no layer: add it to LAYERS"
+    up = ["%s (%s) -> %s (%s)" % (m, LAYERS[layer_of(m)][0], e, LAYERS[layer_of(e)][0])
+          for m, edges in sorted(graph.items()) for e in sorted(edges) if layer_of(e) > layer_of(m)]
+    assert up == [], up
+    assert layer_of("conntrack_zbx.count.kinds") < layer_of("conntrack_zbx.sources.netlink")  # the check can fail
+
+
+def test_no_package_module_over_500_lines():
+    """Rooms a maintainer reads top to bottom: the template's used to be one of 1,000 lines."""
+    long = []
+    for dirpath, _dirs, files in os.walk(os.path.join(REPO, "conntrack_zbx")):
+        for f in files:
+            if f.endswith(".py"):
+                with open(os.path.join(dirpath, f)) as fh:
+                    n = len(fh.read().splitlines())
+                if n > 500:
+                    long.append("%s: %d" % (os.path.relpath(os.path.join(dirpath, f), REPO), n))
+    assert long == [], long
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = []
+    for m in import_graph():
+        path = os.path.join(REPO, *m.split(".")) + ".py"
+        if not os.path.exists(path):
+            path = os.path.join(REPO, *m.split("."), "__init__.py")
+        with open(path) as fh:
+            tree = ast.parse(fh.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("conntrack_zbx"):
+                found += ["%s: %s.%s" % (m, node.module, a.name) for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == [], found

@@ -9,7 +9,7 @@ import pytest
 
 from conntrack_zbx.errors import Malformed
 from conntrack_zbx.count.idle import IdleRule
-from conntrack_zbx.count.kinds import KINDS
+from conntrack_zbx.parse.states import KINDS
 from conntrack_zbx.count import text
 from conntrack_zbx.count.kinds import expand
 from conntrack_zbx.count.views import tally_lines

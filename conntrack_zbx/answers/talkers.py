@@ -12,6 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs every agent call ~3 ms
     from typing import Any, Dict, List, Optional, Tuple
 
+    from conntrack_zbx.cache import Wanted
     from conntrack_zbx.count import Tally
     from conntrack_zbx.jsonout import Written
     from conntrack_zbx.options import TableArgs, TalkersArgs
@@ -52,8 +53,9 @@ def answer(args: "TableArgs", command: str) -> "Written":
         if p["netns"]:
             raise Refused("--netns reads a live table; --file is a saved snapshot: give one of them")
         # a snapshot's shares are of its own host's limit, never this machine's
-        return cache.finish(_fresh(where, args.timeout_established, p, deadline, _snapshot_max(args.max)),
-                            command, cached=False, age=0.0)
+        wanted = _wanted(command)
+        written = _fresh(where, args.timeout_established, p, deadline, _snapshot_max(args.max))
+        return cache.stamp(written[wanted.which], wanted.stamped, cached=False, age=0.0)
     if args.max is not None:
         raise Refused("--max is for --file; the live table's limit is read from its sysctl")
     name = "%d-%d-%d-%d%s" % (p["prefix4"], p["prefix6"], p["top"], p["idle_min"],
@@ -64,12 +66,22 @@ def answer(args: "TableArgs", command: str) -> "Written":
         # Same answer only for the same table: network namespace (one cache serves every netns of
         # the host's mount namespace), root directory and source choice.
         key = "netns=%s proc_root=%s source=%s" % (current_netns(), os.path.abspath(args.proc_root), args.source)
-        return cache.serve(args.cache_dir, name, key, p["max_age"], command, deadline, budget / 2, fresh)
+        return cache.serve(args.cache_dir, name, key, p["max_age"], _wanted(command), deadline, budget / 2, fresh)
 
     if p["netns"]:  # another namespace's table: step in for the whole answer (read, cache key)
         with Entered(resolve(str(p["netns"]), args.proc_root).path):
             return served()
     return served()
+
+
+ANSWERS = ("talkers", "discovery")  # what one table read writes, in _fresh's order
+
+
+def _wanted(command: str) -> "Wanted":
+    """The talkers document carries the call's own fields (cached, age); discovery rows do not."""
+    from conntrack_zbx.cache import Wanted
+
+    return Wanted(answers=ANSWERS, which=ANSWERS.index(command), stamped=command == "talkers")
 
 
 def _snapshot_max(given: "Optional[str]") -> "Optional[int]":

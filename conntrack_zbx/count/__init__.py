@@ -1,7 +1,9 @@
 """The counting engine: a table in, a ``Tally`` out. ``tally()`` is its one entry.
 
-A table is an open binary file of table text (``/proc/net/nf_conntrack``, a saved snapshot) or
-``NETLINK``, the live kernel's ctnetlink dump. Entries are never kept: each is counted under a
+``tally`` counts an open binary file of table text (``/proc/net/nf_conntrack``, a saved
+snapshot); ``rows.RowCounter`` counts the live kernel's ctnetlink dump, which
+``sources/netlink.dump`` feeds it (``sources/table.read`` drives it: the engine never reaches up
+into the sources). Entries are never kept: each is counted under a
 compact key (the packed source and one byte naming its protocol and state label, ``kinds.py``),
 so memory grows with the distinct sources, not with the table.
 
@@ -13,29 +15,20 @@ than by source). Ranking what was counted is ``rank.py``'s job. How fast each pa
 was tried, is in docs/performance.md.
 """
 
-from typing import IO, Optional, Union
+from typing import IO, Optional
 
 from conntrack_zbx.count.idle import IdleRule
 from conntrack_zbx.count.tally import RANK_COST_PER_KEY, Tally, read_deadline
 
-__all__ = ["NETLINK", "RANK_COST_PER_KEY", "Tally", "read_deadline", "tally"]
-NETLINK = "netlink"  # the table: the live kernel's ctnetlink dump (sources/netlink.py reads it)
+__all__ = ["RANK_COST_PER_KEY", "Tally", "read_deadline", "tally"]
 
 
-def tally(table: "Union[IO[bytes], str]", deadline: Optional[float] = None, rule: Optional[IdleRule] = None,
+def tally(table: IO[bytes], deadline: Optional[float] = None, rule: Optional[IdleRule] = None,
           by: str = "src") -> Tally:
     """Count ``table`` by ``by`` (``src``; or ``dst``, ``dport``, ``state``, ``proto`` for
     text) until ``deadline`` (time.monotonic()), then say it was truncated: a partial answer
     inside the agent's Timeout beats being killed with nothing. Idle entries are counted under
     ``rule`` (by source only)."""
-    if table == NETLINK:
-        from conntrack_zbx.count.rows import RowCounter
-        from conntrack_zbx.sources import netlink
-
-        counter = RowCounter(rule)
-        netlink.dump(counter, deadline)
-        return counter.tally()
-    assert not isinstance(table, str)
     if by == "src":
         from conntrack_zbx.count.text import count_text
 

@@ -20,7 +20,8 @@ from typing import Dict, List, NamedTuple, Optional, Pattern, Tuple
 
 from conntrack_zbx.errors import BadLine
 from conntrack_zbx.count.idle import IdleRule, add_idle, decimal_range
-from conntrack_zbx.count.kinds import KINDS, KNOWN, Sums, count_kind, state_label
+from conntrack_zbx.count.kinds import Sums, count_kind
+from conntrack_zbx.parse.states import KINDS, KNOWN, state_label
 
 FAMILIES = (b"ipv4", b"ipv6")
 # Flags the kernel prints after the reply tuple for an assured entry (offloaded ones say so).

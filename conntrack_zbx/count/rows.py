@@ -12,7 +12,8 @@ from typing import Dict, Iterable, List, Optional, Pattern, Tuple
 
 from conntrack_zbx.count.tally import Tally, read_deadline
 from conntrack_zbx.count.idle import IdleRule, add_idle, be32_range
-from conntrack_zbx.count.kinds import KINDS, KNOWN, Sums, count_kind
+from conntrack_zbx.count.kinds import Sums, count_kind
+from conntrack_zbx.parse.states import KINDS, KNOWN
 from conntrack_zbx.errors import Malformed
 from conntrack_zbx.parse import netlink as nl
 

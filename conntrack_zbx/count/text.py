@@ -9,7 +9,8 @@ from typing import IO, Any, Optional, Pattern, Tuple
 
 from conntrack_zbx.count.tally import Tally, read_deadline
 from conntrack_zbx.count.idle import IdleRule
-from conntrack_zbx.count.kinds import KINDS, Sums
+from conntrack_zbx.count.kinds import Sums
+from conntrack_zbx.parse.states import KINDS
 from conntrack_zbx.count.lines import EMPTY_LINE, count_block, label_lines, line_pattern
 from conntrack_zbx.errors import Malformed
 

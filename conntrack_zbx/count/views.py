@@ -10,7 +10,8 @@ from typing import IO, Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from conntrack_zbx.count.tally import Tally
 from conntrack_zbx.count.idle import IdleRule, add_idle
-from conntrack_zbx.count.kinds import KINDS, KNOWN, Sums, count_kind, state_label
+from conntrack_zbx.count.kinds import Sums, count_kind
+from conntrack_zbx.parse.states import KINDS, KNOWN, state_label
 from conntrack_zbx.count.lines import AddressCache, Entry, parse_line
 from conntrack_zbx.errors import BadLine, Malformed
 

@@ -9,9 +9,7 @@ same range on every mirrorlist node.
 import re
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
 
-# A node's range is a leak when its idle entries hold more than this share of the table: the
-# node template's {$CONNTRACK.TALKER.IDLE.WARN} default, the fleet template's line judges the same
-IDLE_WARN = 5.0
+from conntrack_zbx.options import IDLE_WARN_PCT as IDLE_WARN  # a node's range is a leak above it
 # conntrack.talker.<field>[network,<network>], as the node template's network prototypes are keyed
 _KEY = re.compile(r"^conntrack\.talker\.([a-z_]+)\[network,(.+)\]$")
 

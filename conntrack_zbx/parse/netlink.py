@@ -17,7 +17,7 @@ import struct
 from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 
 from conntrack_zbx.errors import BadMessage as BadMessage  # re-exported: the decoders raise it
-import conntrack_zbx.count.kinds as labels
+import conntrack_zbx.parse.states as labels
 
 # netlink
 NLMSG_ERROR = 2

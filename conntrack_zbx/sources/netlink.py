@@ -86,7 +86,7 @@ def _translate(e: OSError) -> Exception:
     return NotAvailable("ctnetlink failed: %s" % (e.strerror or e))
 
 
-def _walk(buf: bytes) -> nl.Walk:
+def walk(buf: bytes) -> nl.Walk:
     """A received buffer's message counts; the kernel's error or a broken datagram raised as ours."""
     try:
         w = nl.walk(buf)
@@ -254,7 +254,7 @@ def raw_answers(mtype: int) -> bytes:
                 raise _translate(e) from None
             if not buf:
                 raise Malformed("ctnetlink closed the dump without NLMSG_DONE")
-            w = _walk(buf)
+            w = walk(buf)
             out.append(buf)
             if w.done:
                 return b"".join(out)

@@ -154,11 +154,14 @@ def open_snapshot(path: str) -> "IO[bytes]":
     """Open a saved copy of the table (``sudo cat /proc/net/nf_conntrack > conntrack.list``).
     An empty file is refused: it is what ``cat`` without root leaves (the table is readable by
     root only), not an empty table. A copy with CRLF line ends (one that went through Windows) is
-    read as its LF original, from an unlinked temporary copy (the counters need a real file)."""
+    read as its LF original, from an unlinked temporary copy (the counters need a real file). A
+    pipe is read as it comes."""
     try:
         f = open(path, "rb")
     except OSError as e:
         raise _translate(e, path, "snapshot file %s does not exist") from None
+    if not f.seekable():  # a pipe (--file /dev/stdin): read as it comes, nothing to look at first
+        return f
     head = f.read(65536)
     if not head:
         f.close()

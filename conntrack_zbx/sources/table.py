@@ -43,8 +43,13 @@ def read(where: Where, deadline: float, rule: "Optional[IdleRule]" = None) -> "T
         return t, "file", None
     note = None
     if where.netlink_first:
+        from conntrack_zbx.count.rows import RowCounter
+        from conntrack_zbx.sources import netlink
+
         try:
-            return count.tally(count.NETLINK, deadline, rule), "netlink", None
+            counter = RowCounter(rule)
+            netlink.dump(counter, deadline)  # the dump reader feeds the engine's row counter
+            return counter.tally(), "netlink", None
         except (NotPermitted, NotAvailable) as e:
             if where.source == "netlink":
                 raise

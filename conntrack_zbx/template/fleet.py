@@ -14,8 +14,10 @@ whole fleet: over the threshold on one node, on several (the shared cause), on e
 
 from typing import Any, Dict, List, Sequence
 
-from conntrack_zbx.template.model import (CONNTRACK_MACROS, GROUP, TALKER_OVER_KEY, TALKER_SHARE_KEY, _trigger,
-                                          item_ref, macro, tags, uid)
+from conntrack_zbx.options import IDLE_WARN_PCT
+from conntrack_zbx.template.build import GROUP, item_ref, macro, make_trigger, tags, uid
+from conntrack_zbx.template.model import CONNTRACK_MACROS
+from conntrack_zbx.template.talkers import TALKER_OVER_KEY, TALKER_SHARE_KEY
 
 FLEET = "Linux conntrack fleet by Zabbix aggregates"
 FLEET_SHORT = "Conntrack fleet"
@@ -52,7 +54,7 @@ FLEET_MACROS = [
     macro("CONNTRACK.TALKER.SHARE.WARN", "20",
           "Share of nf_conntrack_max above which a range counts on a node: the same value as the "
           "node template's (set both, or neither)."),
-    macro("CONNTRACK.TALKER.IDLE.WARN", "5",
+    macro("CONNTRACK.TALKER.IDLE.WARN", str(IDLE_WARN_PCT),
           "Share of nf_conntrack_max in idle ESTABLISHED entries that makes a node's range a leak, as in "
           "the node template."),
 ]
@@ -150,7 +152,7 @@ def fleet_template(version: str = "6.0") -> Dict[str, Any]:
         "preprocessing": [{"type": "JAVASCRIPT", "parameters": [GROUP_JS]}],
         "tags": tags(component="conntrack", scope="fleet"),
     }  # type: Dict[str, Any]
-    nodata = _trigger(FLEET, "%s: No data from the API" % FLEET_SHORT,
+    nodata = make_trigger(FLEET, "%s: No data from the API" % FLEET_SHORT,
                       "nodata(%s,{$CONNTRACK.FLEET.NODATA})=1" % item_ref(FLEET, GET_KEY), "WARNING",
                       "The fleet's API call gave nothing for {$CONNTRACK.FLEET.NODATA}: the fleet's ranges are "
                       "no longer named (each node still judges its own). The item's error says why: a bad "
@@ -262,7 +264,7 @@ def _triggers() -> List[Dict[str, Any]]:
         # resolved only once the spread stayed lower for {$CONNTRACK.FLEET.RECOVERY}: a full table
         # starves its node's polls, its values age out of the count, and the problem would
         # resolve and open again while the nodes are at their worst
-        tr = _trigger(FLEET, name, expression, priority, description, event_name=event, recovery=recovery,
+        tr = make_trigger(FLEET, name, expression, priority, description, event_name=event, recovery=recovery,
                       opdata="Nodes over the threshold: {ITEM.LASTVALUE1} of {ITEM.LASTVALUE2}", scope="fleet",
                       anchor="fleet", depends=depends)
         tr["tags"] += tags(talker="{#CT.TALKER}")

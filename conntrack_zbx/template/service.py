@@ -5,8 +5,8 @@ as the incident's panels did. The product's own templates are ``model.py``'s."""
 
 from typing import Any, Dict, List
 
-from conntrack_zbx.template.model import (CONNTRACK, SHORT, _trigger, active_variant, graph_widget, item_ref, macro,
-                                          tags, uid)
+from conntrack_zbx.template.build import CONNTRACK, SHORT, graph_widget, item_ref, macro, make_trigger, tags, uid
+from conntrack_zbx.template.model import active_variant
 
 GROUP, GROUP_UUID = "Templates/Applications", "a571c0d144b14fd4a87a9d9b2aa9fcd6"
 MIRRORLIST = "Mirrorlist by HTTP"
@@ -62,7 +62,7 @@ def mirrorlist_template() -> Dict[str, Any]:
             "tags": tags(component="http"),
         }],
         "triggers": [
-            _trigger(MIRRORLIST, CHECK_FAILED,
+            make_trigger(MIRRORLIST, CHECK_FAILED,
                      # three failed runs in a row, as the official HTTP service template
                      "min(%s,#3)>0 and length(last(%s))>0" % (fail, error), "AVERAGE",
                      "The web scenario failed three times in a row (timeout, refused connection, wrong "
@@ -73,7 +73,7 @@ def mirrorlist_template() -> Dict[str, Any]:
                      event_name="Mirrorlist: check failed", opdata="{ITEM.LASTVALUE2}", scope="availability",
                      recovery="max(%s,#3)=0" % fail,
                      anchor="mirrorlist"),
-            _trigger(MIRRORLIST, "Mirrorlist: Response time is high",
+            make_trigger(MIRRORLIST, "Mirrorlist: Response time is high",
                      "avg(%s,{$MIRRORLIST.RESPONSE.WINDOW})>{$MIRRORLIST.RESPONSE.WARN}" % rtime, "WARNING",
                      "Requests to the mirrorlist are slow. In the incident this came first, while the "
                      "conntrack table was full and SYNs were retransmitted. First step: the host's "
@@ -87,7 +87,7 @@ def mirrorlist_template() -> Dict[str, Any]:
                      recovery="max(%s,{$MIRRORLIST.RESPONSE.WINDOW})<{$MIRRORLIST.RESPONSE.WARN} and "
                               "max(%s,{$MIRRORLIST.RESPONSE.WINDOW})=0" % (rtime, fail),
                      depends=(CHECK_FAILED,)),
-            _trigger(MIRRORLIST, "Mirrorlist: No response time data",
+            make_trigger(MIRRORLIST, "Mirrorlist: No response time data",
                      "nodata(%s,{$MIRRORLIST.NODATA.TIMEOUT})=1" % rtime, "AVERAGE",
                      "No successful response for {$MIRRORLIST.NODATA.TIMEOUT}: the graph has a gap, as in "
                      "the incident's panel. First step: the check's error (Latest data, web.test.error).",

@@ -22,6 +22,7 @@ def main():
     table = read("kernel-6.18.44-mixed/proc/net/nf_conntrack")
     lines = table.splitlines(True)
     stat = read("kernel-6.18.44-mixed/proc/net/stat/nf_conntrack")
+    REFUSED = -1
     dump = read("netlink-6.18.44-mixed/ctnetlink-dump.bin")
     n = len(lines)
     tables = {
@@ -36,10 +37,10 @@ def main():
         "non-utf8-address": (lines[1].replace(b"src=127", b"src=\xc3\xa9", 1) * 2, 0, 2),
         "very-long-line": (b"ipv4     2 tcp      6 1 ESTABLISHED src=" + b"1" * (1 << 18) + b"\n" + table, n, 1),
         "only-newlines": (b"\n" * 1000, 0, 0),
-        "crlf-line-ends": (table.replace(b"\n", b"\r\n"), 0, n),
+        "crlf-line-ends": (table.replace(b"\n", b"\r\n"), n, 0),  # a copy through Windows: read as the original
         "address-family-mismatch": (lines[0].replace(b"ipv4 ", b"ipv6 ", 1) * 2, 0, 2),
         "state-word-missing-space": (lines[0].replace(b" ESTABLISHED ", b" ESTABLISHEDsrc=", 1), 0, 1),
-        "empty": (b"", 0, 0),
+        "empty": (b"", REFUSED, REFUSED),  # what `cat` without root leaves: refused, never "0 entries"
     }
     # IPv4 lines relabelled ipv9 are bad, IPv6 lines stay good: count them from the capture.
     v6 = sum(1 for ln in lines if ln.startswith(b"ipv6"))
