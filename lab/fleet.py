@@ -18,13 +18,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from lab import REPO
 from lab.agent import Agent, grant_sudo, install_plugin
 from lab.monitor import Monitor, wait_for
 from lab.netns import Entered, Netns, sh, veth
-from lab.replay import HASHSIZE_PATH, MAX_PATH, RESTORE_FILE, Knob, record, render_timeline, restore_saved_max
+from lab.scenario import Scenario, Step, restore_saved_max
 from lab.stack import Stack, stop_pids
 
 GROUP = "Mirrorlist"
@@ -77,74 +77,36 @@ def cleanup_leftovers() -> None:
         os.remove(SUDOERS)
 
 
-class FleetReplay:
+class FleetReplay(Scenario):
     def __init__(self, say: Callable[[str], None] = print, low_max: int = LOW_MAX,
                  out: str = os.path.join(REPO, "demo-out")) -> None:
         """``out``: where the dashboard's screenshot goes."""
-        self.say, self.low_max, self.out = say, low_max, out
+        Scenario.__init__(self, say)
+        self.low_max, self.out = low_max, out
         self.dashboard: List[Any] = []
         self.screenshot = ""
-        self.events: List[Dict[str, Any]] = []
-        self.procs: List[subprocess.Popen] = []
         self.nodes: Dict[str, Netns] = {}
         self.agents: List[Agent] = []
         self.first_drop: Dict[str, float] = {}
         self.named: Dict[str, float] = {}
-        self.stop = threading.Event()
-        self.saved: Optional[Tuple[int, int]] = None
         self.plugin_base: Optional[str] = None
 
-    # -- timeline --------------------------------------------------------------------------
-    def event(self, what: str, clock: Optional[float] = None, **info: Any) -> Dict[str, Any]:
-        return record(self.events, what, clock, info)
-
-    def timeline(self) -> str:
-        return render_timeline(self.events)
-
-    # -- lifecycle -------------------------------------------------------------------------
-    def __enter__(self) -> "FleetReplay":
+    # -- lifecycle (lab/scenario.py): what this story adds ------------------------------------
+    def cleanup_leftovers(self) -> None:
         cleanup_leftovers()
-        self.knob, self.hashsize = Knob(MAX_PATH), Knob(HASHSIZE_PATH)
-        self.saved = (self.knob.read(), self.hashsize.read())
-        with open(RESTORE_FILE, "w") as f:
-            json.dump({MAX_PATH: self.saved[0], HASHSIZE_PATH: self.saved[1]}, f)
-        try:
-            self.setup()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    def teardown(self, step: Step) -> None:
         for a in self.agents:
-            try:
-                a.__exit__()
-            except Exception:
-                pass
-        if getattr(self, "entered", None) is not None:
-            self.entered.__exit__()
-            self.entered = None
-        if self.saved is not None:
-            self.knob.write(self.saved[0])
-            self.hashsize.write(self.saved[1])
-            self.saved = None
-            if os.path.exists(RESTORE_FILE):
-                os.remove(RESTORE_FILE)
+            step(a.__exit__)
+        self.agents = []
         if hasattr(self, "stack"):
-            self.stack.stop()
-        cleanup_leftovers()
+            step(self.stack.stop)
+        step(cleanup_leftovers)
         if self.plugin_base:
             import shutil
 
             shutil.rmtree(self.plugin_base, ignore_errors=True)
+            self.plugin_base = None
 
     def setup(self) -> None:
         self.say("[1/6] four mirrorlist nodes (%s) and a monitor, each its own namespace; nf_conntrack_max %d "
@@ -212,12 +174,6 @@ class FleetReplay:
             raise RuntimeError("conntrack-zbx %s failed: %s" % (" ".join(argv), p.stderr.decode()[-500:]))
         return p.stdout.decode()
 
-    def spawn(self, ns: Netns, args: List[str]) -> subprocess.Popen:
-        p = subprocess.Popen(ns.cmd([sys.executable] + args), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, cwd=REPO)
-        self.procs.append(p)
-        return p
-
     def _has_values(self, short: str) -> bool:
         it = self.api.item(self.hostids[short], "conntrack.count")
         return bool(it and it["lastclock"] != "0")
@@ -227,9 +183,7 @@ class FleetReplay:
 
     # -- the story -------------------------------------------------------------------------
     def drops(self, short: str) -> int:
-        lines = self.nodes[short].read("/proc/net/stat/nf_conntrack").splitlines()
-        col = lines[0].split().index("drop")
-        return sum(int(ln.split()[col], 16) for ln in lines[1:] if ln.strip())
+        return self.drops_of(self.nodes[short])
 
     def _leak(self) -> None:
         """The NAT: every TICK, each node gets its rate of new connections that are never closed,
@@ -238,7 +192,7 @@ class FleetReplay:
         n = 0
         base = {s: self.drops(s) for s, _ in NODES}
         last_zero = {s: time.time() for s, _ in NODES}
-        while not self.stop.wait(TICK):
+        while not self.stopping.wait(TICK):
             n += 1
             for short, _ in NODES:
                 t = time.time()
@@ -297,7 +251,7 @@ class FleetReplay:
         time.sleep(10)  # the drop pages of the last node
         self._note_problems()
         self.say("[5/6] the fix on every node: the limit raised, the NAT's entries deleted")
-        self.stop.set()
+        self.stopping.set()
         self.knob.write(self.saved[0] if self.saved else 262144)
         for ns in self.nodes.values():
             ns.run(["conntrack", "-D", "-s", "127.0.66.0/24"], check=False)

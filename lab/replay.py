@@ -17,29 +17,23 @@ in ``close()``, on SIGINT, SIGTERM and SIGHUP, and at interpreter exit; ``make d
 (``python -m lab.demo stop``: ``cleanup_leftovers``) puts it back after a kill -9.
 """
 
-import atexit
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from lab import REPO
 from lab.agent import Agent, grant_sudo, install_deb, install_plugin
 from lab.debroot import SHARED, DebRoot, zabbix_root
 from lab.monitor import Monitor, wait_for
 from lab.netns import Netns, Entered, sh, veth
+from lab.scenario import Scenario, Step, restore_saved_max
 from lab.stack import Stack, stop_pids
 from conntrack_zbx.template import model, service
 
-MAX_PATH = "/proc/sys/net/netfilter/nf_conntrack_max"
-HASHSIZE_PATH = "/sys/module/nf_conntrack/parameters/hashsize"
-RESTORE_FILE = "/var/tmp/ctzbx-replay-restore"
 NODE_NS, MON_NS = "ctzbx-node", "ctzbx-mon"
 MON_IP, NODE_IP = "169.254.77.1", "169.254.77.2"
 LEAKY_NET = "127.0.66.0/24"
@@ -91,43 +85,6 @@ NO_LIFELINE = "Conntrack: no lifeline: a full table will blind monitoring on thi
 RATIO = "Conntrack: hash buckets below the recommended ratio for this kernel"
 
 
-class Knob:
-    """A global conntrack setting, written from the init namespace: nf_conntrack_max is read-only
-    from any other namespace and the hashsize setter refuses a caller outside init_net
-    (EOPNOTSUPP), so the replay steps out of the monitor's namespace around every write
-    (``Replay.set``)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd = os.open(path, os.O_RDWR)
-
-    def read(self) -> int:
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        return int(os.read(self.fd, 64))
-
-    def write(self, value: int) -> int:
-        """Write, and return what the kernel took (it rounds hashsize up to a page of buckets)."""
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        os.write(self.fd, b"%d\n" % int(value))
-        took = self.read()
-        if took < int(value):
-            raise OSError("%s did not take %d (reads %d)" % (self.path, value, took))
-        return took
-
-
-def restore_saved_max() -> Optional[Dict[str, int]]:
-    """Put back the global settings a replay saved (after a crash or kill -9)."""
-    try:
-        with open(RESTORE_FILE) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return None
-    for path, value in saved.items():
-        Knob(path).write(value)
-    os.remove(RESTORE_FILE)
-    return saved
-
-
 def cleanup_leftovers(stack_base: str) -> None:
     """Whatever an interrupted replay left: its max, namespaces, stack processes, sudo grant."""
     restore_saved_max()
@@ -138,28 +95,7 @@ def cleanup_leftovers(stack_base: str) -> None:
         os.remove(SUDOERS)
 
 
-def record(events: List[Dict[str, Any]], what: str, clock: Optional[float], info: Dict[str, Any]) -> Dict[str, Any]:
-    """One event of a replay's timeline (now, unless ``clock`` says when), kept in ``events``."""
-    e = {"clock": clock if clock is not None else time.time(), "what": what}
-    e.update(info)
-    events.append(e)
-    return e
-
-
-def render_timeline(events: List[Dict[str, Any]]) -> str:
-    """The events in time order, each with its clock, its offset from the first and its details."""
-    if not events:
-        return ""
-    t0 = min(e["clock"] for e in events)
-    rows = []
-    for e in sorted(events, key=lambda e: e["clock"]):
-        extra = ", ".join("%s=%s" % (k, v) for k, v in e.items() if k not in ("clock", "what"))
-        rows.append("  %s  +%6.1fs  %s%s" % (time.strftime("%H:%M:%S", time.localtime(e["clock"])),
-                                           e["clock"] - t0, e["what"], ("  (%s)" % extra) if extra else ""))
-    return "\n".join(rows)
-
-
-class Replay:
+class Replay(Scenario):
     def __init__(self, repo: str, low_max: int = 2048, fixed_max: int = 4096,
                  stack_base: Optional[str] = None, say: Callable[[str], None] = print,
                  overflow_by: int = 40, zabbix: str = "6.0", lifeline: bool = False) -> None:
@@ -168,92 +104,30 @@ class Replay:
         table); otherwise on-call applies it at the end."""
         if zabbix not in ZABBIX:
             raise ValueError("the replay runs Zabbix %s, not %r" % (" or ".join(ZABBIX), zabbix))
+        Scenario.__init__(self, say)
         self.repo, self.low_max, self.fixed_max = repo, low_max, fixed_max
         self.zabbix = zabbix
         self.lifeline_first = lifeline
         self.root: Optional[DebRoot] = None
         self.stack_base = stack_base or STACK_BASES[zabbix]
-        self.say = say
         self.overflow_by = overflow_by
         self.seen = {}  # type: Dict[str, Dict[str, Any]]
-        self.events = []  # type: List[Dict[str, Any]]
-        self.procs = []  # type: List[subprocess.Popen]
-        self.original_max = None  # type: Optional[int]
         self.first_drop = None  # type: Optional[float]
-        self._sampler_stop = threading.Event()
         self.drops = []  # type: List[tuple]
         self.plugin_dir = None  # type: Optional[str]
-        self.entered = None  # type: Optional[Entered]
 
-    # -- timeline --------------------------------------------------------------------------
-    def event(self, what: str, clock: Optional[float] = None, **info: Any) -> Dict[str, Any]:
-        return record(self.events, what, clock, info)
-
-    def timeline(self) -> str:
-        return render_timeline(self.events)
-
-    def find(self, what: str) -> Dict[str, Any]:
-        return next(e for e in self.events if e["what"] == what)
-
-    # -- lifecycle -------------------------------------------------------------------------
-    def __enter__(self) -> "Replay":
+    # -- lifecycle (lab/scenario.py): what this story adds ------------------------------------
+    def cleanup_leftovers(self) -> None:
         cleanup_leftovers(self.stack_base)
-        self.knob = Knob(MAX_PATH)
-        self.hashsize = Knob(HASHSIZE_PATH)
-        self.original_max = self.knob.read()
-        self.original_hashsize = self.hashsize.read()
-        with open(RESTORE_FILE, "w") as f:
-            json.dump({MAX_PATH: self.original_max, HASHSIZE_PATH: self.original_hashsize}, f)
-        atexit.register(self.close)
-        # SIGINT too: a non-interactive shell starts background jobs with SIGINT ignored (so does
-        # nohup ... &), and Python then installs no KeyboardInterrupt for it; Ctrl-C or kill -INT
-        # must still restore the kernel.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
-        try:
-            self.setup()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
-    def _on_signal(self, signum, frame) -> None:
-        raise KeyboardInterrupt("signal %d" % signum)
+    keep_stack = False  # the demo's "have a look" mode: the monitoring host stays up
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    keep_stack = False
-
-    def close(self, keep_stack: Optional[bool] = None) -> None:
-        """Restore the kernel and remove the node. ``keep_stack`` leaves the monitoring host up
-        (the demo's "have a look" mode); everything else always goes. Every step runs even when an
-        earlier one fails; the first failure is raised at the end."""
-        if keep_stack is None:
-            keep_stack = self.keep_stack
-        errors = []  # type: List[BaseException]
-
-        def step(fn: Callable[[], Any]) -> None:
-            try:
-                fn()
-            except BaseException as e:  # keep cleaning up
-                errors.append(e)
-
-        self._sampler_stop.set()
-        for p in self.procs:
-            if p.poll() is None:
-                step(p.kill)
-                step(p.wait)
-        self.procs = []
-        if self.entered is not None:
-            step(lambda: self.entered.__exit__())
-            self.entered = None
-        if self.original_max is not None:
-            step(self._restore_limits)
+    def teardown(self, step: Step) -> None:
+        """Remove the node; the monitoring host too unless ``keep_stack``."""
         if hasattr(self, "agent"):
             step(self.agent.__exit__)
             del self.agent
-        if not keep_stack and hasattr(self, "stack"):
+        if not self.keep_stack and hasattr(self, "stack"):
             step(self.stack.stop)
             step(Netns(MON_NS).delete)
         step(Netns(NODE_NS).delete)
@@ -263,15 +137,6 @@ class Replay:
             shutil.rmtree(self.plugin_dir, ignore_errors=True)
             self.plugin_dir = None
         shutil.rmtree(NODE_ETC, ignore_errors=True)
-        if errors:
-            raise errors[0]
-
-    def _restore_limits(self) -> None:
-        self.knob.write(self.original_max)
-        self.hashsize.write(self.original_hashsize)
-        self.original_max = None
-        if os.path.exists(RESTORE_FILE):
-            os.remove(RESTORE_FILE)
 
     def setup(self) -> None:
         self.say("[1/10] two lab hosts: node %s (conntrack on, nf_conntrack_max %d, hashsize %d: max/4 as on "
@@ -384,28 +249,6 @@ class Replay:
         self._pending = [i["key_"] for i in items if i["key_"] in need and i["lastclock"] == "0"]
         return bool(items) and not self._pending
 
-    @contextlib.contextmanager
-    def in_init_ns(self):
-        """Step this thread out of the monitor's namespace for a global setting (see Knob)."""
-        if self.entered is not None:
-            self.entered.__exit__()
-        try:
-            yield
-        finally:
-            if self.entered is not None:
-                self.entered.__enter__()
-
-    def set_limits(self, maximum: int, hashsize: int) -> None:
-        """Write the global limits from the init namespace."""
-        with self.in_init_ns():
-            # this order never leaves max/buckets above the old ratio in between
-            if maximum < self.knob.read():
-                self.knob.write(maximum)
-                self.hashsize.write(hashsize)
-            else:
-                self.hashsize.write(hashsize)
-                self.knob.write(maximum)
-
     def write_node_config(self) -> None:
         """The node's persisted conntrack settings, as its admin left them: the small limit the
         replay runs with, hashsize max/4 (the old advice), the module loaded early."""
@@ -423,17 +266,9 @@ class Replay:
         for d in ETC_DIRS:
             os.chmod(os.path.join(NODE_ETC, d), 0o755)
 
-    def spawn(self, ns: Netns, args: List[str], out=subprocess.DEVNULL, stdin=None) -> subprocess.Popen:
-        p = subprocess.Popen(ns.cmd([sys.executable] + args), stdout=out, stderr=subprocess.DEVNULL,
-                             stdin=stdin, cwd=REPO)
-        self.procs.append(p)
-        return p
-
     # -- the story -------------------------------------------------------------------------
     def node_drops(self) -> int:
-        lines = self.node.read("/proc/net/stat/nf_conntrack").splitlines()
-        col = lines[0].split().index("drop")
-        return sum(int(ln.split()[col], 16) for ln in lines[1:] if ln.strip())
+        return self.drops_of(self.node)
 
     def _sample_drops(self) -> None:
         """Sample the node's drop counter every 0.2 s. The first drop happened after the last sample
@@ -441,7 +276,7 @@ class Replay:
         so neither can credit Zabbix with time the sampler lost."""
         base = self.node_drops()
         last_zero = time.time()
-        while not self._sampler_stop.wait(0.2):
+        while not self.stopping.wait(0.2):
             t = time.time()
             try:
                 d = self.node_drops() - base

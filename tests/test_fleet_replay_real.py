@@ -4,7 +4,7 @@ node namespaces, one leaky NAT reaching all of them from the same /24 and /64 at
 import pytest
 
 from lab.fleet import GROUP, LEAKY4, NODES, FleetReplay, host_name
-from lab.replay import MAX_PATH
+from lab.scenario import MAX_PATH
 from tests.conftest import require_root
 from tests.test_fleet_real import agrees
 

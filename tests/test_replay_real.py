@@ -13,8 +13,9 @@ import pytest
 from lab.demo import save_graphs
 from lab.monitor import wait_for
 from lab.stack import UNREACHABLE_DELAY
-from lab.replay import (ZABBIX, BUSY, BUSY_NET, BUSY_PER_SOURCE, DRIFT, HASHSIZE_PATH, HOLD, IDLE_MIN, INTERVAL, LEAK,
-                        LEAKY_NET, MAX_PATH, NO_LIFELINE, RESTORE_FILE, Replay)
+from lab.replay import (ZABBIX, BUSY, BUSY_NET, BUSY_PER_SOURCE, DRIFT, HOLD, IDLE_MIN, INTERVAL, LEAK, LEAKY_NET,
+                        NO_LIFELINE, Replay)
+from lab.scenario import HASHSIZE_PATH, MAX_PATH, RESTORE_FILE
 from tests.conftest import require_root
 
 pytestmark = pytest.mark.real

@@ -4,12 +4,13 @@
 snapshot); ``rows.RowCounter`` counts the live kernel's ctnetlink dump, which
 ``sources/netlink.dump`` feeds it (``sources/table.read`` drives it: the engine never reaches up
 into the sources). Entries are never kept: each is counted under a
-compact key (the packed source and one byte naming its protocol and state label, ``kinds.py``),
+compact key (the packed source and one byte naming its protocol and state label,
+``parse/states.py``),
 so memory grows with the distinct sources, not with the table.
 
 Inside: ``lines.py`` (the text grammar and its raw keys), ``rows.py`` (the ctnetlink row pattern
 and its raw keys), ``text.py`` (reading text in blocks, a big file split over two processes),
-``kinds.py`` (the state labels and the per-source sums every reader fills), ``idle.py`` (idle
+``kinds.py`` (the per-source sums every reader fills), ``idle.py`` (idle
 time from the remaining timeout), ``views.py`` (the slow line-by-line pass for the views other
 than by source). Ranking what was counted is ``rank.py``'s job. How fast each part is, and what
 was tried, is in docs/performance.md.
