@@ -77,6 +77,17 @@ def grant_sudo(binary: str, path: str) -> None:
         raise RuntimeError("visudo rejected %s: %s" % (path, check.stdout + check.stderr))
 
 
+def stop(proc: "Optional[subprocess.Popen]") -> None:
+    """An agent run in the foreground: TERM, then KILL if it has not gone in 10 s."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 STOCK_CONF = {"agentd": "/etc/zabbix/zabbix_agentd.conf", "agent2": "/etc/zabbix/zabbix_agent2.conf"}
 
 
@@ -183,13 +194,7 @@ class Agent:
         raise RuntimeError("%s did not answer on port %d: %s" % (self.kind, self.port, self.log()))
 
     def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def log(self) -> str:
@@ -294,13 +299,7 @@ class StockAgent:
         raise RuntimeError("%s did not answer on port %d" % (self.service, STOCK_PORT))
 
     def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
     def get(self, key: str) -> str:
         """A passive check from the namespace's own loopback (the stock ``Server=127.0.0.1``)."""
