@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pyzabbix import ZabbixAPI  # type: ignore[attr-defined]
 
 LOGIN = "_conntrack_zbx_login"  # (secret, is it a token) on the client, for whoami
+VERSION = "_conntrack_zbx_version"  # the server's (major, minor), asked once before the login
 NEEDS = ("the admin commands need pyzabbix and PyYAML: apt install python3-pyzabbix python3-yaml (Debian, "
          "Ubuntu), or pip install 'conntrack-zbx[admin]'")
 
@@ -54,6 +55,7 @@ def connect(url: Optional[str] = None, token: Optional[str] = None, user: Option
     else:
         zapi.auth = secret
     setattr(zapi, LOGIN, (secret, bool(token)))
+    setattr(zapi, VERSION, version)  # 7.x refuses apiinfo.version with an Authorization header
     if token:  # a token is not checked until it is used: one cheap call does
         try:
             call(zapi, "template.get", output=["templateid"], limit=1)
@@ -65,16 +67,25 @@ def connect(url: Optional[str] = None, token: Optional[str] = None, user: Option
 
 def whoami(zapi: "ZabbixAPI") -> str:
     """The userid the client is logged in as (by its token or its session)."""
-    secret, is_token = getattr(zapi, LOGIN)
-    return str(call(zapi, "user.checkAuthentication", **{"token" if is_token else "sessionid": secret})["userid"])
+    secret, is_token = vars(zapi)[LOGIN]
+    header = zapi.session.headers.pop("Authorization", None)  # 7.x: this call must come without it
+    try:
+        return str(call(zapi, "user.checkAuthentication", **{"token" if is_token else "sessionid": secret})["userid"])
+    finally:
+        if header is not None:
+            zapi.session.headers["Authorization"] = header
 
 
 def server_version(zapi: "ZabbixAPI", url: str = "") -> Tuple[int, int]:
-    """The API's major.minor: what login, import rules and export format depend on."""
+    """The API's major.minor: what login, import rules and export format depend on. Asked once,
+    before the login: a logged-in client sends its token, with which 7.x refuses this call."""
+    known = vars(zapi).get(VERSION)  # not getattr: pyzabbix makes any unknown attribute an API object
+    if known is not None:
+        return known  # type: ignore[no-any-return]
     try:
         text = str(call(zapi, "apiinfo.version"))
     except DeployFailed as e:
-        raise DeployFailed("cannot reach the Zabbix API at %s: %s" % (url or "the server", e)) from None
+        raise DeployFailed("cannot reach %s (the Zabbix API): %s" % (url or "the server", e)) from None
     major, minor = text.split(".")[:2]
     return int(major), int(minor)
 

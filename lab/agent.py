@@ -159,8 +159,8 @@ class Agent:
                             BufferSend="1")
         if kind == "agent2":
             settings["ControlSocket"] = "%s/agent2.sock" % self.dir
-        self.conf = STOCK_CONF[kind]
-        path = os.path.join(etc, self.conf.lstrip("/"))
+        self.conf = STOCK_CONF[kind]  # where the agent reads it, in its own mount namespace
+        self.conf_file = path = os.path.join(etc, self.conf.lstrip("/"))  # the same file, from anywhere
         with open(path) as f:
             text = f.read()
         with open(path, "w") as f:

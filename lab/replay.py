@@ -522,7 +522,7 @@ class Replay(Scenario):
         """``conntrack-zbx protect --apply`` on the node, from its agent's own conf (the node's
         firewall is the lab's; nothing persisted: the node goes at the end)."""
         out = sh(self.node.cmd(self.conntrack_zbx("protect", "--apply", "--runtime-only", "--agent-conf",
-                                                  self.agent.conf))).stdout.decode()
+                                                  self.agent.conf_file))).stdout.decode()
         self.event(what, rules=sum(1 for ln in out.splitlines()
                                    if ln.strip().endswith('notrack comment "conntrack-zbx lifeline"')))
 
