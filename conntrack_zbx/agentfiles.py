@@ -95,9 +95,8 @@ def find(root: str, source: Optional[str] = None) -> List[Finding]:
             pattern = agentconf.include_pattern(conf, v)
             includes.append(Include(pattern, os.path.isdir(_under(root, pattern))))
         incs = tuple(includes)
-        want = source or SHIPPED[agentconf.kind(conf)]
-        present = [f for f in candidates(incs) + ([] if source else [want]) if _exists(root, f)]
-        found.append(plan_one(conf, incs, want, sorted(set(present), key=present.index)))
+        present = [f for f in candidates(incs) if _exists(root, f)]
+        found.append(plan_one(conf, incs, source or SHIPPED[agentconf.kind(conf)], present))
     return found
 
 

@@ -194,3 +194,40 @@ def test_auto_recommends_a_timeout_when_idle_entries_hold_the_table(capsys, host
         f.write(table)
     rc, out, _ = tune(capsys, "--auto", "--proc-root", proc, "--root", etc)
     assert "idle entries: 0 of 18" in out and "recommended: --tcp" not in out
+
+
+def test_auto_never_plans_below_the_boot_default(capsys, host):
+    """A limit lowered at runtime (a lab, a mistake) must not be what --auto persists: every boot
+    would then start with a smaller table than no tuning at all."""
+    from conntrack_zbx import boot
+    from conntrack_zbx.sources.proc import ProcRoot
+
+    proc, etc = host
+    with open(os.path.join(proc, MAX), "w") as f:
+        f.write("4096\n")
+    root = ProcRoot(proc)
+    default = boot.default_max(root.memtotal_kib(), boot.kernel_version(root.osrelease()))
+    assert default > 2 * 4096  # the check can fail: twice the runtime limit is below it
+    rc, out, _ = tune(capsys, "--auto", "--proc-root", proc, "--root", etc)
+    assert rc == 0 and "nor the kernel's boot default %d" % default in out
+    assert "net.netfilter.nf_conntrack_max = %d" % default in out
+    assert "other network namespaces not counted" in out  # a fixture tree has no live namespaces
+    rc, out, _ = tune(capsys, "--max", "8192", "--proc-root", proc, "--root", etc)
+    assert rc == 0 and "WARNING: 8192 is below the kernel's boot default %d" % default in out
+
+
+@pytest.mark.real
+def test_auto_counts_the_busiest_namespace(capsys, tmp_path):
+    """A container's table counts against the one global limit: --auto sizes for the fullest
+    namespace, not for the host's own (nearly empty) one."""
+    from lab.netns import Netns
+
+    require_root()
+    with Netns(leaky=["127.0.71.0/24"]) as ns:
+        ns.traffic([{"kind": "tcp_open", "src": "127.0.71.%d" % i, "count": 30} for i in range(1, 4)])
+        here = int(read("/", "proc/sys/net/netfilter/nf_conntrack_count"))
+        assert here < 90  # the init namespace holds less than the lab's: the check can fail
+        rc, out, err = tune(capsys, "--auto", "--root", str(tmp_path))
+        assert rc == 0, err
+        line = next(ln for ln in out.splitlines() if "the busiest namespace's" in ln)
+        assert "(%s)" % ns.name in line and int(line.split(": ")[1].split()[0]) >= 90, line
