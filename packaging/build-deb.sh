@@ -39,8 +39,17 @@ CONFFILES
 cat > "$root/DEBIAN/postinst" <<'SCRIPT'
 #!/bin/sh
 set -e
-if [ "$1" = configure ]; then /usr/share/conntrack-zbx/maintscript.sh configure; fi
+case "$1" in
+  configure) /usr/share/conntrack-zbx/maintscript.sh configure ;;
+  triggered) /usr/share/conntrack-zbx/maintscript.sh agent-conf ;;
+esac
 SCRIPT
+# An agent installed (or upgraded) after this package: its files land under these paths, and
+# dpkg then runs our postinst with "triggered", which puts the conf where that agent reads it.
+cat > "$root/DEBIAN/triggers" <<TRIGGERS
+interest-noawait /etc/zabbix
+interest-noawait /usr/share/zabbix-agent
+TRIGGERS
 cat > "$root/DEBIAN/prerm" <<'SCRIPT'
 #!/bin/sh
 set -e

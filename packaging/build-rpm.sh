@@ -43,6 +43,10 @@ cp -a $root/. %{buildroot}/
 %post
 /usr/share/conntrack-zbx/maintscript.sh configure
 
+# an agent installed or upgraded after this package: put the conf where it reads it
+%triggerin -- zabbix-agent, zabbix-agent2
+/usr/share/conntrack-zbx/maintscript.sh agent-conf
+
 %preun
 if [ "\$1" -eq 0 ]; then
   /usr/share/conntrack-zbx/maintscript.sh prerm remove

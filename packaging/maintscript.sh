@@ -2,6 +2,7 @@
 # conntrack-zbx package steps, shared by the deb (postinst/prerm) and the rpm (%post/%preun).
 #   configure       byte-compile; put the sudo grant in place, checked with visudo first; make
 #                   every installed agent read the UserParameter file (conntrack-zbx agent-conf)
+#   agent-conf      only the agent-conf step (the deb's trigger: an agent installed after us)
 #   prerm upgrade   drop byte-code (configure of the new version compiles it again)
 #   prerm remove    drop byte-code; remove the grant unless it was edited locally, and the links
 # A broken file is never left in /etc/sudoers.d: the grant is written under a name sudo ignores
@@ -56,6 +57,14 @@ install_grant() {
   sum "$GRANT" > "$STATE/sudoers.sha256"
 }
 
+agent_conf() {
+  # Debian's own zabbix-agent includes zabbix_agentd.conf.d/, not the zabbix_agentd.d/ we ship
+  # into: link the file where each agent's stock Include points (never edit the agent's conf).
+  if [ -x "$BIN" ]; then
+    "$BIN" agent-conf --apply >&2 || say "could not place the agent conf: run $BIN agent-conf"
+  fi
+}
+
 drop_bytecode() {
   find "$LIB" -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
 }
@@ -64,11 +73,10 @@ case "$1" in
   configure)
     python3 -m compileall -q "$LIB" >/dev/null 2>&1 || true
     install_grant
-    # Debian's own zabbix-agent includes zabbix_agentd.conf.d/, not the zabbix_agentd.d/ we ship
-    # into: link the file where each agent's stock Include points (never edit the agent's conf).
-    if [ -x "$BIN" ]; then
-      "$BIN" agent-conf --apply >&2 || say "could not place the agent conf: run $BIN agent-conf"
-    fi
+    agent_conf
+    ;;
+  agent-conf)
+    agent_conf
     ;;
   prerm)
     drop_bytecode
@@ -83,7 +91,7 @@ case "$1" in
     fi
     ;;
   *)
-    say "usage: $0 configure | prerm upgrade|remove"
+    say "usage: $0 configure | agent-conf | prerm upgrade|remove"
     exit 2
     ;;
 esac

@@ -85,3 +85,23 @@ def test_the_deb_on_the_other_releases_stock_agents_polled_as_zabbix_through_sud
         assert_untouched(root)
     finally:
         subprocess.run(["rm", "-rf", plugin.base], check=False)
+
+
+def test_an_agent_installed_after_the_package_is_linked_by_the_trigger(root):
+    """The package first, Debian's zabbix-agent after it (apt-get, as an admin does): the deb's
+    trigger runs agent-conf, and the stock agent answers the keys without any step by hand."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    link = root.inside("/etc/zabbix/zabbix_agentd.conf.d/userparameter_conntrack.conf")
+    try:
+        sh(root.cmd(["dpkg", "--purge", "zabbix-agent"]), env=env)
+        plugin = install_deb(REPO, root)
+        subprocess.run(["rm", "-rf", plugin.base], check=False)
+        assert not os.path.lexists(link)  # no agentd yet: nothing linked
+        got = sh(root.cmd(["apt-get", "install", "-y", "-q", "--no-install-recommends", "zabbix-agent"]), env=env)
+        assert b"Processing triggers for conntrack-zbx" in got.stdout, got.stdout[-2000:]
+        assert os.readlink(link) == "/etc/zabbix/zabbix_agentd.d/userparameter_conntrack.conf"
+        assert_untouched(root)
+        poll_stock_agents(root, LEAKY)
+    finally:  # the root keeps its agent for the tests after this one
+        sh(root.cmd(["apt-get", "install", "-y", "-q", "--no-install-recommends", "zabbix-agent"]), env=env,
+           check=False)

@@ -196,6 +196,8 @@ def test_rpm_holds_the_same_tree_and_runs_on_python36(tmp_path):
     assert sorted(sh(["rpm", "-qcp", rpm]).stdout.decode().split()) == [AGENT2_CONF, AGENTD_CONF]
     scripts = sh(["rpm", "-qp", "--scripts", rpm]).stdout.decode()
     assert "maintscript.sh configure" in scripts and "maintscript.sh prerm remove" in scripts
+    triggers = sh(["rpm", "-qp", "--triggers", rpm]).stdout.decode()
+    assert "triggerin scriptlet" in triggers and "zabbix-agent" in triggers and "maintscript.sh agent-conf" in triggers
     requires = sh(["rpm", "-qp", "--requires", rpm]).stdout.decode()
     assert "python3 >= 3.6" in requires and "pyzabbix" not in requires.replace("Suggests", "")
     assert sh(["rpm", "-qLp", rpm]).stdout.decode().split() == ["/usr/share/doc/conntrack-zbx/copyright"]
