@@ -128,3 +128,20 @@ def test_make_rpm_without_rpmbuild_says_what_to_install():
     p = subprocess.run(["bash", "packaging/build-rpm.sh", "/tmp/ctzbx-no-rpm"], cwd=REPO, capture_output=True,
                        text=True, env=dict(os.environ, RPMBUILD="/nonexistent/rpmbuild"))
     assert p.returncode == 1 and "apt-get install rpm" in p.stderr and "dnf install rpm-build" in p.stderr
+
+
+def test_tune_auto_counts_the_busiest_namespace(capsys, tmp_path):
+    """A container's table counts against the one global limit: --auto sizes for the fullest
+    namespace, not for the host's own (nearly empty) one."""
+    from lab.netns import Netns
+
+    require_root()
+    with Netns(leaky=["127.0.71.0/24"]) as ns:
+        ns.traffic([{"kind": "tcp_open", "src": "127.0.71.%d" % i, "count": 30} for i in range(1, 4)])
+        with open("/proc/sys/net/netfilter/nf_conntrack_count") as f:
+            here = int(f.read())
+        assert here < 90  # the init namespace holds less than the lab's: the check can fail
+        rc, out, err = run(capsys, "tune", "--auto", "--root", str(tmp_path))
+        assert rc == 0, err
+        line = next(ln for ln in out.splitlines() if "the busiest namespace's" in ln)
+        assert "(%s)" % ns.name in line and int(line.split(": ")[1].split()[0]) >= 90, line
